@@ -1,1 +1,64 @@
-fn main() {}
+//! The `kiln` binary: parse, set up logging, dispatch, report.
+#![forbid(unsafe_code)]
+
+mod args;
+mod commands;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// What a command ends with: the process exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitStatus(pub u8);
+
+impl ExitStatus {
+    pub const SUCCESS: ExitStatus = ExitStatus(0);
+    pub const FAILURE: ExitStatus = ExitStatus(1);
+}
+
+fn main() -> ExitCode {
+    // Must run before anything starts a thread: the container set-up path
+    // re-executes this binary and takes over here.
+    kiln_runner::init_if_requested();
+    let cli = args::Cli::parse();
+    init_logging(&cli.log_level);
+    let result = match &cli.command {
+        args::Command::Build(a) => commands::build::run(&cli, a),
+        args::Command::Runtime(a) => commands::runtime::run(&cli, a),
+        args::Command::Version => {
+            println!("kiln {}", env!("CARGO_PKG_VERSION"));
+            Ok(ExitStatus::SUCCESS)
+        }
+    };
+    match result {
+        Ok(status) => ExitCode::from(status.0),
+        Err(err) => {
+            if is_broken_pipe(&err) {
+                return ExitCode::SUCCESS;
+            }
+            let _ = writeln!(std::io::stderr(), "kiln: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
+}
+
+/// A closed stdout pipe (`kiln images | head -1`) is not an error.
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

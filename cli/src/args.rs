@@ -1,0 +1,38 @@
+//! What the user typed: clap derive structs for every command.
+//!
+//! Commands whose arguments are large keep their struct next to their code in
+//! `commands/<name>.rs`; this file names them all.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::commands;
+
+/// kiln builds container images from Dockerfiles, runs them, and moves them
+/// to and from OCI registries.
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, propagate_version = true, disable_help_subcommand = true)]
+pub struct Cli {
+    /// Store root (an OCI image layout plus kiln's metadata).
+    #[arg(long, global = true, env = "KILN_ROOT", default_value = "/var/lib/kiln")]
+    pub root: PathBuf,
+
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long, global = true, env = "KILN_LOG", default_value = "warn")]
+    pub log_level: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build an image from a Dockerfile.
+    Build(commands::build::BuildArgs),
+    /// Low-level OCI runtime: run a bundle (config.json + rootfs), as runc does.
+    #[command(hide = true)]
+    Runtime(commands::runtime::RuntimeArgs),
+    /// Print version information.
+    Version,
+}

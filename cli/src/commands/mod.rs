@@ -1,0 +1,4 @@
+//! One module per subcommand; each exposes `run(...) -> anyhow::Result<ExitStatus>`.
+
+pub mod build;
+pub mod runtime;
