@@ -1,0 +1,1 @@
+//! Layer apply and diff (owned by the layer work).
