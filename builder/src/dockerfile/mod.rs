@@ -6,3 +6,6 @@ pub mod heredoc;
 pub(crate) mod line_parsers;
 pub mod parser;
 pub mod shell;
+pub(crate) mod flags;
+pub mod instructions;
+pub mod mounts;
