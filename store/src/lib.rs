@@ -12,3 +12,4 @@ pub mod layer;
 
 pub use digest::{Digest, HashingReader, HashingWriter};
 pub use error::{Error, Result};
+pub use layer::{apply, diff, ApplyStats, Compression, DiffOptions, DiffOutput};
