@@ -9,3 +9,6 @@ pub mod shell;
 pub(crate) mod flags;
 pub mod instructions;
 pub mod mounts;
+pub mod dockerignore;
+pub mod platform;
+pub mod stages;
