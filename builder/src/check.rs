@@ -39,7 +39,11 @@ impl fmt::Display for Problem {
             Level::Warning => "WARN",
             Level::Error => "ERROR",
         };
-        write!(f, "{level}: {} - {} (line {})", self.rule, self.message, self.line)
+        write!(
+            f,
+            "{level}: {} - {} (line {})",
+            self.rule, self.message, self.line
+        )
     }
 }
 
@@ -71,15 +75,23 @@ pub fn lint(dockerfile: &Dockerfile) -> Vec<Problem> {
         count_case(&from_keyword, &mut upper, &mut lower);
     }
     let majority_upper = upper >= lower;
-    let check_case = |keyword: &str, line: usize, warn: &mut dyn FnMut(&'static str, usize, String)| {
+    let check_case = |keyword: &str,
+                      line: usize,
+                      warn: &mut dyn FnMut(&'static str, usize, String)| {
         let is_upper = keyword == keyword.to_ascii_uppercase();
         let is_lower = keyword == keyword.to_ascii_lowercase();
         if (majority_upper && !is_upper) || (!majority_upper && !is_lower) {
-            let want = if majority_upper { "uppercase" } else { "lowercase" };
+            let want = if majority_upper {
+                "uppercase"
+            } else {
+                "lowercase"
+            };
             warn(
                 "ConsistentInstructionCasing",
                 line,
-                format!("Command '{keyword}' should match the case of the command majority ({want})"),
+                format!(
+                    "Command '{keyword}' should match the case of the command majority ({want})"
+                ),
             );
         }
     };
@@ -92,13 +104,20 @@ pub fn lint(dockerfile: &Dockerfile) -> Vec<Problem> {
         check_case(&from_keyword, stage.line, &mut warn);
         if let Some(name) = &stage.name {
             if name.to_ascii_lowercase() != *name {
-                warn("StageNameCasing", stage.line, format!("Stage name '{name}' should be lowercase"));
+                warn(
+                    "StageNameCasing",
+                    stage.line,
+                    format!("Stage name '{name}' should be lowercase"),
+                );
             }
             if matches!(name.to_ascii_lowercase().as_str(), "scratch" | "context") {
                 warn(
                     "ReservedStageName",
                     stage.line,
-                    format!("Stage name should not use the same name as reserved stage '{}'", name.to_ascii_lowercase()),
+                    format!(
+                        "Stage name should not use the same name as reserved stage '{}'",
+                        name.to_ascii_lowercase()
+                    ),
                 );
             }
         }
@@ -144,7 +163,11 @@ pub fn lint(dockerfile: &Dockerfile) -> Vec<Problem> {
                             format!("JSON arguments recommended for {name} to prevent unintended behavior related to OS signals"),
                         );
                     }
-                    let seen = if name == "CMD" { &mut seen_cmd } else { &mut seen_entrypoint };
+                    let seen = if name == "CMD" {
+                        &mut seen_cmd
+                    } else {
+                        &mut seen_entrypoint
+                    };
                     if seen.replace(c.line).is_some() {
                         warn(
                             "MultipleInstructionsDisallowed",
@@ -213,14 +236,27 @@ fn first_word(source: &str, line: usize) -> String {
 }
 
 /// SecretsUsedInArgOrEnv: names that look like credentials.
-fn secrets(instruction: &Instruction, line: usize, warn: &mut dyn FnMut(&'static str, usize, String)) {
+fn secrets(
+    instruction: &Instruction,
+    line: usize,
+    warn: &mut dyn FnMut(&'static str, usize, String),
+) {
     let (kind, names): (&str, Vec<&str>) = match instruction {
         Instruction::Arg { args } => ("ARG", args.iter().map(|a| a.key.as_str()).collect()),
         Instruction::Env { pairs } => ("ENV", pairs.iter().map(|p| p.key.as_str()).collect()),
         _ => return,
     };
     const WORDS: &[&str] = &[
-        "apikey", "auth", "credential", "credentials", "key", "password", "pword", "passwd", "secret", "token",
+        "apikey",
+        "auth",
+        "credential",
+        "credentials",
+        "key",
+        "password",
+        "pword",
+        "passwd",
+        "secret",
+        "token",
     ];
     for name in names {
         let lower = name.to_ascii_lowercase();
@@ -228,7 +264,9 @@ fn secrets(instruction: &Instruction, line: usize, warn: &mut dyn FnMut(&'static
             warn(
                 "SecretsUsedInArgOrEnv",
                 line,
-                format!("Do not use ARG or ENV instructions for sensitive data ({kind} \"{name}\")"),
+                format!(
+                    "Do not use ARG or ENV instructions for sensitive data ({kind} \"{name}\")"
+                ),
             );
         }
     }
@@ -239,17 +277,26 @@ mod tests {
     use super::*;
 
     fn rules(text: &str) -> Vec<&'static str> {
-        lint(&Dockerfile::parse("Dockerfile", text).unwrap()).iter().map(|p| p.rule).collect()
+        lint(&Dockerfile::parse("Dockerfile", text).unwrap())
+            .iter()
+            .map(|p| p.rule)
+            .collect()
     }
 
     #[test]
     fn finds_the_usual_suspects() {
-        assert_eq!(rules("FROM a AS Build\nCMD echo hi\n"), ["StageNameCasing", "JSONArgsRecommended"]);
+        assert_eq!(
+            rules("FROM a AS Build\nCMD echo hi\n"),
+            ["StageNameCasing", "JSONArgsRecommended"]
+        );
         assert_eq!(rules("FROM a as b\n"), ["FromAsCasing"]);
         assert_eq!(rules("FROM a\nMAINTAINER me\n"), ["MaintainerDeprecated"]);
         assert_eq!(rules("FROM a\nENV A b\n"), ["LegacyKeyValueFormat"]);
         assert_eq!(rules("FROM a\nARG API_TOKEN\n"), ["SecretsUsedInArgOrEnv"]);
-        assert_eq!(rules("FROM a\nrun x\nRUN y\nRUN z\n"), ["ConsistentInstructionCasing"]);
+        assert_eq!(
+            rules("FROM a\nrun x\nRUN y\nRUN z\n"),
+            ["ConsistentInstructionCasing"]
+        );
         assert!(rules("FROM a\nCMD [\"x\"]\n").is_empty());
     }
 }

@@ -24,4 +24,6 @@ pub use dockerfile::stages::{Dockerfile, Stage};
 pub use error::{Error, ErrorKind, Location, Result};
 pub use graph::compile::{compile, compile_with_problems, CompileOptions};
 pub use graph::image::{HealthConfig, History, ImageConfig, ImageSource, NoImages};
-pub use graph::ops::{ExecMount, ExecOp, FileAction, FileOp, Graph, Input, Node, NodeId, Op, StageOutput};
+pub use graph::ops::{
+    ExecMount, ExecOp, FileAction, FileOp, Graph, Input, Node, NodeId, Op, StageOutput,
+};

@@ -28,7 +28,10 @@ pub struct Matcher {
 pub fn load(context: &Path, dockerfile: &Path) -> Result<Vec<String>> {
     let mut specific = dockerfile.as_os_str().to_owned();
     specific.push(".dockerignore");
-    let candidates = [std::path::PathBuf::from(specific), context.join(".dockerignore")];
+    let candidates = [
+        std::path::PathBuf::from(specific),
+        context.join(".dockerignore"),
+    ];
     for path in candidates {
         match std::fs::read_to_string(&path) {
             Ok(text) => return Ok(read_patterns(&text)),
@@ -71,7 +74,11 @@ pub fn read_patterns(text: &str) -> Vec<String> {
                 cleaned.remove(0);
             }
             pattern = "";
-            out.push(if invert { format!("!{cleaned}") } else { cleaned });
+            out.push(if invert {
+                format!("!{cleaned}")
+            } else {
+                cleaned
+            });
         }
         let _ = pattern;
     }

@@ -42,7 +42,12 @@ impl Platform {
         };
         let lower = text.trim().to_ascii_lowercase();
         let parts: Vec<&str> = lower.split('/').collect();
-        if parts.iter().any(|p| p.is_empty() || !p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')) {
+        if parts.iter().any(|p| {
+            p.is_empty()
+                || !p
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        }) {
             return Err(bad());
         }
         let (os, arch, variant) = match parts.as_slice() {
@@ -62,7 +67,10 @@ impl Platform {
 }
 
 fn is_os(text: &str) -> bool {
-    matches!(text, "linux" | "windows" | "darwin" | "freebsd" | "netbsd" | "openbsd" | "solaris" | "illumos")
+    matches!(
+        text,
+        "linux" | "windows" | "darwin" | "freebsd" | "netbsd" | "openbsd" | "solaris" | "illumos"
+    )
 }
 
 fn normalize_arch(arch: &str, variant: Option<String>) -> (String, Option<String>) {
@@ -94,9 +102,18 @@ mod tests {
 
     #[test]
     fn parses_and_normalizes() {
-        assert_eq!(Platform::parse("linux/x86_64").unwrap().to_string(), "linux/amd64");
-        assert_eq!(Platform::parse("linux/arm64/v8").unwrap().to_string(), "linux/arm64");
-        assert_eq!(Platform::parse("linux/arm").unwrap().to_string(), "linux/arm/v7");
+        assert_eq!(
+            Platform::parse("linux/x86_64").unwrap().to_string(),
+            "linux/amd64"
+        );
+        assert_eq!(
+            Platform::parse("linux/arm64/v8").unwrap().to_string(),
+            "linux/arm64"
+        );
+        assert_eq!(
+            Platform::parse("linux/arm").unwrap().to_string(),
+            "linux/arm/v7"
+        );
         assert_eq!(Platform::parse("arm64").unwrap().to_string(), "linux/arm64");
         assert!(Platform::parse("linux//x").is_err());
         assert!(Platform::parse("a/b/c/d").is_err());

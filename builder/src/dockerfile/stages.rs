@@ -48,16 +48,22 @@ impl Dockerfile {
         let mut global_args = Vec::new();
         let mut stages: Vec<Stage> = Vec::new();
         for node in &ast.nodes {
-            let command = parse_command(node).map_err(|f| f.error.locate(file, source, f.needle.as_deref()))?;
+            let command = parse_command(node)
+                .map_err(|f| f.error.locate(file, source, f.needle.as_deref()))?;
             match &command.instruction {
                 Instruction::From(from) => {
                     if let Some(name) = &from.name {
-                        let taken = stages
-                            .iter()
-                            .any(|s| s.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(name)));
+                        let taken = stages.iter().any(|s| {
+                            s.name
+                                .as_deref()
+                                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+                        });
                         if taken {
-                            return Err(Error::at(command.line, ErrorKind::DuplicateStageName { name: name.clone() })
-                                .locate(file, source, Some(name)));
+                            return Err(Error::at(
+                                command.line,
+                                ErrorKind::DuplicateStageName { name: name.clone() },
+                            )
+                            .locate(file, source, Some(name)));
                         }
                     }
                     stages.push(Stage {
@@ -108,10 +114,11 @@ impl Dockerfile {
     /// count when it is given (a stage can use earlier stages only).
     pub fn find_stage(&self, name: &str, before: Option<usize>) -> Option<usize> {
         let limit = before.unwrap_or(self.stages.len());
-        if let Some(s) = self.stages[..limit]
-            .iter()
-            .find(|s| s.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(name)))
-        {
+        if let Some(s) = self.stages[..limit].iter().find(|s| {
+            s.name
+                .as_deref()
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        }) {
             return Some(s.index);
         }
         if !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) {
@@ -127,7 +134,11 @@ impl Dockerfile {
         };
         self.stages
             .iter()
-            .find(|s| s.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(target)))
+            .find(|s| {
+                s.name
+                    .as_deref()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(target))
+            })
             .map(|s| s.index)
             .ok_or_else(|| {
                 let names = self.stages.iter().filter_map(|s| s.name.as_deref());
@@ -154,7 +165,11 @@ mod tests {
 
     #[test]
     fn splits_stages() {
-        let df = Dockerfile::parse("Dockerfile", "ARG V=1\nFROM a AS build\nRUN x\nFROM b\nCOPY --from=build / /\n").unwrap();
+        let df = Dockerfile::parse(
+            "Dockerfile",
+            "ARG V=1\nFROM a AS build\nRUN x\nFROM b\nCOPY --from=build / /\n",
+        )
+        .unwrap();
         assert_eq!(df.global_args.len(), 1);
         assert_eq!(df.stages.len(), 2);
         assert_eq!(df.stages[0].commands.len(), 1);

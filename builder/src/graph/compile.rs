@@ -65,7 +65,11 @@ const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/b
 const HISTORY_COMMENT: &str = "buildkit.dockerfile.v0";
 
 /// Compiles `dockerfile` for `options`. `images` supplies base image configs.
-pub fn compile(dockerfile: &Dockerfile, options: &CompileOptions, images: &dyn ImageSource) -> Result<Graph> {
+pub fn compile(
+    dockerfile: &Dockerfile,
+    options: &CompileOptions,
+    images: &dyn ImageSource,
+) -> Result<Graph> {
     Ok(compile_with_problems(dockerfile, options, images)?.0)
 }
 
@@ -201,13 +205,19 @@ impl<'a> Compiler<'a> {
         target: usize,
     ) -> Result<Compiler<'a>> {
         let build_platform = Platform::host();
-        let target_platform = options.platform.clone().unwrap_or_else(|| build_platform.clone());
+        let target_platform = options
+            .platform
+            .clone()
+            .unwrap_or_else(|| build_platform.clone());
         let mut globals = Vec::new();
         for (prefix, p) in [("TARGET", &target_platform), ("BUILD", &build_platform)] {
             globals.push((format!("{prefix}PLATFORM"), Some(p.to_string())));
             globals.push((format!("{prefix}OS"), Some(p.os.clone())));
             globals.push((format!("{prefix}ARCH"), Some(p.architecture.clone())));
-            globals.push((format!("{prefix}VARIANT"), Some(p.variant.clone().unwrap_or_default())));
+            globals.push((
+                format!("{prefix}VARIANT"),
+                Some(p.variant.clone().unwrap_or_default()),
+            ));
         }
         let mut compiler = Compiler {
             df,
@@ -261,7 +271,9 @@ impl<'a> Compiler<'a> {
         declared: &dyn Fn(&str) -> bool,
         line: usize,
     ) -> Result<String> {
-        let Expansion { value, unmatched, .. } = self
+        let Expansion {
+            value, unmatched, ..
+        } = self
             .lexer
             .process_word_with_matches(word, env)
             .map_err(|e| self.error(line, e.into(), None))?;
@@ -277,7 +289,8 @@ impl<'a> Compiler<'a> {
         line: usize,
     ) {
         for name in unmatched {
-            let special = name.chars().all(|c| c.is_ascii_digit()) || name.len() == 1 && !name.chars().all(char::is_alphabetic);
+            let special = name.chars().all(|c| c.is_ascii_digit())
+                || name.len() == 1 && !name.chars().all(char::is_alphabetic);
             if special || declared(&name) || PROXY_ARGS.contains(&name.as_str()) {
                 continue;
             }
@@ -309,7 +322,11 @@ impl<'a> Compiler<'a> {
             Some(self.expand(default, env, &declared, command.line)?)
         } else {
             let globals = stage_globals.unwrap_or(&self.globals);
-            globals.iter().rev().find(|(k, _)| *k == key).and_then(|(_, v)| v.clone())
+            globals
+                .iter()
+                .rev()
+                .find(|(k, _)| *k == key)
+                .and_then(|(_, v)| v.clone())
         };
         Ok((key, value))
     }
@@ -379,7 +396,10 @@ impl<'a> Compiler<'a> {
             }
             None => self.target_platform.clone(),
         };
-        let label = stage.name.clone().unwrap_or_else(|| format!("stage-{}", stage.index));
+        let label = stage
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("stage-{}", stage.index));
         let mut state = StageState {
             root: None,
             config: ImageConfig::default(),
@@ -402,7 +422,10 @@ impl<'a> Compiler<'a> {
                     stage.line,
                     ErrorKind::UndefinedStage {
                         name: image.clone(),
-                        suggestion: Some(format!("a stage defined before line {} ({name})", stage.line)),
+                        suggestion: Some(format!(
+                            "a stage defined before line {} ({name})",
+                            stage.line
+                        )),
                     },
                     Some(&stage.from.image),
                 ));
@@ -461,7 +484,11 @@ impl<'a> Compiler<'a> {
         for node in &ast.nodes {
             let name = node.name();
             if matches!(name.as_str(), "ONBUILD" | "FROM" | "MAINTAINER") {
-                return Err(self.error(line, ErrorKind::OnbuildNotAllowed { instruction: name }, None));
+                return Err(self.error(
+                    line,
+                    ErrorKind::OnbuildNotAllowed { instruction: name },
+                    None,
+                ));
             }
             let mut command = crate::dockerfile::instructions::parse_command(node)
                 .map_err(|f| relocate(f.error))?;
@@ -472,7 +499,13 @@ impl<'a> Compiler<'a> {
         Ok(out)
     }
 
-    fn instruction(&mut self, state: &mut StageState, stage: &Stage, command: &Command, depth: usize) -> Result<()> {
+    fn instruction(
+        &mut self,
+        state: &mut StageState,
+        stage: &Stage,
+        command: &Command,
+        depth: usize,
+    ) -> Result<()> {
         let env = state.env();
         let declared_args: Vec<String> = state.args.iter().map(|(k, _)| k.clone()).collect();
         let declared = move |n: &str| declared_args.iter().any(|a| a == n);
@@ -502,7 +535,8 @@ impl<'a> Compiler<'a> {
                 let mut parts = Vec::new();
                 for decl in args {
                     let env = state.env();
-                    let (key, value) = self.declare_arg(decl, &env, command, Some(&stage_globals))?;
+                    let (key, value) =
+                        self.declare_arg(decl, &env, command, Some(&stage_globals))?;
                     parts.push(match &value {
                         Some(v) => format!("{key}={v}"),
                         None => key.clone(),
@@ -568,7 +602,14 @@ impl<'a> Compiler<'a> {
                     format!("{}/{}", state.workdir(), path)
                 });
                 state.config.working_dir = dir.clone();
-                let inputs = state.root.map(|r| Input { role: "rootfs".into(), node: r }).into_iter().collect();
+                let inputs = state
+                    .root
+                    .map(|r| Input {
+                        role: "rootfs".into(),
+                        node: r,
+                    })
+                    .into_iter()
+                    .collect();
                 let chown = Some(state.config.user.clone()).filter(|u| !u.is_empty());
                 let op = Op::File(FileOp {
                     actions: vec![FileAction::Mkdir {
@@ -640,8 +681,15 @@ impl<'a> Compiler<'a> {
     }
 
     fn add(&mut self, state: &StageState, op: Op, inputs: Vec<Input>, command: &Command) -> NodeId {
-        let description = format!("[{} {}/{}] {}", state.label, state.step, state.steps, command.original.trim());
-        self.graph.add(&mut self.index, op, inputs, description, Some(command.line))
+        let description = format!(
+            "[{} {}/{}] {}",
+            state.label,
+            state.step,
+            state.steps,
+            command.original.trim()
+        );
+        self.graph
+            .add(&mut self.index, op, inputs, description, Some(command.line))
     }
 
     fn expand_pairs(
@@ -675,7 +723,9 @@ impl<'a> Compiler<'a> {
         let simple = !name.contains(['/', ':', '@']);
         let numeric = !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit());
         let later = self.df.find_stage(name, None).is_some();
-        let close = simple.then(|| suggest(name, self.df.stage_names())).flatten();
+        let close = simple
+            .then(|| suggest(name, self.df.stage_names()))
+            .flatten();
         if numeric || later || close.is_some() || name.is_empty() {
             return Err(self.error(
                 line,
@@ -699,13 +749,21 @@ impl<'a> Compiler<'a> {
         depth: usize,
     ) -> Result<()> {
         let line = command.line;
-        let mut inputs: Vec<Input> = state.root.map(|r| Input { role: "rootfs".into(), node: r }).into_iter().collect();
+        let mut inputs: Vec<Input> = state
+            .root
+            .map(|r| Input {
+                role: "rootfs".into(),
+                node: r,
+            })
+            .into_iter()
+            .collect();
         let mut mounts = Vec::new();
         for text in &run.mounts {
             let mut expand = |v: &str| -> std::result::Result<String, ErrorKind> {
                 self.lexer.process_word(v, env).map_err(ErrorKind::from)
             };
-            let mount = parse_mount(text, &mut expand).map_err(|k| self.error(line, k, Some("--mount")))?;
+            let mount =
+                parse_mount(text, &mut expand).map_err(|k| self.error(line, k, Some("--mount")))?;
             let target = mount.target.clone().unwrap_or_else(|| match mount.kind {
                 MountType::Ssh => "/run/buildkit/ssh_agent.0".to_string(),
                 _ => String::new(),
@@ -753,10 +811,16 @@ impl<'a> Compiler<'a> {
         };
         let prepend_shell = !run.command.is_exec();
         if !run.heredocs.is_empty() && prepend_shell {
-            let simple = crate::dockerfile::heredoc::parse_heredoc(&args[0]).ok().flatten();
+            let simple = crate::dockerfile::heredoc::parse_heredoc(&args[0])
+                .ok()
+                .flatten();
             let first = &run.heredocs[0];
             if simple.is_some() {
-                let data = if first.chomp { chomp(&first.content) } else { first.content.clone() };
+                let data = if first.chomp {
+                    chomp(&first.content)
+                } else {
+                    first.content.clone()
+                };
                 if data.starts_with("#!") {
                     mounts.push(ExecMount {
                         kind: MountType::Bind,
@@ -825,7 +889,11 @@ impl<'a> Compiler<'a> {
         }
         let mut created_by = String::from("RUN ");
         if !history_args.is_empty() {
-            created_by.push_str(&format!("|{} {} ", history_args.len(), history_args.join(" ")));
+            created_by.push_str(&format!(
+                "|{} {} ",
+                history_args.len(),
+                history_args.join(" ")
+            ));
         }
         created_by.push_str(&args.join(" "));
         created_by.push_str(" # buildkit");
@@ -865,7 +933,11 @@ impl<'a> Compiler<'a> {
         let dest = if raw_dest.starts_with('/') {
             raw_dest.clone()
         } else {
-            let joined = crate::dockerfile::dockerignore::clean(&format!("{}/{}", state.workdir(), raw_dest));
+            let joined = crate::dockerfile::dockerignore::clean(&format!(
+                "{}/{}",
+                state.workdir(),
+                raw_dest
+            ));
             if raw_dest.ends_with('/') || raw_dest == "." || raw_dest.is_empty() {
                 format!("{}/", joined.trim_end_matches('/'))
             } else {
@@ -880,7 +952,12 @@ impl<'a> Compiler<'a> {
             Some(c) => {
                 let v = self.expand(c, env, declared, line)?;
                 if !is_valid_chmod(&v) {
-                    return Err(self.flag_error(line, "chmod", v, "octal bits like 0755 or symbolic like u+x"));
+                    return Err(self.flag_error(
+                        line,
+                        "chmod",
+                        v,
+                        "octal bits like 0755 or symbolic like u+x",
+                    ));
                 }
                 Some(v)
             }
@@ -890,7 +967,12 @@ impl<'a> Compiler<'a> {
             Some(c) => {
                 let v = self.expand(c, env, declared, line)?;
                 if !is_valid_checksum(&v) {
-                    return Err(self.flag_error(line, "checksum", v, "sha256:<64 hex>, sha384:, sha512: or a git commit"));
+                    return Err(self.flag_error(
+                        line,
+                        "checksum",
+                        v,
+                        "sha256:<64 hex>, sha384:, sha512: or a git commit",
+                    ));
                 }
                 Some(v)
             }
@@ -900,10 +982,20 @@ impl<'a> Compiler<'a> {
         for e in &copy.exclude {
             exclude.push(self.expand(e, env, declared, line)?);
         }
-        let mut inputs: Vec<Input> = state.root.map(|r| Input { role: "rootfs".into(), node: r }).into_iter().collect();
+        let mut inputs: Vec<Input> = state
+            .root
+            .map(|r| Input {
+                role: "rootfs".into(),
+                node: r,
+            })
+            .into_iter()
+            .collect();
         let mut actions = Vec::new();
         let remote = |s: &str| {
-            s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@") || s.starts_with("git://")
+            s.starts_with("http://")
+                || s.starts_with("https://")
+                || s.starts_with("git@")
+                || s.starts_with("git://")
         };
         let needs_input = sources.iter().any(|s| !(copy.is_add && remote(s)));
         let input = if !needs_input {
@@ -925,7 +1017,10 @@ impl<'a> Compiler<'a> {
                 inputs.len() - 1
             })
         };
-        let mode = chmod.as_deref().and_then(|m| u32::from_str_radix(m, 8).ok()).unwrap_or(0o644);
+        let mode = chmod
+            .as_deref()
+            .and_then(|m| u32::from_str_radix(m, 8).ok())
+            .unwrap_or(0o644);
         let several = copy.inline_sources.len() + sources.len() > 1;
         for inline in &copy.inline_sources {
             let data = if inline.expand {
@@ -1046,7 +1141,10 @@ fn expand_port(text: &str) -> std::result::Result<Vec<String>, ErrorKind> {
 
 /// Go's `%q` of a `[]string`: `["a" "b"]`.
 fn go_quote_list(items: &[String]) -> String {
-    let quoted: Vec<String> = items.iter().map(|s| crate::dockerfile::dump::go_quote(s)).collect();
+    let quoted: Vec<String> = items
+        .iter()
+        .map(|s| crate::dockerfile::dump::go_quote(s))
+        .collect();
     format!("[{}]", quoted.join(" "))
 }
 
@@ -1118,5 +1216,316 @@ mod tests {
         assert!(is_valid_chmod("0755") && is_valid_chmod("u+x,go-w") && !is_valid_chmod("999"));
         assert!(is_valid_checksum(&format!("sha256:{}", "a".repeat(64))));
         assert!(!is_valid_checksum("sha256:abc"));
+    }
+}
+
+#[cfg(test)]
+mod graph_tests {
+    use super::*;
+    use crate::graph::image::NoImages;
+
+    /// A fixed set of base image configs.
+    struct Images(Vec<(&'static str, ImageConfig)>);
+
+    impl ImageSource for Images {
+        fn image_config(
+            &self,
+            reference: &str,
+            _platform: &str,
+        ) -> std::result::Result<Option<ImageConfig>, Box<dyn std::error::Error + Send + Sync>>
+        {
+            Ok(self
+                .0
+                .iter()
+                .find(|(r, _)| *r == reference)
+                .map(|(_, c)| c.clone()))
+        }
+    }
+
+    fn build(text: &str, options: CompileOptions) -> Result<(Graph, Vec<Problem>)> {
+        let df = Dockerfile::parse("Dockerfile", text)?;
+        compile_with_problems(&df, &options, &NoImages)
+    }
+
+    fn graph(text: &str) -> Graph {
+        build(text, CompileOptions::default()).unwrap().0
+    }
+
+    fn exec(graph: &Graph, n: usize) -> &ExecOp {
+        graph
+            .nodes
+            .iter()
+            .filter_map(|n| match &n.op {
+                Op::Exec(e) => Some(e),
+                _ => None,
+            })
+            .nth(n)
+            .expect("an exec node")
+    }
+
+    fn history(graph: &Graph) -> Vec<String> {
+        graph
+            .target_stage()
+            .config
+            .history
+            .iter()
+            .map(|h| h.created_by.clone())
+            .collect()
+    }
+
+    #[test]
+    fn run_history_and_env() {
+        let g = graph("FROM alpine\nARG V=2\nENV A=1\nRUN echo $A\n");
+        assert_eq!(
+            history(&g),
+            [
+                "ARG V=2",
+                "ENV A=1",
+                "RUN |1 V=2 /bin/sh -c echo $A # buildkit"
+            ]
+        );
+        let e = exec(&g, 0);
+        assert_eq!(e.args, ["/bin/sh", "-c", "echo $A"]);
+        assert!(e.env.contains(&"A=1".to_string()) && e.env.contains(&"V=2".to_string()));
+        assert!(e.env.iter().any(|v| v.starts_with("PATH=")));
+        assert_eq!(e.cwd, "/");
+    }
+
+    #[test]
+    fn each_instruction_sees_values_from_before_it() {
+        let g = graph("FROM a\nENV a=1\nENV a=2 b=$a\n");
+        let env = &g.target_stage().config.env;
+        assert!(env.contains(&"b=1".to_string()), "{env:?}");
+    }
+
+    #[test]
+    fn global_args_scope() {
+        let text = "ARG TAG=3.20\nARG UNUSED=x\nFROM alpine:$TAG\nARG TAG\nRUN echo $TAG\nLABEL u=\"$UNUSED\"\n";
+        let (g, problems) = build(text, CompileOptions::default()).unwrap();
+        assert!(
+            matches!(&g.nodes[0].op, Op::Image { reference, .. } if reference == "alpine:3.20")
+        );
+        assert!(exec(&g, 0).env.contains(&"TAG=3.20".to_string()));
+        assert_eq!(
+            g.target_stage().config.labels["u"],
+            "",
+            "global ARG not declared in the stage"
+        );
+        assert!(problems
+            .iter()
+            .any(|p| p.rule == "UndefinedVar" && p.message.contains("$UNUSED")));
+        let opts = CompileOptions {
+            build_args: vec![("TAG".into(), "edge".into())],
+            ..Default::default()
+        };
+        let (g, _) = build(text, opts).unwrap();
+        assert!(
+            matches!(&g.nodes[0].op, Op::Image { reference, .. } if reference == "alpine:edge")
+        );
+    }
+
+    #[test]
+    fn predefined_platform_args() {
+        let opts = CompileOptions {
+            platform: Some(Platform::parse("linux/arm64").unwrap()),
+            ..Default::default()
+        };
+        let (g, _) = build(
+            "FROM --platform=$BUILDPLATFORM a\nARG TARGETARCH\nRUN echo $TARGETARCH\n",
+            opts,
+        )
+        .unwrap();
+        assert!(exec(&g, 0).env.contains(&"TARGETARCH=arm64".to_string()));
+        assert_eq!(g.target_stage().platform, Platform::host());
+    }
+
+    #[test]
+    fn only_needed_stages_and_shared_nodes() {
+        let text = "FROM a AS one\nRUN make\nFROM a AS two\nRUN make\nFROM b AS unused\nRUN x\nFROM c\nCOPY --from=one /o /o\nCOPY --from=two /o /p\n";
+        let g = graph(text);
+        let indexes: Vec<usize> = g.stages.iter().map(|s| s.index).collect();
+        assert_eq!(indexes, [0, 1, 3]);
+        let execs = g
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.op, Op::Exec(_)))
+            .count();
+        assert_eq!(execs, 1, "identical RUN on identical base is one node");
+        assert_eq!(g.stages[0].root, g.stages[1].root);
+        for (i, node) in g.nodes.iter().enumerate() {
+            assert!(
+                node.inputs.iter().all(|input| input.node < i),
+                "inputs come first"
+            );
+        }
+    }
+
+    #[test]
+    fn digests_are_deterministic_and_input_sensitive() {
+        let a = graph("FROM a\nRUN x\n");
+        let b = graph("FROM a\nRUN x\n");
+        let c = graph("FROM b\nRUN x\n");
+        assert_eq!(a.nodes[1].digest, b.nodes[1].digest);
+        assert_ne!(a.nodes[1].digest, c.nodes[1].digest);
+        assert!(a.nodes[1].digest.starts_with("sha256:") && a.nodes[1].digest.len() == 71);
+    }
+
+    #[test]
+    fn undefined_stage_in_from() {
+        let e = build(
+            "FROM a AS build\nFROM b\nCOPY --from=biuld /x /x\n",
+            CompileOptions::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Dockerfile:3:6: undefined stage in --from: biuld (did you mean build?)"
+        );
+        let e = build("FROM a\nCOPY --from=3 /x /x\n", CompileOptions::default()).unwrap_err();
+        assert!(matches!(e.kind, ErrorKind::UndefinedStage { .. }));
+        let (g, _) = build(
+            "FROM a\nCOPY --from=nginx:latest /x /x\n",
+            CompileOptions::default(),
+        )
+        .unwrap();
+        assert!(g
+            .nodes
+            .iter()
+            .any(|n| matches!(&n.op, Op::Image { reference, .. } if reference == "nginx:latest")));
+    }
+
+    #[test]
+    fn target_selects_stage() {
+        let opts = CompileOptions {
+            target: Some("build".into()),
+            ..Default::default()
+        };
+        let (g, _) = build("FROM a AS build\nRUN x\nFROM b\nRUN y\n", opts).unwrap();
+        assert_eq!(g.target, 0);
+        assert_eq!(g.stages.len(), 1);
+    }
+
+    #[test]
+    fn onbuild_triggers_from_base_config() {
+        let base = ImageConfig {
+            on_build: vec!["RUN echo triggered".into()],
+            env: vec!["PATH=/bin".into(), "FROM_BASE=1".into()],
+            working_dir: "/srv".into(),
+            ..Default::default()
+        };
+        let images = Images(vec![("base", base)]);
+        let df = Dockerfile::parse("Dockerfile", "FROM base\nRUN echo mine\n").unwrap();
+        let g = compile(&df, &CompileOptions::default(), &images).unwrap();
+        let first = exec(&g, 0);
+        assert_eq!(first.args[2], "echo triggered");
+        assert_eq!(first.cwd, "/srv");
+        assert!(first.env.contains(&"FROM_BASE=1".to_string()));
+        assert_eq!(exec(&g, 1).args[2], "echo mine");
+        assert!(
+            g.target_stage().config.on_build.is_empty(),
+            "triggers do not propagate"
+        );
+    }
+
+    #[test]
+    fn copy_and_workdir() {
+        let g =
+            graph("FROM a\nWORKDIR app\nCOPY --chown=1:1 --link src ./\nADD https://x/y.tgz /z\n");
+        let files: Vec<&FileOp> = g
+            .nodes
+            .iter()
+            .filter_map(|n| match &n.op {
+                Op::File(f) => Some(f),
+                _ => None,
+            })
+            .collect();
+        assert!(matches!(&files[0].actions[0], FileAction::Mkdir { path, .. } if path == "/app"));
+        match &files[1].actions[0] {
+            FileAction::Copy {
+                dest,
+                chown,
+                link,
+                input,
+                ..
+            } => {
+                assert_eq!(
+                    (dest.as_str(), chown.as_deref(), *link),
+                    ("/app/", Some("1:1"), true)
+                );
+                assert_eq!(*input, Some(1));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            &files[2].actions[0],
+            FileAction::Copy { input: None, .. }
+        ));
+        assert!(g.nodes.iter().any(|n| matches!(n.op, Op::Context { .. })));
+        assert_eq!(history(&g)[1], "COPY src ./ # buildkit");
+    }
+
+    #[test]
+    fn heredocs_in_run_and_copy() {
+        let g = graph("FROM a\nRUN <<EOF\necho one\nEOF\nRUN <<EOF\n#!/bin/sh\necho two\nEOF\nENV N=x\nCOPY <<A <<'B' /d/\n$N\nA\n$N\nB\n");
+        assert_eq!(exec(&g, 0).args, ["/bin/sh", "-c", "echo one\n"]);
+        let second = exec(&g, 1);
+        assert_eq!(second.args[2], "/dev/pipes/EOF");
+        assert_eq!(
+            second.mounts[0].inline.as_ref().unwrap().data,
+            "#!/bin/sh\necho two\n"
+        );
+        let Op::File(f) = &g.nodes.last().unwrap().op else {
+            panic!()
+        };
+        assert!(
+            matches!(&f.actions[0], FileAction::Mkfile { path, data, .. } if path == "/d/A" && data == "x\n")
+        );
+        assert!(matches!(&f.actions[1], FileAction::Mkfile { data, .. } if data == "$N\n"));
+    }
+
+    #[test]
+    fn run_mounts_resolve_inputs() {
+        let g = graph("FROM a AS deps\nRUN x\nFROM b\nRUN --mount=type=cache,target=/c,id=$HOME --mount=from=deps,target=/d --mount=target=src make\n");
+        let e = exec(&g, 1);
+        assert_eq!(e.mounts.len(), 3);
+        assert_eq!(e.mounts[0].input, None);
+        assert_eq!(e.mounts[1].input, Some(1));
+        assert_eq!(e.mounts[2].target, "/src");
+    }
+
+    #[test]
+    fn config_changes() {
+        let g = graph("FROM a\nCMD [\"x\"]\nENTRYPOINT run\nEXPOSE 80 53/udp\nVOLUME /data\nUSER app\nSTOPSIGNAL SIGINT\nHEALTHCHECK --interval=5m --retries=3 CMD curl\nSHELL [\"/bin/bash\", \"-c\"]\nCMD y\n");
+        let c = &g.target_stage().config;
+        assert_eq!(
+            c.entrypoint.as_deref(),
+            Some(&["/bin/sh".to_string(), "-c".into(), "run".into()][..])
+        );
+        assert_eq!(
+            c.cmd.as_deref(),
+            Some(&["/bin/bash".to_string(), "-c".into(), "y".into()][..])
+        );
+        assert_eq!(c.exposed_ports, ["80/tcp", "53/udp"]);
+        assert_eq!(
+            (c.user.as_str(), c.stop_signal.as_deref()),
+            ("app", Some("SIGINT"))
+        );
+        let h = history(&g);
+        assert_eq!(h[0], "CMD [\"x\"]");
+        assert_eq!(
+            h[6],
+            "HEALTHCHECK &{[\"CMD-SHELL\" \"curl\"] \"5m0s\" \"0s\" \"0s\" \"0s\" '\\x03'}"
+        );
+    }
+
+    #[test]
+    fn expansion_errors_are_located() {
+        let e = build(
+            "FROM a\nENV X=\"${Y:?must be set}\"\n",
+            CompileOptions::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.location.line, 2);
+        assert!(e.to_string().contains("Y: must be set"), "{e}");
     }
 }

@@ -24,7 +24,10 @@ fn escape(text: &str) -> String {
 
 fn kind(op: &Op) -> String {
     match op {
-        Op::Image { reference, platform } => format!("image {reference} ({platform})"),
+        Op::Image {
+            reference,
+            platform,
+        } => format!("image {reference} ({platform})"),
         Op::Context { name, .. } => format!("context {name}"),
         Op::Exec(_) => "exec".to_string(),
         Op::File(f) => {
@@ -45,20 +48,44 @@ fn kind(op: &Op) -> String {
 /// The graph in Graphviz DOT: one box per op, one edge per input (labelled
 /// with its role), one ellipse per stage pointing at its result.
 pub fn to_dot(graph: &Graph) -> String {
-    let mut out = String::from("digraph build {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n");
+    let mut out = String::from(
+        "digraph build {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n",
+    );
     for (id, node) in graph.nodes.iter().enumerate() {
-        let label = format!("{}\\n{} {}", escape(&node.description), escape(&kind(&node.op)), short(&node.digest));
+        let label = format!(
+            "{}\\n{} {}",
+            escape(&node.description),
+            escape(&kind(&node.op)),
+            short(&node.digest)
+        );
         let _ = writeln!(out, "  n{id} [label=\"{label}\"];");
     }
     for (id, node) in graph.nodes.iter().enumerate() {
         for input in &node.inputs {
-            let _ = writeln!(out, "  n{} -> n{id} [label=\"{}\"];", input.node, escape(&input.role));
+            let _ = writeln!(
+                out,
+                "  n{} -> n{id} [label=\"{}\"];",
+                input.node,
+                escape(&input.role)
+            );
         }
     }
     for stage in &graph.stages {
-        let name = stage.name.clone().unwrap_or_else(|| format!("stage-{}", stage.index));
-        let target = if stage.index == graph.target { ", penwidth=2" } else { "" };
-        let _ = writeln!(out, "  s{} [label=\"{}\", shape=ellipse{target}];", stage.index, escape(&name));
+        let name = stage
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("stage-{}", stage.index));
+        let target = if stage.index == graph.target {
+            ", penwidth=2"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "  s{} [label=\"{}\", shape=ellipse{target}];",
+            stage.index,
+            escape(&name)
+        );
         if let Some(root) = stage.root {
             let _ = writeln!(out, "  n{root} -> s{};", stage.index);
         }
