@@ -1,0 +1,3 @@
+//! Integration tests against real `docker-registry` processes on loopback.
+//! Compiled only with `--features test-registry`.
+#![cfg(feature = "test-registry")]
