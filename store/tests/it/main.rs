@@ -1,1 +1,7 @@
 //! Integration tests of kiln-store.
+
+mod layer_hostile;
+#[cfg(feature = "test-root")]
+mod layer_root;
+mod layer_roundtrip;
+mod layer_support;
