@@ -75,26 +75,25 @@ pub fn lint(dockerfile: &Dockerfile) -> Vec<Problem> {
         count_case(&from_keyword, &mut upper, &mut lower);
     }
     let majority_upper = upper >= lower;
-    let check_case = |keyword: &str,
-                      line: usize,
-                      warn: &mut dyn FnMut(&'static str, usize, String)| {
-        let is_upper = keyword == keyword.to_ascii_uppercase();
-        let is_lower = keyword == keyword.to_ascii_lowercase();
-        if (majority_upper && !is_upper) || (!majority_upper && !is_lower) {
-            let want = if majority_upper {
-                "uppercase"
-            } else {
-                "lowercase"
-            };
-            warn(
-                "ConsistentInstructionCasing",
-                line,
-                format!(
+    let check_case =
+        |keyword: &str, line: usize, warn: &mut dyn FnMut(&'static str, usize, String)| {
+            let is_upper = keyword == keyword.to_ascii_uppercase();
+            let is_lower = keyword == keyword.to_ascii_lowercase();
+            if (majority_upper && !is_upper) || (!majority_upper && !is_lower) {
+                let want = if majority_upper {
+                    "uppercase"
+                } else {
+                    "lowercase"
+                };
+                warn(
+                    "ConsistentInstructionCasing",
+                    line,
+                    format!(
                     "Command '{keyword}' should match the case of the command majority ({want})"
                 ),
-            );
-        }
-    };
+                );
+            }
+        };
     for c in &dockerfile.global_args {
         check_case(&c.keyword, c.line, &mut warn);
         secrets(&c.instruction, c.line, &mut warn);
