@@ -175,38 +175,36 @@ pub fn lint(dockerfile: &Dockerfile) -> Vec<Problem> {
                         );
                     }
                 }
-                Instruction::Healthcheck(_) => {
-                    if seen_healthcheck.replace(c.line).is_some() {
-                        warn(
+                Instruction::Healthcheck(_) if seen_healthcheck.replace(c.line).is_some() => {
+                    warn(
                             "MultipleInstructionsDisallowed",
                             c.line,
                             "Multiple HEALTHCHECK instructions should not be used in the same stage because only the last one will be used".into(),
                         );
-                    }
                 }
                 Instruction::Maintainer { .. } => warn(
                     "MaintainerDeprecated",
                     c.line,
                     "Maintainer instruction is deprecated in favor of using label".into(),
                 ),
-                Instruction::Workdir { path } => {
-                    if !path.starts_with('/') && !path.starts_with('$') {
-                        warn(
+                Instruction::Workdir { path }
+                    if !path.starts_with('/') && !path.starts_with('$') =>
+                {
+                    warn(
                             "WorkdirRelativePath",
                             c.line,
                             format!("Relative workdir \"{path}\" can have unexpected results if the base image changes"),
                         );
-                    }
                 }
-                Instruction::Env { pairs } | Instruction::Label { pairs } => {
-                    if pairs.iter().any(|p| p.legacy) {
-                        let name = c.keyword.to_ascii_uppercase();
-                        warn(
+                Instruction::Env { pairs } | Instruction::Label { pairs }
+                    if pairs.iter().any(|p| p.legacy) =>
+                {
+                    let name = c.keyword.to_ascii_uppercase();
+                    warn(
                             "LegacyKeyValueFormat",
                             c.line,
                             format!("\"{name} key=value\" should be used instead of legacy \"{name} key value\" format"),
                         );
-                    }
                 }
                 _ => {}
             }

@@ -68,19 +68,14 @@ pub fn read_patterns(text: &str) -> Vec<String> {
         if invert {
             pattern = pattern[1..].trim();
         }
-        if !pattern.is_empty() {
-            let mut cleaned = clean(pattern);
-            if cleaned.len() > 1 && cleaned.starts_with('/') {
-                cleaned.remove(0);
-            }
-            pattern = "";
-            out.push(if invert {
-                format!("!{cleaned}")
-            } else {
-                cleaned
-            });
+        if pattern.is_empty() {
+            continue;
         }
-        let _ = pattern;
+        let mut cleaned = clean(pattern);
+        if cleaned.len() > 1 && cleaned.starts_with('/') {
+            cleaned.remove(0);
+        }
+        out.push(if invert { format!("!{cleaned}") } else { cleaned });
     }
     out
 }
