@@ -102,7 +102,15 @@ impl Client {
             .send(&endpoint, scope, &target, &|http| http.head(url.clone()))
             .await?;
         match response.status() {
-            status if status.is_success() => Ok(Some(response.content_length().unwrap_or(0))),
+            // The header, not content_length(): a HEAD response has no body.
+            status if status.is_success() => Ok(Some(
+                response
+                    .headers()
+                    .get(reqwest::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
+            )),
             StatusCode::NOT_FOUND => Ok(None),
             _ => Err(status_error(&endpoint.registry, &target, response).await),
         }

@@ -277,8 +277,10 @@ impl Client {
                     .set_scheme("http")
                     .expect("http is a valid scheme");
                 match ping(&http, &http_base).await {
-                    Ok(response) => (http_base, response),
-                    Err(_) => return Err(transport_error(registry, https_error)),
+                    // Only a registry's answer counts: a TLS server answers
+                    // plain http with 400, which must not make us use http.
+                    Ok(response) if is_registry_answer(&response) => (http_base, response),
+                    _ => return Err(transport_error(registry, https_error)),
                 }
             }
             Err(error) => return Err(transport_error(registry, error)),
@@ -490,6 +492,14 @@ impl Client {
 async fn ping(http: &reqwest::Client, base: &Url) -> std::result::Result<Response, reqwest::Error> {
     let url = base.join("/v2/").expect("/v2/ joins a base URL");
     http.get(url).send().await
+}
+
+/// A `/v2/` answer from a distribution registry: 200 or 401, or its API header.
+fn is_registry_answer(response: &Response) -> bool {
+    matches!(response.status(), StatusCode::OK | StatusCode::UNAUTHORIZED)
+        || response
+            .headers()
+            .contains_key("docker-distribution-api-version")
 }
 
 fn scheme_from(registry: &str, headers: &HeaderMap) -> Result<AuthScheme> {
