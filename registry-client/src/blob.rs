@@ -53,6 +53,14 @@ impl Client {
             offset: 0,
             skip: 0,
             hasher: Hasher::new(descriptor.digest().algorithm()),
+            urls: descriptor
+                .urls()
+                .iter()
+                .flatten()
+                .filter_map(|url| url::Url::parse(url).ok())
+                .filter(|url| matches!(url.scheme(), "http" | "https"))
+                .collect(),
+            foreign_url: None,
             failures: 0,
             finished: false,
         };
@@ -163,6 +171,10 @@ struct Download {
     /// Bytes to drop from the current body (a server that ignored Range).
     skip: u64,
     hasher: Hasher,
+    /// Where a foreign layer may be fetched when the registry lacks it.
+    urls: Vec<url::Url>,
+    /// The URL in use once the registry said it lacks the blob.
+    foreign_url: Option<url::Url>,
     /// Consecutive failures without progress.
     failures: u32,
     finished: bool,
@@ -316,11 +328,6 @@ impl Download {
                 endpoint
             }
         };
-        let url = endpoint.url(&format!(
-            "{}/blobs/{}",
-            self.reference.repository(),
-            self.digest
-        ));
         let name = self.name();
         let target = Target {
             method: "GET",
@@ -328,18 +335,59 @@ impl Download {
             name: &name,
         };
         let offset = self.offset;
-        let scope = Scope::pull(self.reference.repository());
-        let response = self
-            .client
-            .send(&endpoint, &scope, &target, &|http| {
-                let request = http.get(url.clone());
-                if offset > 0 {
-                    request.header(RANGE, format!("bytes={offset}-"))
+        let with_range = |request: reqwest::RequestBuilder| {
+            if offset > 0 {
+                request.header(RANGE, format!("bytes={offset}-"))
+            } else {
+                request
+            }
+        };
+        let response = match self.foreign_url.clone() {
+            Some(url) => open_foreign(&endpoint, url, offset).await?,
+            None => {
+                let url = endpoint.url(&format!(
+                    "{}/blobs/{}",
+                    self.reference.repository(),
+                    self.digest
+                ));
+                let scope = Scope::pull(self.reference.repository());
+                let response = self
+                    .client
+                    .send(&endpoint, &scope, &target, &|http| {
+                        with_range(http.get(url.clone()))
+                    })
+                    .await?;
+                if response.status() == StatusCode::NOT_FOUND && !self.urls.is_empty() {
+                    // A foreign layer: the registry need not hold it; its
+                    // descriptor's `urls` say where it lives (image-spec
+                    // descriptor.md). Registry credentials are not sent there.
+                    let mut last_error = None;
+                    let mut found = None;
+                    for url in self.urls.clone() {
+                        match open_foreign(&endpoint, url.clone(), offset).await {
+                            Ok(response) if response.status().is_success() => {
+                                self.foreign_url = Some(url);
+                                found = Some(response);
+                                break;
+                            }
+                            Ok(response) => {
+                                let host = url.host_str().unwrap_or("blob host").to_owned();
+                                last_error = Some(status_error(&host, &target, response).await)
+                            }
+                            Err(error) => last_error = Some(error),
+                        }
+                    }
+                    match found {
+                        Some(response) => response,
+                        None => {
+                            return Err(last_error.expect("urls is not empty, so one was tried"))
+                        }
+                    }
                 } else {
-                    request
+                    response
                 }
-            })
-            .await?;
+            }
+        };
         match response.status() {
             StatusCode::OK => {
                 // A full body: drop what we already have.
@@ -378,8 +426,28 @@ impl Download {
                     actual: offset,
                 });
             }
-            _ => return Err(status_error(&endpoint.registry, &target, response).await),
+            _ => {
+                let host = match &self.foreign_url {
+                    Some(url) => url.host_str().unwrap_or("blob host").to_owned(),
+                    None => endpoint.registry.clone(),
+                };
+                return Err(status_error(&host, &target, response).await);
+            }
         }
         Ok(response.bytes_stream().boxed())
     }
+}
+
+/// GETs a foreign layer from one of its descriptor's URLs, without auth.
+async fn open_foreign(
+    endpoint: &Endpoint,
+    url: url::Url,
+    offset: u64,
+) -> Result<reqwest::Response> {
+    let host = url.host_str().unwrap_or("blob host").to_owned();
+    let mut request = endpoint.http.get(url);
+    if offset > 0 {
+        request = request.header(RANGE, format!("bytes={offset}-"));
+    }
+    request.send().await.map_err(|e| transport_error(&host, e))
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use base64::Engine;
 use reqwest::header::{HeaderMap, AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE};
 use reqwest::{RequestBuilder, Response, StatusCode};
-use tokio::sync::Semaphore;
+use tokio::sync::{OnceCell, Semaphore};
 use url::Url;
 
 use crate::auth::{
@@ -30,7 +30,9 @@ pub struct Client {
 
 pub(crate) struct Inner {
     transport: TransportConfig,
-    endpoints: tokio::sync::Mutex<HashMap<String, Arc<Endpoint>>>,
+    /// One cell per registry, so a slow first contact with one registry
+    /// does not hold up the others.
+    endpoints: Mutex<HashMap<String, Arc<OnceCell<Arc<Endpoint>>>>>,
     tokens: TokenCache,
     store: Option<CredentialStore>,
     /// Credentials given to the builder or verified by `login`, and those
@@ -185,7 +187,7 @@ impl ClientBuilder {
         Client {
             inner: Arc::new(Inner {
                 transport: self.transport,
-                endpoints: tokio::sync::Mutex::new(HashMap::new()),
+                endpoints: Mutex::new(HashMap::new()),
                 tokens: TokenCache::default(),
                 store: self.store,
                 credentials: Mutex::new(self.credentials),
@@ -258,10 +260,22 @@ impl Client {
 
     /// The endpoint for `registry`, set up (and pinged) on first use.
     pub(crate) async fn endpoint(&self, registry: &str) -> Result<Arc<Endpoint>> {
-        let mut endpoints = self.inner.endpoints.lock().await;
-        if let Some(endpoint) = endpoints.get(registry) {
-            return Ok(endpoint.clone());
-        }
+        let cell = {
+            let mut endpoints = self
+                .inner
+                .endpoints
+                .lock()
+                .expect("endpoints lock is never poisoned");
+            endpoints.entry(registry.to_owned()).or_default().clone()
+        };
+        cell.get_or_try_init(|| self.connect(registry))
+            .await
+            .cloned()
+    }
+
+    /// Finds the base URL (https, or http where allowed) and the auth scheme
+    /// with one `GET /v2/`.
+    async fn connect(&self, registry: &str) -> Result<Arc<Endpoint>> {
         let host = api_host(registry);
         let http = self.inner.transport.http_client(host)?;
         let https =
@@ -297,7 +311,6 @@ impl Client {
             http,
             scheme: Mutex::new(scheme),
         });
-        endpoints.insert(registry.to_owned(), endpoint.clone());
         Ok(endpoint)
     }
 

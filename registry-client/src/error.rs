@@ -23,7 +23,7 @@ pub enum Error {
 
     /// The registry (or its token server) refused our credentials, or wants
     /// credentials we do not have.
-    #[error("unauthorized: {registry} refused access to {target}{}", if *.has_credentials { " with the given credentials" } else { " (no credentials; try kiln login)" })]
+    #[error("unauthorized: {registry} refused access to {target}{}", if *.has_credentials { " with the given credentials" } else { " without credentials (it may not exist, or need kiln login)" })]
     Unauthorized {
         registry: String,
         target: String,

@@ -21,32 +21,26 @@ use crate::reference::{parse_digest, Reference};
 pub struct ResolvedImage {
     /// The reference that was resolved.
     pub reference: Reference,
-    /// The platform manifest (exact bytes, digest, media type).
+    /// The platform manifest as served (exact bytes, digest, media type).
     pub manifest: ManifestDocument,
-    /// The index or manifest list the tag pointed to, if it was one; keep
-    /// its bytes to push the image again unchanged.
+    /// The parsed platform manifest: config and layers.
+    pub image: ImageManifest,
+    /// The index or manifest list the reference pointed to, if it was one;
+    /// keep its bytes to push the image again unchanged.
     pub index: Option<ManifestDocument>,
     /// The platform the manifest was chosen for, when chosen from an index.
     pub platform: Option<Platform>,
 }
 
 impl ResolvedImage {
-    /// The parsed image manifest.
-    pub fn image_manifest(&self) -> &ImageManifest {
-        match &self.manifest.manifest {
-            Manifest::Image(image) => image,
-            Manifest::Index(_) => unreachable!("resolve only returns image manifests"),
-        }
-    }
-
     /// The config blob's descriptor.
     pub fn config(&self) -> &Descriptor {
-        self.image_manifest().config()
+        self.image.config()
     }
 
     /// The layers, base first.
     pub fn layers(&self) -> &[Descriptor] {
-        self.image_manifest().layers()
+        self.image.layers()
     }
 
     /// The digest the reference resolves to: the index's when there is one
@@ -71,9 +65,10 @@ impl Client {
     ) -> Result<ResolvedImage> {
         let top = self.get_manifest(reference).await?;
         let index = match &top.manifest {
-            Manifest::Image(_) => {
+            Manifest::Image(image) => {
                 return Ok(ResolvedImage {
                     reference: reference.clone(),
+                    image: (**image).clone(),
                     manifest: top,
                     index: None,
                     platform: None,
@@ -98,15 +93,19 @@ impl Client {
                 actual: child.bytes.len() as u64,
             });
         }
-        if let Manifest::Index(_) = child.manifest {
-            return Err(Error::UnsupportedMediaType {
-                target: format!("{}@{}", reference.name(), child.digest),
-                media_type: format!("nested index {}", child.media_type),
-            });
-        }
+        let image = match &child.manifest {
+            Manifest::Image(image) => (**image).clone(),
+            Manifest::Index(_) => {
+                return Err(Error::UnsupportedMediaType {
+                    target: format!("{}@{}", reference.name(), child.digest),
+                    media_type: format!("nested index {}", child.media_type),
+                })
+            }
+        };
         Ok(ResolvedImage {
             reference: reference.clone(),
             manifest: child,
+            image,
             index: Some(top),
             platform: Some(platform.clone()),
         })

@@ -50,7 +50,7 @@ async fn basic_auth_right_and_wrong_password() {
         .await
         .unwrap_err();
     assert!(error.is_unauthorized(), "{error}");
-    assert!(error.to_string().contains("no credentials"), "{error}");
+    assert!(error.to_string().contains("without credentials"), "{error}");
 }
 
 #[tokio::test]

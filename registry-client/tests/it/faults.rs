@@ -243,3 +243,25 @@ async fn flipped_byte_is_a_digest_mismatch() {
         .unwrap_err();
     assert!(matches!(error, Error::DigestMismatch { .. }), "{error}");
 }
+
+#[tokio::test]
+async fn redirects_to_blob_storage_are_followed() {
+    let Some((registry, proxy, image)) = setup().await else {
+        return;
+    };
+    let client = registry.client();
+    let reference = proxy.reference("fault/app:1");
+    let layer = &image.layers[0];
+    proxy.inject("GET", &layer.digest(), Fault::Redirect, 1);
+    let bytes = client
+        .fetch_blob_bytes(&reference, &layer.descriptor)
+        .await
+        .unwrap();
+    assert!(bytes == layer.bytes, "redirected bytes differ");
+    let through_proxy = proxy
+        .seen()
+        .iter()
+        .filter(|s| s.path.contains(&layer.digest()))
+        .count();
+    assert_eq!(through_proxy, 1, "the body came from the redirect target");
+}

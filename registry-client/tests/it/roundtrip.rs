@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use futures_util::StreamExt;
 use kiln_registry::{
     BlobSource, Client, Descriptor, Error, Platform, ProgressKind, PushOutcome, Reference,
-    OCI_INDEX, OCI_MANIFEST,
+    DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST,
 };
 
 use crate::harness::{content, Auth, Blob, Registry, TestImage};
@@ -313,4 +313,127 @@ async fn catalog_and_tags() {
     let mut tags = client.tags(&registry.reference("cat/alpha")).await.unwrap();
     tags.sort();
     assert_eq!(tags, ["1", "2"]);
+}
+
+#[tokio::test]
+async fn docker_schema2_and_manifest_list() {
+    let Some(registry) = Registry::start(Auth::None).await else {
+        return;
+    };
+    let client = registry.client();
+    let layer = Blob::new(
+        "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        vec![7u8; 4321],
+    );
+    let config = Blob::new(
+        "application/vnd.docker.container.image.v1+json",
+        br#"{"architecture":"arm","os":"linux","variant":"v7","rootfs":{"type":"layers","diff_ids":[]}}"#.to_vec(),
+    );
+    let reference = registry.reference("docker/types:1");
+    for blob in [&layer, &config] {
+        client
+            .push_blob(
+                &reference,
+                &blob.descriptor,
+                &BlobSource::Bytes(blob.bytes.clone()),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": DOCKER_MANIFEST,
+        "config": config.descriptor,
+        "layers": [layer.descriptor],
+    }))
+    .unwrap();
+    let manifest_digest = kiln_registry::sha256_digest(&manifest);
+    let child = reference.with_digest(manifest_digest.clone());
+    client
+        .push_manifest(&child, DOCKER_MANIFEST, manifest.clone().into())
+        .await
+        .unwrap();
+    let list = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": DOCKER_MANIFEST_LIST,
+        "manifests": [{
+            "mediaType": DOCKER_MANIFEST,
+            "digest": manifest_digest.to_string(),
+            "size": manifest.len(),
+            "platform": {"os": "linux", "architecture": "arm", "variant": "v7"},
+        }],
+    }))
+    .unwrap();
+    client
+        .push_manifest(&reference, DOCKER_MANIFEST_LIST, list.clone().into())
+        .await
+        .unwrap();
+
+    let resolved = client
+        .resolve(&reference, &"linux/arm/v7".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resolved.manifest.media_type, DOCKER_MANIFEST);
+    assert_eq!(
+        resolved.index.as_ref().unwrap().media_type,
+        DOCKER_MANIFEST_LIST
+    );
+    assert_eq!(
+        resolved.index.as_ref().unwrap().bytes.as_ref(),
+        list.as_slice()
+    );
+    assert_eq!(resolved.manifest.bytes.as_ref(), manifest.as_slice());
+    assert_eq!(resolved.layers(), [layer.descriptor.clone()]);
+    let error = client
+        .resolve(&reference, &"linux/arm/v6".parse().unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::PlatformNotFound { .. }), "{error}");
+}
+
+#[tokio::test]
+async fn foreign_layers_are_fetched_from_their_urls_and_never_pushed() {
+    let Some(registry) = Registry::start(Auth::None).await else {
+        return;
+    };
+    let client = registry.client();
+    let elsewhere = registry.reference("foreign/storage");
+    let blob = Blob::random(2000);
+    client
+        .push_blob(
+            &elsewhere,
+            &blob.descriptor,
+            &BlobSource::Bytes(blob.bytes.clone()),
+            None,
+        )
+        .await
+        .unwrap();
+    let mut foreign = Descriptor::new(
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip".into(),
+        blob.descriptor.size(),
+        blob.descriptor.digest().clone(),
+    );
+    foreign.set_urls(Some(vec![format!(
+        "http://{}/v2/foreign/storage/blobs/{}",
+        registry.host,
+        blob.digest()
+    )]));
+    let image = registry.reference("foreign/image");
+    let outcome = client
+        .push_blob(
+            &image,
+            &foreign,
+            &BlobSource::Bytes(blob.bytes.clone()),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome, PushOutcome::SkippedNonDistributable);
+    assert_eq!(
+        client.blob_exists(&image, foreign.digest()).await.unwrap(),
+        None
+    );
+    let bytes = collect(&client, &image, &foreign).await.unwrap();
+    assert!(bytes == blob.bytes.as_ref(), "foreign layer bytes differ");
 }

@@ -19,6 +19,9 @@ pub enum Fault {
     FlipByte,
     /// Replace the body (dropping Docker-Content-Digest).
     ReplaceBody(Vec<u8>),
+    /// Answer 307 to the same path on the upstream registry, as registries
+    /// do to send blob downloads to their storage.
+    Redirect,
 }
 
 struct Rule {
@@ -158,6 +161,13 @@ async fn handle(
             .unwrap_or_default();
         let response = format!(
             "HTTP/1.1 {code} Injected\r\n{retry}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        client.write_all(response.as_bytes()).await?;
+        return client.shutdown().await;
+    }
+    if let Some(Fault::Redirect) = &fault {
+        let response = format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{upstream}{path}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         );
         client.write_all(response.as_bytes()).await?;
         return client.shutdown().await;
