@@ -6,8 +6,10 @@ use std::path::PathBuf;
 /// Result alias for this crate.
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// What can go wrong talking to a registry.
+/// What can go wrong talking to a registry. `target` fields name what was
+/// asked for (a reference, `name@digest`, a path); `registry` is a host.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // variant fields are the operands the messages name
 pub enum Error {
     /// The text is not a valid image reference.
     #[error("invalid reference {input:?}: {reason}")]

@@ -23,6 +23,7 @@
 //! # let _ = config; Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod auth;
 mod blob;

@@ -22,7 +22,12 @@ const DOCKER_HUB_KEY: &str = "https://index.docker.io/v1/";
 pub enum Credential {
     /// User name and password (or personal access token), sent as HTTP basic
     /// auth to the registry or its token server.
-    Basic { username: String, password: Secret },
+    Basic {
+        /// The user name.
+        username: String,
+        /// The password or access token.
+        password: Secret,
+    },
     /// An OAuth2 refresh token (`identitytoken` in config.json), exchanged
     /// at the token server with `grant_type=refresh_token`.
     IdentityToken(Secret),

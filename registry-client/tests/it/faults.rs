@@ -47,6 +47,26 @@ async fn cut_stream_resumes_with_range() {
 }
 
 #[tokio::test]
+async fn resume_from_a_server_that_ignores_range() {
+    let Some((registry, proxy, image)) = setup().await else {
+        return;
+    };
+    let client = registry.client();
+    let reference = proxy.reference("fault/app:1");
+    let layer = &image.layers[0];
+    proxy.inject("GET", &layer.digest(), Fault::Cut, 1);
+    proxy.inject("GET", &layer.digest(), Fault::IgnoreRange, 1);
+    let bytes = client
+        .fetch_blob_bytes(&reference, &layer.descriptor)
+        .await
+        .unwrap();
+    assert!(
+        bytes == layer.bytes,
+        "bytes after a full-body resume differ"
+    );
+}
+
+#[tokio::test]
 async fn too_many_requests_and_unavailable_are_retried() {
     let Some((registry, proxy, image)) = setup().await else {
         return;

@@ -384,7 +384,7 @@ async fn docker_schema2_and_manifest_list() {
         list.as_slice()
     );
     assert_eq!(resolved.manifest.bytes.as_ref(), manifest.as_slice());
-    assert_eq!(resolved.layers(), [layer.descriptor.clone()]);
+    assert_eq!(resolved.layers(), std::slice::from_ref(&layer.descriptor));
     let error = client
         .resolve(&reference, &"linux/arm/v6".parse().unwrap())
         .await

@@ -19,6 +19,8 @@ pub enum Fault {
     FlipByte,
     /// Replace the body (dropping Docker-Content-Digest).
     ReplaceBody(Vec<u8>),
+    /// Forward without the Range header, like a server that ignores ranges.
+    IgnoreRange,
     /// Answer 307 to the same path on the upstream registry, as registries
     /// do to send blob downloads to their storage.
     Redirect,
@@ -175,7 +177,9 @@ async fn handle(
     let mut upstream = TcpStream::connect(upstream).await?;
     let mut request = format!("{request_line}\r\n");
     for (name, value) in &headers {
-        if !name.eq_ignore_ascii_case("connection") {
+        let drop_range =
+            matches!(fault, Some(Fault::IgnoreRange)) && name.eq_ignore_ascii_case("range");
+        if !name.eq_ignore_ascii_case("connection") && !drop_range {
             request += &format!("{name}: {value}\r\n");
         }
     }
