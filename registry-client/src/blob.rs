@@ -35,6 +35,45 @@ impl Stream for BlobStream {
     }
 }
 
+impl BlobStream {
+    /// A blocking [`std::io::Read`] over this stream, for synchronous
+    /// consumers (hashing into the store, decompressing, untarring) running
+    /// in `tokio::task::spawn_blocking`. `handle` is the runtime the client
+    /// runs on. Must not be called from an async task (it blocks). A stream
+    /// error becomes an `io::Error` whose inner error is this crate's
+    /// [`Error`](crate::Error) (`get_ref()` + `downcast_ref`); end of file
+    /// comes only after the digest checked out.
+    pub fn into_blocking_reader(self, handle: tokio::runtime::Handle) -> BlockingBlobReader {
+        BlockingBlobReader {
+            stream: self,
+            current: Bytes::new(),
+            handle,
+        }
+    }
+}
+
+/// See [`BlobStream::into_blocking_reader`].
+pub struct BlockingBlobReader {
+    stream: BlobStream,
+    current: Bytes,
+    handle: tokio::runtime::Handle,
+}
+
+impl std::io::Read for BlockingBlobReader {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.handle.block_on(self.stream.next()) {
+                None => return Ok(0),
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(error)) => return Err(std::io::Error::other(error)),
+            }
+        }
+        let n = buffer.len().min(self.current.len());
+        buffer[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
 impl Client {
     /// Streams the blob `descriptor` names from `reference`'s repository.
     /// The stream waits for a transfer slot on first poll and frees it at

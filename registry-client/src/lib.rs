@@ -37,7 +37,7 @@ mod transport;
 mod upload;
 
 pub use auth::{Credential, CredentialStore, Secret};
-pub use blob::BlobStream;
+pub use blob::{BlobStream, BlockingBlobReader};
 pub use client::{Client, ClientBuilder};
 pub use error::{Error, Result};
 pub use image::{sha256_digest, ResolvedImage};

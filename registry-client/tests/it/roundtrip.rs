@@ -437,3 +437,47 @@ async fn foreign_layers_are_fetched_from_their_urls_and_never_pushed() {
     let bytes = collect(&client, &image, &foreign).await.unwrap();
     assert!(bytes == blob.bytes.as_ref(), "foreign layer bytes differ");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_reader_for_synchronous_consumers() {
+    let Some(registry) = Registry::start(Auth::None).await else {
+        return;
+    };
+    let client = registry.client();
+    let image = TestImage::new("amd64", &[700_000]);
+    let reference = registry.reference("blocking/reader:1");
+    image.push(&client, &reference).await;
+    let layer = image.layers[0].clone();
+    let handle = tokio::runtime::Handle::current();
+    let reader = client
+        .fetch_blob(&reference, &layer.descriptor)
+        .into_blocking_reader(handle.clone());
+    let bytes = tokio::task::spawn_blocking(move || {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut { reader }, &mut bytes).map(|_| bytes)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        bytes == layer.bytes.as_ref(),
+        "blocking reader bytes differ"
+    );
+
+    // A corrupt blob surfaces as an io::Error carrying the crate's error.
+    let mut wrong = layer.descriptor.clone();
+    wrong.set_size(layer.descriptor.size() - 1);
+    let reader = client
+        .fetch_blob(&reference, &wrong)
+        .into_blocking_reader(handle);
+    let error =
+        tokio::task::spawn_blocking(move || std::io::copy(&mut { reader }, &mut std::io::sink()))
+            .await
+            .unwrap()
+            .unwrap_err();
+    let inner = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<Error>())
+        .unwrap();
+    assert!(inner.is_corrupt(), "{inner}");
+}
