@@ -270,6 +270,18 @@ impl<W: Write> Write for Encoder<W> {
     }
 }
 
+/// A zstd encoder at level 3 (zstd's default) with `workers` threads.
+///
+/// zstd's multithreaded output depends on the parameters, not on the
+/// worker count, as long as there is at least one worker (zstd.h,
+/// ZSTD_c_nbWorkers); with zero it would differ. So at least one worker is
+/// always used, and the same tree gives the same digest on any machine.
+fn zstd_encoder<W: Write>(out: W, workers: u32) -> io::Result<zstd::Encoder<'static, W>> {
+    let mut z = zstd::Encoder::new(out, 3)?;
+    z.multithread(workers.max(1))?;
+    Ok(z)
+}
+
 /// Formats members in order and keeps the hardlink table.
 struct LayerWriter<W: Write> {
     /// Uncompressed tar → diff_id hasher → compressor → blob hasher → out.
@@ -288,13 +300,10 @@ impl<W: Write> LayerWriter<W> {
             Compression::None => Encoder::Plain(out),
             Compression::Gzip => Encoder::Gzip(ParallelGzEncoder::new(HashingWriter::new(out))),
             Compression::Zstd => {
-                let mut z = zstd::Encoder::new(HashingWriter::new(out), 3).map_err(write_err)?;
-                // zstd's multithreaded output depends on the parameters,
-                // not on the worker count, as long as there is at least one
-                // worker (zstd.h, ZSTD_c_nbWorkers): always use one or more.
                 let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-                z.multithread(workers as u32).map_err(write_err)?;
-                Encoder::Zstd(z)
+                Encoder::Zstd(
+                    zstd_encoder(HashingWriter::new(out), workers as u32).map_err(write_err)?,
+                )
             }
         };
         Ok(LayerWriter {
@@ -494,5 +503,33 @@ impl<W: Write> LayerWriter<W> {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zstd_output_does_not_depend_on_worker_count() {
+        // Several zstd jobs' worth of compressible bytes.
+        let mut data = Vec::new();
+        let mut x = 7u64;
+        while data.len() < 24 << 20 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            data.extend_from_slice(format!("{} ", (x >> 33) % 5000).as_bytes());
+        }
+        let compress = |workers| {
+            let mut z = zstd_encoder(Vec::new(), workers).unwrap();
+            for piece in data.chunks(100_000) {
+                z.write_all(piece).unwrap();
+            }
+            z.finish().unwrap()
+        };
+        let one = compress(1);
+        assert_eq!(one, compress(3));
+        assert_eq!(zstd::decode_all(&one[..]).unwrap(), data);
     }
 }
