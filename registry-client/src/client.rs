@@ -364,7 +364,7 @@ impl Client {
             let authorization = self.authorization(endpoint, scope).await?;
             let mut request = make(&endpoint.http);
             if let Some(value) = &authorization {
-                request = request.header(AUTHORIZATION, value.expose());
+                request = request.header(AUTHORIZATION, sensitive(value));
             }
             let outcome = request.send().await;
             let (failure, retry_after) = match outcome {
@@ -429,6 +429,13 @@ impl Client {
                 if let Some(token) = self.inner.tokens.get(&endpoint.registry, scope) {
                     return Ok(Some(Secret::new(format!("Bearer {}", token.expose()))));
                 }
+                // One token request per scope at a time: parallel layers
+                // starting together wait for the first one's token.
+                let gate = self.inner.tokens.gate(&endpoint.registry, scope);
+                let _turn = gate.lock().await;
+                if let Some(token) = self.inner.tokens.get(&endpoint.registry, scope) {
+                    return Ok(Some(Secret::new(format!("Bearer {}", token.expose()))));
+                }
                 let credential = self.credential(&endpoint.registry).await?;
                 let (token, lifetime) = fetch_token(
                     endpoint,
@@ -436,6 +443,7 @@ impl Client {
                     service.as_deref(),
                     scope,
                     credential.as_ref(),
+                    self.inner.retry,
                 )
                 .await?;
                 self.inner
@@ -471,7 +479,7 @@ impl Client {
                 let response = endpoint
                     .http
                     .get(endpoint.url(""))
-                    .header(AUTHORIZATION, basic_header(username, password).expose())
+                    .header(AUTHORIZATION, sensitive(&basic_header(username, password)))
                     .send()
                     .await
                     .map_err(|e| transport_error(registry, e))?;
@@ -489,6 +497,7 @@ impl Client {
                     service.as_deref(),
                     &Scope::none(),
                     Some(credential),
+                    self.inner.retry,
                 )
                 .await?;
             }
@@ -544,6 +553,15 @@ fn scheme_from(registry: &str, headers: &HeaderMap) -> Result<AuthScheme> {
     Err(unsupported())
 }
 
+/// A header value marked sensitive: never indexed by HPACK, and printed as
+/// `Sensitive` by `Debug`.
+fn sensitive(secret: &Secret) -> reqwest::header::HeaderValue {
+    let mut value = reqwest::header::HeaderValue::from_str(secret.expose())
+        .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static(""));
+    value.set_sensitive(true);
+    value
+}
+
 fn basic_header(username: &str, password: &Secret) -> Secret {
     let encoded = base64::engine::general_purpose::STANDARD
         .encode(format!("{username}:{}", password.expose()));
@@ -558,6 +576,7 @@ async fn fetch_token(
     service: Option<&str>,
     scope: &Scope,
     credential: Option<&Credential>,
+    retry: RetryPolicy,
 ) -> Result<(Secret, Duration)> {
     let realm_name = realm.host_str().unwrap_or("token server").to_owned();
     let request = match credential {
@@ -603,16 +622,31 @@ async fn fetch_token(
             let request = endpoint.http.get(url);
             match credential {
                 Some(Credential::Basic { username, password }) => {
-                    request.header(AUTHORIZATION, basic_header(username, password).expose())
+                    request.header(AUTHORIZATION, sensitive(&basic_header(username, password)))
                 }
                 _ => request,
             }
         }
     };
-    let response = request
-        .send()
-        .await
-        .map_err(|e| transport_error(&realm_name, e))?;
+    // Token servers have bad moments too: retry connection failures and 5xx.
+    let mut attempt = 0;
+    let response = loop {
+        attempt += 1;
+        let request = request
+            .try_clone()
+            .expect("token requests have in-memory bodies");
+        match request.send().await {
+            Ok(response) if is_transient(response.status()) && attempt < retry.attempts => {
+                let wait = retry.delay(attempt, parse_retry_after(response.headers()));
+                tokio::time::sleep(wait).await;
+            }
+            Ok(response) => break response,
+            Err(error) if attempt < retry.attempts && !error.is_builder() => {
+                tokio::time::sleep(retry.delay(attempt, None)).await;
+            }
+            Err(error) => return Err(transport_error(&realm_name, error)),
+        }
+    };
     let status = response.status();
     if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
         return Err(Error::Unauthorized {

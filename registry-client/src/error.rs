@@ -60,9 +60,10 @@ pub enum Error {
         source: serde_json::Error,
     },
 
-    /// A manifest larger than we accept (the distribution spec suggests 4 MiB).
-    #[error("manifest {target} is larger than {limit} bytes")]
-    ManifestTooLarge { target: String, limit: u64 },
+    /// A manifest or listing larger than we accept (manifests: 4 MiB, as
+    /// the distribution spec lets registries limit them).
+    #[error("{target}: response larger than {limit} bytes")]
+    TooLarge { target: String, limit: u64 },
 
     /// The manifest has a media type this client cannot use.
     #[error("unsupported manifest media type {media_type:?} for {target}")]

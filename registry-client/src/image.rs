@@ -135,7 +135,7 @@ impl Client {
             .content_length()
             .is_some_and(|length| length > MAX_MANIFEST_BYTES)
         {
-            return Err(Error::ManifestTooLarge {
+            return Err(Error::TooLarge {
                 target: name,
                 limit: MAX_MANIFEST_BYTES,
             });
@@ -341,7 +341,7 @@ async fn read_body(
     {
         body.extend_from_slice(&chunk);
         if body.len() as u64 > limit {
-            return Err(Error::ManifestTooLarge {
+            return Err(Error::TooLarge {
                 target: name.to_owned(),
                 limit,
             });

@@ -54,7 +54,10 @@ impl TransportConfig {
             .connect_timeout(self.connect_timeout)
             .read_timeout(self.read_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            // Several layers share one HTTP/2 connection: let the windows
+            // grow with the bandwidth-delay product instead of a fixed size.
+            .http2_adaptive_window(true);
         for path in ca_files(&self.certs_dirs, host)? {
             let pem = std::fs::read(&path).map_err(|source| Error::Io {
                 action: "reading CA file",

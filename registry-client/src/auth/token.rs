@@ -2,7 +2,7 @@
 //! and scope.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -76,13 +76,29 @@ impl TokenResponse {
     }
 }
 
+/// (registry, scope)
+type Key = (String, Scope);
+
 /// Tokens by (registry, scope).
 #[derive(Default)]
 pub(crate) struct TokenCache {
-    tokens: Mutex<HashMap<(String, Scope), (Secret, Instant)>>,
+    tokens: Mutex<HashMap<Key, (Secret, Instant)>>,
+    gates: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl TokenCache {
+    /// The lock that serializes token requests for one (registry, scope).
+    pub fn gate(&self, registry: &str, scope: &Scope) -> Arc<tokio::sync::Mutex<()>> {
+        let mut gates = self
+            .gates
+            .lock()
+            .expect("token gate lock is never poisoned");
+        gates
+            .entry((registry.to_owned(), scope.clone()))
+            .or_default()
+            .clone()
+    }
+
     /// A token that still has some life left.
     pub fn get(&self, registry: &str, scope: &Scope) -> Option<Secret> {
         let tokens = self
