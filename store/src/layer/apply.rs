@@ -69,6 +69,10 @@ const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 /// the whole blob. On error `dest` holds a partial tree, to be removed by the
 /// caller; an entry that would write outside `dest` is
 /// [`Error::UnsafeEntry`], naming the entry.
+///
+/// Whiteouts and device nodes need `CAP_MKNOD` and opaque markers need
+/// `CAP_SYS_ADMIN` (trusted.* xattrs, xattr(7)); without them such a layer
+/// fails with [`Error::Entry`].
 pub fn apply(reader: impl Read, dest: &Path) -> Result<ApplyStats> {
     let (tx, rx) = mpsc::sync_channel(QUEUE);
     let (read, written) = std::thread::scope(|scope| {
@@ -613,6 +617,14 @@ impl<'a> Writer<'a> {
             };
             match lstat(&abs).map_err(at)? {
                 Some(m) if m.is_dir() => {}
+                // A whiteout of this layer, then members below the same
+                // name: the lower directory is gone and a new one begins,
+                // which overlayfs spells as an opaque directory.
+                Some(m) if create && is_whiteout(&m) => {
+                    fs::remove_file(&abs).map_err(at)?;
+                    self.mkdir(&abs).map_err(at)?;
+                    xattr::set(&abs, OPAQUE_XATTR, b"y").map_err(at)?;
+                }
                 Some(m) if m.file_type().is_symlink() => {
                     return Err(Error::UnsafeEntry {
                         entry: entry.to_string(),

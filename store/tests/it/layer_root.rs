@@ -153,19 +153,25 @@ fn oci_whiteouts_become_overlay_whiteouts() {
         .file(".wh.both", b"")
         .dir("both/")
         .file("both/x", b"3")
+        // A whiteout, then members below the same name without their
+        // directory member: a new, opaque directory.
+        .file(".wh.implicit", b"")
+        .file("implicit/child", b"4")
         // Reserved aufs names carry nothing.
         .file(".wh..wh.plnk", b"")
         .finish();
     let dest = tempfile::tempdir().unwrap();
     let d = dest.path();
     let stats = layer::apply(&tar[..], d).unwrap();
-    assert_eq!(stats.whiteouts, 3);
+    assert_eq!(stats.whiteouts, 4);
     assert!(is_whiteout(&d.join("d/old")));
     assert!(!d.join("d/.wh.old").exists());
     assert!(is_opaque(&d.join("o")));
     assert!(!d.join("o/.wh..wh..opq").exists());
     assert!(d.join("both").is_dir() && is_opaque(&d.join("both")));
     assert!(!d.join(".wh..wh.plnk").exists());
+    assert!(is_opaque(&d.join("implicit")));
+    assert_eq!(fs::read(d.join("implicit/child")).unwrap(), b"4");
     let owner = fs::symlink_metadata(d.join("d/old")).unwrap();
     assert_eq!((owner.uid(), owner.gid()), (0, 0));
 }
