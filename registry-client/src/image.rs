@@ -57,7 +57,9 @@ impl Client {
     /// manifest, and when it is an index or manifest list, the entry for
     /// `platform` (see [`Platform::select`]). Every document is verified
     /// against the digest it was asked by and the registry's
-    /// `Docker-Content-Digest`.
+    /// `Docker-Content-Digest`. A single-platform manifest is returned as
+    /// is (`platform` is `None`): whether its config's os/architecture fit
+    /// is the caller's call, as docker only warns about it.
     pub async fn resolve(
         &self,
         reference: &Reference,

@@ -22,6 +22,29 @@
 //! }
 //! # let _ = config; Ok(()) }
 //! ```
+//!
+//! Pushing is blobs first (in parallel, each HEAD-checked, mounted or
+//! uploaded), then the manifest; for a multi-platform image, each child
+//! manifest by digest, then the index under the tag:
+//!
+//! ```no_run
+//! # async fn example(client: kiln_registry::Client, image: kiln_registry::ResolvedImage,
+//! #                  blob_path: impl Fn(&kiln_registry::Digest) -> std::path::PathBuf) -> kiln_registry::Result<()> {
+//! use kiln_registry::{BlobSource, Reference};
+//!
+//! let target = Reference::parse("localhost:5000/app:v1")?;
+//! let blobs = std::iter::once(image.config()).chain(image.layers());
+//! let pushes = blobs.map(|descriptor| {
+//!     let (client, target) = (client.clone(), target.clone());
+//!     let source = BlobSource::File(blob_path(descriptor.digest()));
+//!     async move { client.push_blob(&target, descriptor, &source, None).await }
+//! });
+//! futures_util::future::try_join_all(pushes).await?;
+//! client
+//!     .push_manifest(&target, &image.manifest.media_type, image.manifest.bytes.clone())
+//!     .await?;
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
