@@ -14,10 +14,11 @@ use sha2::Digest as _;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::auth::Scope;
-use crate::client::{status_error, transport_error, Client, Endpoint, Target};
+use crate::client::{Client, Endpoint};
 use crate::error::{Error, Result};
 use crate::progress::{ProgressEvent, ProgressKind};
 use crate::reference::Reference;
+use crate::response::{status_error, transport_error, Target};
 
 /// The bytes of one blob, in order. Yields an error and ends if the content
 /// cannot be had or does not verify: the last item before the end is

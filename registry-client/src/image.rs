@@ -8,13 +8,14 @@ use reqwest::StatusCode;
 use sha2::{Digest as _, Sha256};
 
 use crate::auth::Scope;
-use crate::client::{status_error, transport_error, Client, Target};
+use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::manifest::{
     self, describe_platforms, Manifest, ManifestDocument, Platform, ACCEPT_MANIFESTS,
     MAX_MANIFEST_BYTES,
 };
 use crate::reference::{parse_digest, Reference};
+use crate::response::{status_error, transport_error, Target};
 
 /// An image resolved to one platform's manifest.
 #[derive(Clone, Debug)]

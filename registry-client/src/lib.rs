@@ -56,6 +56,7 @@ mod image;
 mod manifest;
 mod progress;
 mod reference;
+mod response;
 mod transport;
 mod upload;
 

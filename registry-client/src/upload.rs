@@ -16,11 +16,12 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use url::Url;
 
 use crate::auth::Scope;
-use crate::client::{status_error, Client, Endpoint, Target};
+use crate::client::{Client, Endpoint};
 use crate::error::{Error, Result};
 use crate::manifest::is_non_distributable;
 use crate::progress::{ProgressEvent, ProgressKind};
 use crate::reference::Reference;
+use crate::response::{status_error, Target};
 
 /// A reader of a blob's bytes.
 pub type BlobReader = Box<dyn AsyncRead + Send + Unpin>;

@@ -3,9 +3,12 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use kiln_registry::{Client, Credential, CredentialStore, Error, Platform};
+use kiln_registry::{
+    BlobSource, Client, Credential, CredentialStore, Error, Platform, PushOutcome, Secret,
+};
 
 use crate::harness::registry::{PASSWORD, USER};
+use crate::harness::token_server::REFRESH_TOKEN;
 use crate::harness::{Auth, Registry, TestImage};
 
 const WRONG: &str = "wrong-password-d0nt-print";
@@ -212,4 +215,46 @@ fn assert_no_secret(error: &Error) {
         "secret in {text}"
     );
     assert!(!error.to_string().contains('\n'));
+}
+
+#[tokio::test]
+async fn identity_token_and_mount_under_token_auth() {
+    let Some(registry) = Registry::start(Auth::Token).await else {
+        return;
+    };
+    let refresh = Credential::IdentityToken(Secret::new(REFRESH_TOKEN));
+    let client = registry
+        .client_builder()
+        .credential(&registry.host, refresh.clone())
+        .build();
+    client.login(&registry.host, &refresh).await.unwrap();
+    let image = TestImage::new("amd64", &[3000]);
+    let source = registry.reference("token/source:1");
+    image.push(&client, &source).await;
+    // Mount into another repository: the token covers both repositories.
+    let target = registry.reference("token/target:1");
+    let layer = &image.layers[0];
+    let outcome = client
+        .push_blob(
+            &target,
+            &layer.descriptor,
+            &BlobSource::Bytes(layer.bytes.clone()),
+            Some(source.repository()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome, PushOutcome::Mounted);
+    let stats = registry.token_server.as_ref().unwrap().stats.clone();
+    let scopes = stats.scopes.lock().unwrap().clone();
+    assert!(
+        scopes
+            .iter()
+            .any(|s| s == "repository:token/target:pull,push repository:token/source:pull"),
+        "{scopes:?}"
+    );
+
+    let wrong = Credential::IdentityToken(Secret::new("not-the-refresh-token"));
+    let error = client.login(&registry.host, &wrong).await.unwrap_err();
+    assert!(error.is_unauthorized(), "{error}");
+    assert!(!format!("{error} {error:?}").contains("not-the-refresh-token"));
 }

@@ -15,6 +15,8 @@ use super::registry::{PASSWORD, USER};
 
 pub const SERVICE: &str = "kiln-test-registry";
 pub const ISSUER: &str = "kiln-test-issuer";
+/// The OAuth2 refresh token (docker's "identity token") the server accepts.
+pub const REFRESH_TOKEN: &str = "kiln-refresh-token-s3cret";
 
 #[derive(Default)]
 pub struct Stats {
@@ -61,8 +63,19 @@ impl TokenServer {
                             return;
                         }
                     }
-                    let head = String::from_utf8_lossy(&buffer).into_owned();
-                    let (status, body) = signer.answer(&head);
+                    let split = buffer.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    let head = String::from_utf8_lossy(&buffer[..split]).into_owned();
+                    let length: usize = header(&head, "content-length")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    let mut form = buffer[split..].to_vec();
+                    while form.len() < length {
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => form.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let (status, body) = signer.answer(&head, &form);
                     let response = format!(
                         "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                         body.len()
@@ -90,41 +103,60 @@ struct Signing {
 }
 
 impl Signing {
-    fn answer(&self, head: &str) -> (&'static str, String) {
+    fn answer(&self, head: &str, form: &[u8]) -> (&'static str, String) {
         self.stats.requests.fetch_add(1, Ordering::SeqCst);
         let request_line = head.lines().next().unwrap_or_default();
         let target = request_line.split(' ').nth(1).unwrap_or("/");
         let url = url::Url::parse(&format!("http://x{target}")).unwrap();
-        let scopes: Vec<String> = url
-            .query_pairs()
+        let is_post = request_line.starts_with("POST ");
+        // GET: parameters in the query; POST (OAuth2 refresh grant): in the form.
+        let params: Vec<(String, String)> = if is_post {
+            url::form_urlencoded::parse(form).into_owned().collect()
+        } else {
+            url.query_pairs().into_owned().collect()
+        };
+        let param = |name: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let scopes: Vec<String> = params
+            .iter()
             .filter(|(k, _)| k == "scope")
-            .map(|(_, v)| v.into_owned())
+            .map(|(_, v)| v.clone())
             .collect();
         self.stats
             .scopes
             .lock()
             .unwrap()
             .extend(scopes.iter().cloned());
-        let authorization = head.lines().find_map(|line| {
-            let (name, value) = line.split_once(':')?;
-            name.trim()
-                .eq_ignore_ascii_case("authorization")
-                .then(|| value.trim().to_owned())
-        });
-        let user = match authorization {
-            None => None,
-            Some(value) => {
-                let decoded = value
-                    .strip_prefix("Basic ")
-                    .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-                    .and_then(|b| String::from_utf8(b).ok());
-                if decoded.as_deref() != Some(&format!("{USER}:{PASSWORD}")) {
-                    return (
-                        "401 Unauthorized",
-                        r#"{"details":"bad credentials"}"#.to_owned(),
-                    );
+        let user = if is_post {
+            let valid = param("grant_type").as_deref() == Some("refresh_token")
+                && param("refresh_token").as_deref() == Some(REFRESH_TOKEN);
+            if !valid {
+                return (
+                    "401 Unauthorized",
+                    r#"{"details":"bad refresh token"}"#.to_owned(),
+                );
+            }
+            Some(USER)
+        } else {
+            match header(head, "authorization") {
+                None => None,
+                Some(value) => {
+                    let decoded = value
+                        .strip_prefix("Basic ")
+                        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                        .and_then(|b| String::from_utf8(b).ok());
+                    if decoded.as_deref() != Some(&format!("{USER}:{PASSWORD}")) {
+                        return (
+                            "401 Unauthorized",
+                            r#"{"details":"bad credentials"}"#.to_owned(),
+                        );
+                    }
+                    Some(USER)
                 }
-                Some(USER)
             }
         };
         let mut access = Vec::new();
@@ -157,7 +189,22 @@ impl Signing {
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
         header.x5c = Some(vec![self.x5c.clone()]);
         let token = jsonwebtoken::encode(&header, &claims, &self.key).unwrap();
-        let body = serde_json::json!({"token": token, "expires_in": expires_in}).to_string();
+        // The OAuth2 answer names it access_token; the docker one token.
+        let body = if is_post {
+            serde_json::json!({"access_token": token, "expires_in": expires_in})
+        } else {
+            serde_json::json!({"token": token, "expires_in": expires_in})
+        }
+        .to_string();
         ("200 OK", body)
     }
+}
+
+fn header(head: &str, wanted: &str) -> Option<String> {
+    head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case(wanted)
+            .then(|| value.trim().to_owned())
+    })
 }
