@@ -1,17 +1,133 @@
-//! `kiln runtime`: run an OCI bundle directly (hidden; used by tests and benchmarks).
+//! `kiln runtime`: run an OCI bundle directly, as `runc run` does (hidden;
+//! used by tests and benchmarks), and print the default spec.
 
-use clap::Args;
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use kiln_runner::{Container, Spec};
 
 use crate::ExitStatus;
 
 /// Arguments of `kiln runtime`.
 #[derive(Debug, Args)]
 pub struct RuntimeArgs {
-    /// Bundle directory holding config.json and the root filesystem.
-    #[arg(long)]
-    pub bundle: std::path::PathBuf,
+    #[command(subcommand)]
+    pub command: RuntimeCommand,
 }
 
-pub fn run(_global: &crate::args::Cli, _args: &RuntimeArgs) -> anyhow::Result<ExitStatus> {
-    anyhow::bail!("kiln runtime: not available yet")
+/// Subcommands of `kiln runtime`.
+#[derive(Debug, Subcommand)]
+pub enum RuntimeCommand {
+    /// Run a bundle in the foreground and exit with the container's code.
+    Run(RunArgs),
+    /// Print a spec with docker's defaults (write it with --bundle).
+    Spec(SpecArgs),
+}
+
+/// Arguments of `kiln runtime run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Bundle directory holding config.json and the root filesystem.
+    #[arg(long, short = 'b', default_value = ".")]
+    pub bundle: PathBuf,
+    /// Give the container a terminal (as if process.terminal were true).
+    #[arg(long)]
+    pub console: bool,
+    /// Run kiln's tiny init as PID 1 (forwards signals, reaps zombies).
+    #[arg(long)]
+    pub init: bool,
+    /// cgroup path below the cgroup root; default linux.cgroupsPath, else kiln/ID.
+    #[arg(long)]
+    pub cgroup: Option<PathBuf>,
+    /// Container id.
+    pub id: String,
+}
+
+/// Arguments of `kiln runtime spec`.
+#[derive(Debug, Args)]
+pub struct SpecArgs {
+    /// Write BUNDLE/config.json instead of printing.
+    #[arg(long, short = 'b')]
+    pub bundle: Option<PathBuf>,
+}
+
+pub fn run(_global: &crate::args::Cli, args: &RuntimeArgs) -> anyhow::Result<ExitStatus> {
+    match &args.command {
+        RuntimeCommand::Run(a) => run_bundle(a),
+        RuntimeCommand::Spec(a) => print_spec(a),
+    }
+}
+
+fn print_spec(args: &SpecArgs) -> anyhow::Result<ExitStatus> {
+    let spec = kiln_runner::default_spec();
+    let mut text = serde_json::to_string_pretty(&spec).context("serializing the default spec")?;
+    text.push('\n');
+    match &args.bundle {
+        Some(dir) => {
+            let path = dir.join("config.json");
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        }
+        None => std::io::stdout().write_all(text.as_bytes())?,
+    }
+    Ok(ExitStatus::SUCCESS)
+}
+
+fn run_bundle(args: &RunArgs) -> anyhow::Result<ExitStatus> {
+    let config = args.bundle.join("config.json");
+    let mut spec = Spec::load(&config).with_context(|| format!("reading {}", config.display()))?;
+    let root = spec
+        .root()
+        .as_ref()
+        .map(|r| r.path().clone())
+        .unwrap_or_else(|| PathBuf::from("rootfs"));
+    let rootfs = args.bundle.join(root);
+    if args.console {
+        if let Some(process) = spec.process_mut() {
+            process.set_terminal(Some(true));
+        }
+    }
+    let terminal = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    let cgroup = args
+        .cgroup
+        .clone()
+        .or_else(|| spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()))
+        .unwrap_or_else(|| PathBuf::from("kiln").join(&args.id));
+    let started = Container::builder(spec, rootfs)
+        .cgroup(cgroup)
+        .init(args.init)
+        .spawn();
+    let mut child = match started {
+        Ok(child) => child,
+        Err(err) => {
+            let code = err.exit_code();
+            let err = anyhow::Error::new(err).context(format!("starting container {}", args.id));
+            let _ = writeln!(std::io::stderr(), "kiln: {err:#}");
+            return Ok(ExitStatus(code));
+        }
+    };
+    let forwarder = kiln_runner::forward_signals(child.pid()).context("forwarding signals")?;
+    if terminal {
+        if let Some(master) = child.pty.take() {
+            let stdin = std::io::stdin();
+            let stdout = std::io::stdout();
+            let raw = kiln_runner::pty::RawMode::enable(stdin.as_fd()).ok();
+            let host_terminal = raw.as_ref().map(|_| stdin.as_fd());
+            let proxied =
+                kiln_runner::pty::proxy(&master, stdin.as_fd(), stdout.as_fd(), host_terminal);
+            drop(raw);
+            proxied.context("copying the container terminal")?;
+        }
+    }
+    let status = child
+        .wait()
+        .with_context(|| format!("waiting for container {}", args.id))?;
+    drop(forwarder);
+    Ok(ExitStatus(status.code()))
 }

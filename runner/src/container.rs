@@ -1,0 +1,695 @@
+//! The caller's side: start a container from a spec, or a process inside a
+//! running one, and hold on to it.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::sched::CloneFlags;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxNamespaceType, LinuxSeccomp, Process, Spec};
+use serde::{Deserialize, Serialize};
+
+use crate::cgroup::Cgroup;
+use crate::protocol::{self, CapabilitySets, InitConfig, Message, Mode, ProcessConfig, RunConfig};
+use crate::rootfs::{CgroupMounts, PlanContext};
+use crate::{sys, Error, ExitStatus, Result};
+
+/// Where one standard stream of the container goes.
+#[derive(Debug, Default)]
+pub enum Stdio {
+    /// The caller's own stream.
+    #[default]
+    Inherit,
+    /// /dev/null.
+    Null,
+    /// A new pipe; the caller's end is in [`Child::stdin`] / `stdout` / `stderr`.
+    Piped,
+    /// This descriptor (ownership passes to the runner, which closes its copy
+    /// once the container started).
+    Fd(OwnedFd),
+}
+
+/// What `exec` needs to join a running container: its PID 1 as seen from
+/// the host. Namespaces and cgroups are found through /proc/<pid>.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinInfo {
+    /// Host pid of the container's first process.
+    pub pid: i32,
+}
+
+/// Options shared by [`ContainerBuilder`] and [`ExecBuilder`].
+#[derive(Debug)]
+struct Common {
+    stdin: Stdio,
+    stdout: Stdio,
+    stderr: Stdio,
+    init_binary: PathBuf,
+}
+
+impl Default for Common {
+    fn default() -> Self {
+        Common {
+            stdin: Stdio::Inherit,
+            stdout: Stdio::Inherit,
+            stderr: Stdio::Inherit,
+            init_binary: "/proc/self/exe".into(),
+        }
+    }
+}
+
+/// A container to start: see [`Container::builder`].
+#[derive(Debug)]
+pub struct ContainerBuilder {
+    spec: Spec,
+    rootfs: PathBuf,
+    cgroup: Option<PathBuf>,
+    init_process: bool,
+    common: Common,
+}
+
+/// Entry point for starting containers.
+pub struct Container;
+
+impl Container {
+    /// A container running `spec` on the prepared root filesystem `rootfs`
+    /// (a directory or mount point the caller owns; `spec.root.path` is
+    /// ignored, `spec.root.readonly` is honoured).
+    pub fn builder(spec: Spec, rootfs: impl Into<PathBuf>) -> ContainerBuilder {
+        ContainerBuilder {
+            spec,
+            rootfs: rootfs.into(),
+            cgroup: None,
+            init_process: false,
+            common: Common::default(),
+        }
+    }
+}
+
+/// Runs a new process inside the running container `join`: see [`exec`].
+#[derive(Debug)]
+pub struct ExecBuilder {
+    join: JoinInfo,
+    process: Process,
+    seccomp: Option<LinuxSeccomp>,
+    common: Common,
+}
+
+/// Starts `process` inside the running container described by `join`: it
+/// joins the container's namespaces and cgroup and gets its own
+/// capabilities, user, cwd, env, rlimits and no_new_privs from `process`.
+/// Pass the container's `linux.seccomp` with [`ExecBuilder::seccomp`].
+pub fn exec(join: JoinInfo, process: Process) -> ExecBuilder {
+    ExecBuilder {
+        join,
+        process,
+        seccomp: None,
+        common: Common::default(),
+    }
+}
+
+macro_rules! common_setters {
+    () => {
+        /// Where the program's stdin comes from (ignored with a terminal).
+        pub fn stdin(mut self, stdio: Stdio) -> Self {
+            self.common.stdin = stdio;
+            self
+        }
+        /// Where the program's stdout goes (ignored with a terminal).
+        pub fn stdout(mut self, stdio: Stdio) -> Self {
+            self.common.stdout = stdio;
+            self
+        }
+        /// Where the program's stderr goes (ignored with a terminal).
+        pub fn stderr(mut self, stdio: Stdio) -> Self {
+            self.common.stderr = stdio;
+            self
+        }
+        /// The kiln binary to re-execute as the container init (default
+        /// /proc/self/exe). It must call [`crate::init_if_requested`] first
+        /// thing in `main`.
+        pub fn init_binary(mut self, path: impl Into<PathBuf>) -> Self {
+            self.common.init_binary = path.into();
+            self
+        }
+    };
+}
+
+impl ContainerBuilder {
+    common_setters!();
+
+    /// The container's cgroup, relative to the cgroup root (`kiln/<id>`).
+    /// Created with the limits of `linux.resources` and removed after exit.
+    /// Default: `linux.cgroupsPath`; with neither, no cgroup is made.
+    pub fn cgroup(mut self, relative: impl Into<PathBuf>) -> Self {
+        self.cgroup = Some(relative.into());
+        self
+    }
+
+    /// Runs kiln's tiny init as PID 1 (docker `--init`): it forwards
+    /// signals to the program, reaps zombies and exits with its status.
+    pub fn init(mut self, enabled: bool) -> Self {
+        self.init_process = enabled;
+        self
+    }
+
+    /// Creates the namespaces and cgroup, sets the container up and starts
+    /// the program. Returns once the program was exec'd, or with the error
+    /// that stopped it: [`Error::CommandNotFound`] and
+    /// [`Error::CommandNotExecutable`] when execve failed, other variants for
+    /// set-up failures (see [`Error::exit_code`]). Nothing is left behind on
+    /// error.
+    pub fn spawn(self) -> Result<Child> {
+        let spec = &self.spec;
+        check_rootfs(&self.rootfs)?;
+        let process = spec.process().as_ref().ok_or_else(|| Error::InvalidSpec {
+            what: "no process".into(),
+        })?;
+        let linux = spec.linux().as_ref();
+
+        let mut clone_flags = CloneFlags::empty();
+        let mut join_namespaces = Vec::new();
+        let mut new_cgroup_namespace = false;
+        let mut new_network_namespace = false;
+        for ns in linux
+            .and_then(|l| l.namespaces().as_ref())
+            .into_iter()
+            .flatten()
+        {
+            let flag = namespace_flag(ns.typ());
+            match (ns.typ(), ns.path()) {
+                (LinuxNamespaceType::User, _) | (LinuxNamespaceType::Time, _) => {
+                    return Err(Error::Unsupported {
+                        what: format!("{} namespace", ns.typ()),
+                    })
+                }
+                (LinuxNamespaceType::Pid, Some(_)) => {
+                    return Err(Error::Unsupported {
+                        what: "joining a pid namespace at create".into(),
+                    })
+                }
+                (_, Some(path)) => join_namespaces.push((flag.bits(), path.clone())),
+                (LinuxNamespaceType::Cgroup, None) => new_cgroup_namespace = true,
+                (typ, None) => {
+                    new_network_namespace |= typ == LinuxNamespaceType::Network;
+                    clone_flags |= flag;
+                }
+            }
+        }
+        if !clone_flags.contains(CloneFlags::CLONE_NEWNS) {
+            return Err(Error::Unsupported {
+                what: "a container without its own mount namespace".into(),
+            });
+        }
+
+        let cgroup_path = self
+            .cgroup
+            .clone()
+            .or_else(|| linux.and_then(|l| l.cgroups_path().clone()));
+        let cgroup = match &cgroup_path {
+            Some(path) => Some(Cgroup::create(
+                path,
+                linux.and_then(|l| l.resources().as_ref()),
+            )?),
+            None => None,
+        };
+        // From here on, the cgroup must go on every error path.
+        let result = self.start(
+            process,
+            clone_flags,
+            join_namespaces,
+            new_cgroup_namespace,
+            new_network_namespace,
+            cgroup.as_ref(),
+        );
+        match result {
+            Ok(mut child) => {
+                child.cgroup = cgroup;
+                Ok(child)
+            }
+            Err(e) => {
+                if let Some(cgroup) = cgroup {
+                    let _ = cgroup.remove();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn start(
+        &self,
+        process: &Process,
+        clone_flags: CloneFlags,
+        join_namespaces: Vec<(i32, PathBuf)>,
+        new_cgroup_namespace: bool,
+        new_network_namespace: bool,
+        cgroup: Option<&Cgroup>,
+    ) -> Result<Child> {
+        let spec = &self.spec;
+        let linux = spec.linux().as_ref();
+        let cgroup_mounts = match (cgroup, crate::cgroup::detect()) {
+            (Some(c), _) => c.mounts(),
+            (None, crate::cgroup::CgroupVersion::V2) => CgroupMounts::Unified,
+            (None, crate::cgroup::CgroupVersion::V1) => CgroupMounts::Legacy(Vec::new()),
+        };
+        let mounts = crate::rootfs::plan(
+            spec,
+            &PlanContext {
+                cgroup: cgroup_mounts,
+            },
+        )?;
+        let seccomp = linux.and_then(|l| l.seccomp().as_ref());
+        let bpf = match seccomp {
+            Some(profile) => crate::seccomp::compile(profile)?,
+            None => Vec::new(),
+        };
+        let mut process_config = process_config(process)?;
+        process_config.has_seccomp = seccomp.is_some();
+        let sysctl = linux
+            .and_then(|l| l.sysctl().as_ref())
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        let config = InitConfig {
+            mode: Mode::Run(RunConfig {
+                rootfs: self.rootfs.clone(),
+                mounts,
+                hostname: spec.hostname().clone().filter(|h| !h.is_empty()),
+                domainname: spec.domainname().clone().filter(|d| !d.is_empty()),
+                join_namespaces,
+                new_cgroup_namespace,
+                new_network_namespace,
+                sysctl,
+            }),
+            process: process_config,
+            cgroup_procs: cgroup.map(|c| c.procs_files()).unwrap_or_default(),
+            init_process: self.init_process,
+        };
+        launch(&self.common, clone_flags, &config, &bpf)
+    }
+}
+
+impl ExecBuilder {
+    common_setters!();
+
+    /// The seccomp profile to apply (normally the container's).
+    pub fn seccomp(mut self, profile: Option<LinuxSeccomp>) -> Self {
+        self.seccomp = profile;
+        self
+    }
+
+    /// Starts the process. Returns once it was exec'd, or with the error
+    /// that stopped it, as [`ContainerBuilder::spawn`] does.
+    pub fn spawn(self) -> Result<Child> {
+        let bpf = match &self.seccomp {
+            Some(profile) => crate::seccomp::compile(profile)?,
+            None => Vec::new(),
+        };
+        let mut process_config = process_config(&self.process)?;
+        process_config.has_seccomp = self.seccomp.is_some();
+        let config = InitConfig {
+            mode: Mode::Exec { pid: self.join.pid },
+            process: process_config,
+            cgroup_procs: crate::cgroup::procs_files_of(self.join.pid)?,
+            init_process: false,
+        };
+        launch(&self.common, CloneFlags::empty(), &config, &bpf)
+    }
+}
+
+fn namespace_flag(typ: LinuxNamespaceType) -> CloneFlags {
+    match typ {
+        LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
+        LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+        LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+        LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+        LinuxNamespaceType::User => CloneFlags::CLONE_NEWUSER,
+        LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
+        LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
+        LinuxNamespaceType::Time => CloneFlags::empty(),
+    }
+}
+
+fn process_config(process: &Process) -> Result<ProcessConfig> {
+    let args = process.args().clone().unwrap_or_default();
+    if args.is_empty() {
+        return Err(Error::InvalidSpec {
+            what: "process.args is empty".into(),
+        });
+    }
+    let user = process.user();
+    let names = |set: &Option<oci_spec::runtime::Capabilities>| -> Vec<String> {
+        set.iter().flatten().map(|c| format!("CAP_{c}")).collect()
+    };
+    let capabilities = process.capabilities().as_ref().map(|c| CapabilitySets {
+        bounding: names(c.bounding()),
+        effective: names(c.effective()),
+        permitted: names(c.permitted()),
+        inheritable: names(c.inheritable()),
+        ambient: names(c.ambient()),
+    });
+    Ok(ProcessConfig {
+        args,
+        env: process.env().clone().unwrap_or_default(),
+        cwd: process.cwd().clone(),
+        uid: user.uid(),
+        gid: user.gid(),
+        additional_gids: user.additional_gids().clone().unwrap_or_default(),
+        umask: user.umask(),
+        rlimits: process
+            .rlimits()
+            .iter()
+            .flatten()
+            .map(|r| (rlimit_name(r.typ()), r.soft(), r.hard()))
+            .collect(),
+        capabilities,
+        no_new_privileges: process.no_new_privileges().unwrap_or(false),
+        terminal: process.terminal().unwrap_or(false),
+        console_size: process
+            .console_size()
+            .map(|b| (b.height() as u16, b.width() as u16)),
+        oom_score_adj: process.oom_score_adj(),
+        has_seccomp: false,
+    })
+}
+
+fn rlimit_name(typ: oci_spec::runtime::PosixRlimitType) -> String {
+    serde_json::to_value(typ)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// One descriptor for the child, with what the caller keeps of it.
+struct StreamFds {
+    child: OwnedFd,
+    parent: Option<File>,
+}
+
+fn stream(stdio: &Stdio, which: RawFd, is_input: bool) -> Result<StreamFds> {
+    let moved = |fd: OwnedFd| sys::move_fd_above(fd, 10).map_err(Error::sys("move descriptor"));
+    match stdio {
+        Stdio::Inherit => {
+            let fd = nix::fcntl::fcntl(std::io::stdin(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10));
+            let fd = match which {
+                0 => fd,
+                1 => {
+                    nix::fcntl::fcntl(std::io::stdout(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10))
+                }
+                _ => {
+                    nix::fcntl::fcntl(std::io::stderr(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10))
+                }
+            };
+            match fd {
+                Ok(raw) => Ok(StreamFds {
+                    child: sys::adopt_inherited_fd(raw).expect("fcntl returned an open fd"),
+                    parent: None,
+                }),
+                // The caller's own stream is closed: give the container /dev/null.
+                Err(_) => stream(&Stdio::Null, which, is_input),
+            }
+        }
+        Stdio::Null => {
+            let f = std::fs::OpenOptions::new()
+                .read(is_input)
+                .write(!is_input)
+                .open("/dev/null")
+                .map_err(Error::protocol("open /dev/null for"))?;
+            Ok(StreamFds {
+                child: moved(f.into())?,
+                parent: None,
+            })
+        }
+        Stdio::Piped => {
+            let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(Error::sys("create pipe"))?;
+            let (child, parent) = if is_input {
+                (read, write)
+            } else {
+                (write, read)
+            };
+            Ok(StreamFds {
+                child: moved(child)?,
+                parent: Some(File::from(parent)),
+            })
+        }
+        Stdio::Fd(fd) => {
+            let dup = fd
+                .try_clone()
+                .map_err(Error::protocol("duplicate a stdio descriptor for"))?;
+            Ok(StreamFds {
+                child: moved(dup)?,
+                parent: None,
+            })
+        }
+    }
+}
+
+/// Clones the init into `flags` namespaces, sends it `config`, and waits
+/// until the program was exec'd or the set-up failed.
+fn launch(common: &Common, flags: CloneFlags, config: &InitConfig, bpf: &[u8]) -> Result<Child> {
+    let terminal = config.process.terminal;
+    let (stdin, stdout, stderr) = if terminal {
+        (
+            stream(&Stdio::Null, 0, true)?,
+            stream(&Stdio::Null, 1, false)?,
+            stream(&Stdio::Inherit, 2, false)?,
+        )
+    } else {
+        (
+            stream(&common.stdin, 0, true)?,
+            stream(&common.stdout, 1, false)?,
+            stream(&common.stderr, 2, false)?,
+        )
+    };
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(Error::sys("create socketpair"))?;
+    let theirs = sys::move_fd_above(theirs, 10).map_err(Error::sys("move descriptor"))?;
+    let ours = File::from(ours);
+    protocol::send_config(&ours, config, bpf).map_err(Error::protocol("send the config to"))?;
+
+    let path = CString::new(common.init_binary.as_os_str().as_encoded_bytes()).map_err(|_| {
+        Error::InvalidSpec {
+            what: "init binary path holds a NUL byte".into(),
+        }
+    })?;
+    let env = [format!("{}={}", protocol::INIT_ENV, protocol::INIT_FD)];
+    let image =
+        sys::ExecImage::new(&path, &["kiln-init"], &env).map_err(|_| Error::InvalidSpec {
+            what: "init binary path holds a NUL byte".into(),
+        })?;
+    let fds = [
+        (stdin.child.as_raw_fd(), 0),
+        (stdout.child.as_raw_fd(), 1),
+        (stderr.child.as_raw_fd(), 2),
+        (theirs.as_raw_fd(), protocol::INIT_FD),
+    ];
+    let pid = sys::clone_exec(flags, &fds, protocol::INIT_FD, &image)
+        .map_err(Error::sys("clone the container init"))?;
+    drop((stdin.child, stdout.child, stderr.child, theirs));
+
+    let received = receive(&ours, pid);
+    let mut received = match received {
+        Ok(r) => r,
+        Err(e) => {
+            reap_failed(pid);
+            return Err(e);
+        }
+    };
+    let mut failure = None;
+    let mut program_pid = pid;
+    let mut helper = None;
+    let mut pty = None;
+    for message in received.messages.drain(..) {
+        match message {
+            Message::Pid(p) => {
+                helper = Some(pid);
+                program_pid = Pid::from_raw(p);
+            }
+            Message::Pty => pty = received.fds.pop().map(File::from),
+            Message::Failed(f) => {
+                failure.get_or_insert(Error::Setup {
+                    step: f.step,
+                    detail: f.detail,
+                });
+            }
+            Message::ExecFailed { errno, command } => {
+                failure.get_or_insert(exec_error(errno, command));
+            }
+        }
+    }
+    if let Some(errno) = received.bootstrap_errno {
+        failure.get_or_insert(Error::Setup {
+            step: format!("exec the init binary {}", common.init_binary.display()),
+            detail: Errno::from_raw(errno).desc().to_string(),
+        });
+    }
+    if let Some(helper) = helper {
+        // exec mode: the helper that joined the namespaces exits at once.
+        let _ = waitpid(helper, None);
+    }
+    if let Some(e) = failure {
+        reap_failed(program_pid);
+        return Err(e);
+    }
+    Ok(Child {
+        pid: program_pid,
+        cgroup: None,
+        stdin: stdin.parent,
+        stdout: stdout.parent,
+        stderr: stderr.parent,
+        pty,
+        status: None,
+        oom_killed: false,
+    })
+}
+
+fn receive(sock: &File, pid: Pid) -> Result<protocol::Received> {
+    protocol::receive_all(sock).map_err(|e| {
+        let _ = kill(pid, Signal::SIGKILL);
+        Error::Protocol {
+            op: "read the start report of",
+            source: e,
+        }
+    })
+}
+
+fn reap_failed(pid: Pid) {
+    let _ = kill(pid, Signal::SIGKILL);
+    let _ = waitpid(pid, None);
+}
+
+fn exec_error(errno: i32, command: String) -> Error {
+    match Errno::from_raw(errno) {
+        Errno::ENOENT => Error::CommandNotFound { command },
+        other => Error::CommandNotExecutable {
+            command,
+            reason: other.desc().to_lowercase(),
+        },
+    }
+}
+
+/// A started container program (or exec'd process): wait for it, signal
+/// it, talk to it. Dropping a `Child` that was not waited for kills it
+/// (SIGKILL), reaps it and removes its cgroup.
+#[derive(Debug)]
+pub struct Child {
+    pid: Pid,
+    cgroup: Option<Cgroup>,
+    /// The caller's end of the program's stdin, with [`Stdio::Piped`].
+    pub stdin: Option<File>,
+    /// The caller's end of the program's stdout, with [`Stdio::Piped`].
+    pub stdout: Option<File>,
+    /// The caller's end of the program's stderr, with [`Stdio::Piped`].
+    pub stderr: Option<File>,
+    /// The pty master when `process.terminal` is set; see [`crate::pty`].
+    pub pty: Option<File>,
+    status: Option<ExitStatus>,
+    oom_killed: bool,
+}
+
+impl Child {
+    /// Host pid of the program (the container's PID 1 for a new container).
+    pub fn pid(&self) -> i32 {
+        self.pid.as_raw()
+    }
+
+    /// What [`exec`] needs to join this container later.
+    pub fn join_info(&self) -> JoinInfo {
+        JoinInfo {
+            pid: self.pid.as_raw(),
+        }
+    }
+
+    /// The container's cgroup directories (one per v1 hierarchy, one on v2).
+    pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        self.cgroup.as_ref().map(|c| c.dirs()).unwrap_or_default()
+    }
+
+    /// Sends `signal` to the program.
+    pub fn kill(&self, signal: Signal) -> Result<()> {
+        if self.status.is_some() {
+            return Ok(());
+        }
+        kill(self.pid, signal).map_err(Error::sys("signal the container"))
+    }
+
+    /// Waits for the program to end, then kills what is left in its cgroup
+    /// and removes the cgroup. Returns the same status when called again.
+    pub fn wait(&mut self) -> Result<ExitStatus> {
+        if let Some(status) = self.status {
+            return Ok(status);
+        }
+        loop {
+            match waitpid(self.pid, Some(WaitPidFlag::__WALL)) {
+                Ok(status) => {
+                    if let Some(status) = self.finished(status)? {
+                        return Ok(status);
+                    }
+                }
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(Error::sys("wait for the container")(e)),
+            }
+        }
+    }
+
+    /// Like [`Child::wait`] without blocking: `None` while it runs.
+    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
+        if let Some(status) = self.status {
+            return Ok(Some(status));
+        }
+        match waitpid(self.pid, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
+            Ok(status) => self.finished(status),
+            Err(e) => Err(Error::sys("wait for the container")(e)),
+        }
+    }
+
+    /// True when the kernel's OOM killer killed a process of the container
+    /// (known after [`Child::wait`]).
+    pub fn oom_killed(&self) -> bool {
+        self.oom_killed
+    }
+
+    fn finished(&mut self, status: WaitStatus) -> Result<Option<ExitStatus>> {
+        let status = match status {
+            WaitStatus::Exited(_, code) => ExitStatus::Exited(code),
+            WaitStatus::Signaled(_, sig, _) => ExitStatus::Signaled(sig as i32),
+            _ => return Ok(None),
+        };
+        self.status = Some(status);
+        if let Some(cgroup) = self.cgroup.take() {
+            self.oom_killed = cgroup.oom_killed();
+            cgroup.remove()?;
+        }
+        Ok(Some(status))
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let _ = kill(self.pid, Signal::SIGKILL);
+            let _ = self.wait();
+        }
+    }
+}
+
+/// Whether `path` looks like a usable root filesystem (a directory).
+pub(crate) fn check_rootfs(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        Ok(())
+    } else {
+        Err(Error::InvalidSpec {
+            what: format!("rootfs {} is not a directory", path.display()),
+        })
+    }
+}

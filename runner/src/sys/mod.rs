@@ -1,0 +1,362 @@
+//! The only place with `unsafe`: small safe wrappers over raw system calls
+//! that `nix` does not cover (or covers only as `unsafe fn`).
+//!
+//! Every function here is safe to call; each `unsafe` block says why.
+
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::sched::CloneFlags;
+use nix::unistd::Pid;
+
+/// Everything the child of [`clone_exec`] needs, prepared before the clone so
+/// that the child only makes async-signal-safe calls (no allocation).
+pub struct ExecImage {
+    path: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    envp_ptrs: Vec<*const libc::c_char>,
+}
+
+impl ExecImage {
+    /// Prepares `path` with `argv` and `envp`. Fails on interior NUL bytes.
+    pub fn new(path: &CStr, argv: &[&str], envp: &[String]) -> Result<Self, std::ffi::NulError> {
+        let argv: Vec<CString> = argv
+            .iter()
+            .map(|a| CString::new(*a))
+            .collect::<Result<_, _>>()?;
+        let envp: Vec<CString> = envp
+            .iter()
+            .map(|e| CString::new(e.as_str()))
+            .collect::<Result<_, _>>()?;
+        let mut image = ExecImage {
+            path: path.to_owned(),
+            argv,
+            envp,
+            argv_ptrs: Vec::new(),
+            envp_ptrs: Vec::new(),
+        };
+        // The pointers point into the CStrings' heap buffers, which do not move
+        // when `image` moves.
+        image.argv_ptrs = image
+            .argv
+            .iter()
+            .map(|a| a.as_ptr())
+            .chain([std::ptr::null()])
+            .collect();
+        image.envp_ptrs = image
+            .envp
+            .iter()
+            .map(|e| e.as_ptr())
+            .chain([std::ptr::null()])
+            .collect();
+        Ok(image)
+    }
+}
+
+/// Size of the record the child of [`clone_exec`] writes to `report_fd` when
+/// its exec fails: one tag byte (`BOOTSTRAP_TAG`), then the errno as i32 LE.
+pub const BOOTSTRAP_RECORD_LEN: usize = 5;
+/// Tag byte of a bootstrap failure record; never the first byte of a frame.
+pub const BOOTSTRAP_TAG: u8 = 0xEE;
+
+/// Clones the calling process like fork(2) with extra `flags` (new
+/// namespaces), then in the child: installs `fds` (pairs of source and target
+/// numbers, applied in order with dup2(2), which clears close-on-exec on the
+/// target), resets the signal mask and execs `image`. If that fails, the child
+/// writes a bootstrap record with the errno to `report_fd` (a target number)
+/// and exits with 127.
+///
+/// Every source fd must be >= 10 and every target < 10, so no dup2 clobbers a
+/// later source. Returns the child's pid in the caller's pid namespace.
+pub fn clone_exec(
+    flags: CloneFlags,
+    fds: &[(RawFd, RawFd)],
+    report_fd: RawFd,
+    image: &ExecImage,
+) -> nix::Result<Pid> {
+    debug_assert!(fds.iter().all(|&(src, dst)| src >= 10 && dst < 10));
+    let mut empty_set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigemptyset initialises the set it is given.
+    unsafe { libc::sigemptyset(empty_set.as_mut_ptr()) };
+    // SAFETY: initialised just above.
+    let empty_set = unsafe { empty_set.assume_init() };
+    let raw_flags = flags.bits() as libc::c_long | libc::SIGCHLD as libc::c_long;
+    // SAFETY: a clone without CLONE_VM and without a new stack behaves like
+    // fork(2): the child gets a copy of the address space and continues here.
+    // It then only calls async-signal-safe functions (dup2, sigprocmask,
+    // execve, write, _exit) on memory prepared before the clone, so the state
+    // of other threads' locks in the copy does not matter.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            raw_flags,
+            0 as libc::c_long,
+            0 as libc::c_long,
+            0 as libc::c_long,
+            0 as libc::c_long,
+        )
+    };
+    if ret < 0 {
+        return Err(Errno::last());
+    }
+    if ret > 0 {
+        return Ok(Pid::from_raw(ret as i32));
+    }
+    // Child.
+    // SAFETY: only async-signal-safe calls on pre-built data follow; the child
+    // never returns from this block.
+    unsafe {
+        for &(src, dst) in fds {
+            if libc::dup2(src, dst) < 0 {
+                child_fail(report_fd);
+            }
+        }
+        libc::sigprocmask(libc::SIG_SETMASK, &empty_set, std::ptr::null_mut());
+        libc::execve(
+            image.path.as_ptr(),
+            image.argv_ptrs.as_ptr(),
+            image.envp_ptrs.as_ptr(),
+        );
+        child_fail(report_fd);
+    }
+}
+
+/// Writes the bootstrap record for the current errno and exits.
+///
+/// # Safety
+/// Only for the child of [`clone_exec`]; async-signal-safe.
+unsafe fn child_fail(report_fd: RawFd) -> ! {
+    let errno = *libc::__errno_location();
+    let e = errno.to_le_bytes();
+    let record = [BOOTSTRAP_TAG, e[0], e[1], e[2], e[3]];
+    libc::write(report_fd, record.as_ptr().cast(), record.len());
+    libc::_exit(127);
+}
+
+/// fork(2) in a process known to be single-threaded (the re-executed init).
+/// Returns `None` in the child, the child's pid in the parent.
+pub fn fork_single_threaded(parent_is_reaper: bool) -> nix::Result<Option<Pid>> {
+    let mut flags = libc::SIGCHLD as libc::c_long;
+    if parent_is_reaper {
+        flags |= libc::CLONE_PARENT as libc::c_long;
+    }
+    // SAFETY: callers are the re-executed kiln init, which runs no other
+    // thread, so the child may go on running arbitrary Rust code. Without
+    // CLONE_VM and a new stack this is fork(2); with CLONE_PARENT the child
+    // becomes a child of our parent instead of ours.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            flags,
+            0 as libc::c_long,
+            0 as libc::c_long,
+            0 as libc::c_long,
+            0 as libc::c_long,
+        )
+    };
+    match ret {
+        r if r < 0 => Err(Errno::last()),
+        0 => Ok(None),
+        pid => Ok(Some(Pid::from_raw(pid as i32))),
+    }
+}
+
+/// Loads a classic BPF seccomp program (`bpf` holds `struct sock_filter`
+/// records, 8 bytes each) into the calling thread, see seccomp(2).
+pub fn load_seccomp(bpf: &[u8]) -> nix::Result<()> {
+    const FILTER_LEN: usize = std::mem::size_of::<libc::sock_filter>();
+    if bpf.len() % FILTER_LEN != 0 || bpf.is_empty() {
+        return Err(Errno::EINVAL);
+    }
+    let filters: Vec<libc::sock_filter> = bpf
+        .chunks_exact(FILTER_LEN)
+        .map(|c| libc::sock_filter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect();
+    let prog = libc::sock_fprog {
+        len: filters.len() as u16,
+        filter: filters.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: prog points to `filters`, alive for the call; the kernel copies it.
+    let ret = unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    Errno::result(ret).map(drop)
+}
+
+/// Makes the terminal `fd` the controlling terminal of the calling session
+/// leader (ioctl TIOCSCTTY, see ioctl_tty(2)).
+pub fn set_controlling_terminal(fd: BorrowedFd<'_>) -> nix::Result<()> {
+    // SAFETY: TIOCSCTTY takes an int argument, no memory is passed.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0 as libc::c_int) };
+    Errno::result(ret).map(drop)
+}
+
+/// Terminal window size in character cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowSize {
+    /// Rows.
+    pub rows: u16,
+    /// Columns.
+    pub cols: u16,
+}
+
+/// Reads the window size of terminal `fd` (TIOCGWINSZ).
+pub fn window_size(fd: BorrowedFd<'_>) -> nix::Result<WindowSize> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one struct winsize to the pointer, which is valid.
+    let ret = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TIOCGWINSZ,
+            &mut ws as *mut libc::winsize,
+        )
+    };
+    Errno::result(ret)?;
+    Ok(WindowSize {
+        rows: ws.ws_row,
+        cols: ws.ws_col,
+    })
+}
+
+/// Sets the window size of terminal `fd` (TIOCSWINSZ).
+pub fn set_window_size(fd: BorrowedFd<'_>, size: WindowSize) -> nix::Result<()> {
+    let ws = libc::winsize {
+        ws_row: size.rows,
+        ws_col: size.cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one struct winsize from the pointer, which is valid.
+    let ret = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TIOCSWINSZ,
+            &ws as *const libc::winsize,
+        )
+    };
+    Errno::result(ret).map(drop)
+}
+
+/// Brings the loopback interface of the current network namespace up
+/// (SIOCGIFFLAGS / SIOCSIFFLAGS on a datagram socket, see netdevice(7)).
+pub fn loopback_up() -> nix::Result<()> {
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS fills ifr_flags of the valid ifreq we pass.
+    let ret = unsafe {
+        libc::ioctl(
+            sock.as_raw_fd(),
+            libc::SIOCGIFFLAGS,
+            &mut req as *mut libc::ifreq,
+        )
+    };
+    Errno::result(ret)?;
+    // SAFETY: the union member ifru_flags was set by the kernel just above.
+    unsafe { req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
+    // SAFETY: SIOCSIFFLAGS reads the valid ifreq we pass.
+    let ret = unsafe {
+        libc::ioctl(
+            sock.as_raw_fd(),
+            libc::SIOCSIFFLAGS,
+            &req as *const libc::ifreq,
+        )
+    };
+    Errno::result(ret).map(drop)
+}
+
+/// Resets every signal disposition to the default and unblocks all signals,
+/// so that the program exec'd next starts clean (Rust's runtime ignores
+/// SIGPIPE, and an ignored disposition survives execve(2)).
+pub fn reset_signals() {
+    use nix::sys::signal::{sigprocmask, SigHandler, SigSet, SigmaskHow, Signal};
+    for sig in Signal::iterator() {
+        if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL runs no code of ours in signal context.
+        let _ = unsafe { nix::sys::signal::signal(sig, SigHandler::SigDfl) };
+    }
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+}
+
+/// Moves `fd` to a number >= `min` with close-on-exec set (F_DUPFD_CLOEXEC)
+/// and closes the original.
+pub fn move_fd_above(fd: std::os::fd::OwnedFd, min: RawFd) -> nix::Result<std::os::fd::OwnedFd> {
+    use nix::fcntl::{fcntl, FcntlArg};
+    let new = fcntl(&fd, FcntlArg::F_DUPFD_CLOEXEC(min))?;
+    // SAFETY: fcntl just returned this new descriptor, owned by nobody else.
+    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(new) })
+}
+
+/// Adopts a descriptor number inherited through exec (our own hidden
+/// protocol passes it).
+///
+/// Returns `None` when `fd` is not open.
+pub fn adopt_inherited_fd(fd: RawFd) -> Option<std::os::fd::OwnedFd> {
+    // SAFETY: F_GETFD only checks that the descriptor is open.
+    let ret = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if ret < 0 {
+        return None;
+    }
+    // SAFETY: the descriptor is open and was handed to this process by its
+    // parent for exclusive use through the init protocol; nothing else owns it.
+    Some(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// Closes every descriptor from `first` up (close_range(2)), so nothing the
+/// caller leaked without close-on-exec reaches the container.
+pub fn close_fds_from(first: RawFd) {
+    // SAFETY: called first thing in the re-executed init, before any Rust
+    // object owning a descriptor >= `first` exists.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            0 as libc::c_uint,
+        )
+    };
+}
+
+/// Closes the init protocol socket in the tiny init after it forked the
+/// program: PID 1 must not hold it, or the caller never sees end-of-file.
+pub fn close_protocol_socket(fd: RawFd) {
+    // SAFETY: the only owner is a `File` in the init's entry frame that is
+    // never used nor dropped again: PID 1 supervises and leaves through
+    // process::exit, which runs no destructors.
+    unsafe { libc::close(fd) };
+}
+
+/// setdomainname(2).
+pub fn set_domainname(name: &str) -> nix::Result<()> {
+    // SAFETY: the pointer and length describe `name`, alive for the call.
+    let ret = unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) };
+    Errno::result(ret).map(drop)
+}
