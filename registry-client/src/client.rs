@@ -71,6 +71,21 @@ impl RetryPolicy {
     }
 }
 
+impl std::fmt::Debug for Client {
+    /// The settings that matter for diagnosis; never credentials or tokens.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("certs_dirs", &self.inner.transport.certs_dirs)
+            .field("insecure", &self.inner.transport.insecure)
+            .field(
+                "credential_store",
+                &self.inner.store.as_ref().map(CredentialStore::path),
+            )
+            .field("retry", &self.inner.retry)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Builds a [`Client`].
 pub struct ClientBuilder {
     transport: TransportConfig,

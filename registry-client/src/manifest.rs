@@ -181,11 +181,23 @@ impl Platform {
     fn new(os: &str, architecture: &str, variant: Option<&str>) -> Platform {
         let os = os.to_ascii_lowercase();
         let architecture = architecture.to_ascii_lowercase();
-        // containerd's platforms.Normalize: the usual aliases.
-        let (architecture, variant) = match (architecture.as_str(), variant) {
-            ("x86_64" | "x86-64", _) => ("amd64".to_owned(), None),
-            ("aarch64", v) => ("arm64".to_owned(), v.map(str::to_owned)),
-            (arch, v) => (arch.to_owned(), v.map(str::to_owned)),
+        let variant = variant.map(|v| {
+            let v = v.to_ascii_lowercase();
+            if v.starts_with('v') {
+                v
+            } else {
+                format!("v{v}")
+            }
+        });
+        // containerd's platforms.Normalize: the usual aliases, and arm
+        // without variant means v7.
+        let (architecture, variant) = match architecture.as_str() {
+            "x86_64" | "x86-64" => ("amd64".to_owned(), None),
+            "aarch64" => ("arm64".to_owned(), variant),
+            "armhf" => ("arm".to_owned(), Some("v7".to_owned())),
+            "armel" => ("arm".to_owned(), Some("v6".to_owned())),
+            "arm" => ("arm".to_owned(), variant.or_else(|| Some("v7".to_owned()))),
+            other => (other.to_owned(), variant),
         };
         Platform {
             os,
@@ -194,47 +206,59 @@ impl Platform {
         }
     }
 
-    /// Whether a manifest for `candidate` runs here. A wanted variant must
-    /// match (arm64 without variant counts as v8); without a wanted variant
-    /// any variant does.
+    /// Whether a manifest for `candidate` runs here: same os and
+    /// architecture, and a variant this one can run. arm64 without variant
+    /// counts as v8; an arm/vN platform also runs lower arm variants
+    /// (v7 runs v6 and v5); no wanted variant accepts any.
     pub fn matches(&self, candidate: &oci_spec::image::Platform) -> bool {
         if candidate.os().to_string() != self.os
             || candidate.architecture().to_string() != self.architecture
         {
             return false;
         }
-        match &self.variant {
-            None => true,
-            Some(wanted) => {
-                let default = if self.architecture == "arm64" {
-                    Some("v8")
-                } else {
-                    None
-                };
-                let have = candidate.variant().as_deref().or(default);
-                let want = Some(wanted.as_str());
-                have == want
-            }
+        let Some(wanted) = &self.variant else {
+            return true;
+        };
+        let default = match self.architecture.as_str() {
+            "arm64" => Some("v8"),
+            "arm" => Some("v7"),
+            _ => None,
+        };
+        let have = candidate.variant().as_deref().or(default);
+        if self.architecture == "arm" {
+            return match (variant_number(have), variant_number(Some(wanted))) {
+                (Some(have), Some(want)) => have <= want,
+                _ => have == Some(wanted.as_str()),
+            };
         }
+        have == Some(wanted.as_str())
     }
 
-    /// Picks the manifest for this platform from `index`: the first entry
-    /// whose platform matches, preferring an exact variant match.
+    /// Picks the manifest for this platform from `index`: among the entries
+    /// that [`matches`](Self::matches), the exact variant, else the highest
+    /// compatible one, else the first.
     pub fn select<'a>(&self, index: &'a ImageIndex) -> Option<&'a Descriptor> {
+        let variant_of = |d: &Descriptor| d.platform().as_ref().and_then(|p| p.variant().clone());
         let matching: Vec<&Descriptor> = index
             .manifests()
             .iter()
             .filter(|d| d.platform().as_ref().is_some_and(|p| self.matches(p)))
             .collect();
-        matching
+        if let Some(exact) = matching.iter().find(|d| variant_of(d) == self.variant) {
+            return Some(exact);
+        }
+        let highest = matching
             .iter()
-            .find(|d| {
-                d.platform().as_ref().and_then(|p| p.variant().as_deref())
-                    == self.variant.as_deref()
-            })
-            .or(matching.first())
-            .copied()
+            .filter_map(|d| variant_number(variant_of(d).as_deref()).map(|n| (n, *d)))
+            .max_by_key(|(n, _)| *n)
+            .map(|(_, d)| d);
+        highest.or(matching.first().copied())
     }
+}
+
+/// `v7` -> 7.
+fn variant_number(variant: Option<&str>) -> Option<u32> {
+    variant?.strip_prefix('v')?.parse().ok()
 }
 
 impl fmt::Display for Platform {
@@ -314,10 +338,17 @@ mod tests {
         assert_eq!(pick("linux/x86_64").as_deref(), Some(D1));
         assert_eq!(pick("linux/arm/v7").as_deref(), Some(D3));
         assert_eq!(pick("linux/arm/v6").as_deref(), Some(D2));
-        assert_eq!(pick("linux/arm").as_deref(), Some(D2));
+        assert_eq!(pick("linux/arm").as_deref(), Some(D3), "arm means arm/v7");
+        assert_eq!(pick("linux/armhf").as_deref(), Some(D3));
+        assert_eq!(pick("linux/arm/7").as_deref(), Some(D3));
         assert_eq!(pick("linux/arm64").as_deref(), Some(D4));
         assert_eq!(pick("linux/aarch64/v8").as_deref(), Some(D4));
         assert_eq!(pick("linux/arm/v5"), None);
+        assert_eq!(
+            pick("linux/arm/v8").as_deref(),
+            Some(D3),
+            "the highest lower variant"
+        );
         assert_eq!(pick("windows/amd64"), None);
         assert_eq!(
             describe_platforms(&index),

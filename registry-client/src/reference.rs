@@ -236,6 +236,26 @@ impl FromStr for Reference {
     }
 }
 
+impl serde::Serialize for Reference {
+    /// As its fully qualified string.
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Reference {
+    /// From a string, normalized as [`Reference::parse`] does.
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Reference::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Parses `algorithm:hex`; sha256 and sha512 must have their full length.
 pub(crate) fn parse_digest(text: &str) -> Option<Digest> {
     let (algorithm, hex) = text.split_once(':')?;
@@ -443,6 +463,16 @@ mod tests {
             assert!(matches!(err, Error::InvalidReference { .. }), "{input}");
             assert!(!err.to_string().contains('\n'));
         }
+    }
+
+    #[test]
+    fn serde_as_normalized_string() {
+        let reference: Reference = serde_json::from_str(r#""busybox""#).unwrap();
+        assert_eq!(
+            serde_json::to_string(&reference).unwrap(),
+            r#""docker.io/library/busybox:latest""#
+        );
+        assert!(serde_json::from_str::<Reference>(r#""UPPER""#).is_err());
     }
 
     #[test]
