@@ -517,6 +517,8 @@ impl Client {
             .lock()
             .expect("credentials lock is never poisoned")
             .insert(registry.to_owned(), Some(credential.clone()));
+        // Tokens fetched with other (or no) credentials may grant less.
+        self.inner.tokens.forget_registry(registry);
         Ok(())
     }
 }

@@ -120,6 +120,15 @@ impl TokenCache {
         tokens.insert((registry.to_owned(), scope.clone()), (token, expires));
     }
 
+    /// Drops every token of `registry` (its credentials changed).
+    pub fn forget_registry(&self, registry: &str) {
+        let mut tokens = self
+            .tokens
+            .lock()
+            .expect("token cache lock is never poisoned");
+        tokens.retain(|(name, _), _| name != registry);
+    }
+
     pub fn remove(&self, registry: &str, scope: &Scope) {
         let mut tokens = self
             .tokens
