@@ -1,5 +1,6 @@
 //! HTTP transport per registry: TLS roots (system plus `certs.d/HOST:PORT/*.crt`),
-//! insecure registries, and choosing https or http.
+//! client certificates (`certs.d/HOST:PORT/NAME.cert` + `NAME.key`), insecure
+//! registries, and choosing https or http.
 //!
 //! Policy (docker's, slightly stricter): https with verified certificates
 //! everywhere. Loopback hosts (`localhost`, 127.0.0.0/8, `::1`) may fall back
@@ -58,7 +59,7 @@ impl TransportConfig {
             // Several layers share one HTTP/2 connection: let the windows
             // grow with the bandwidth-delay product instead of a fixed size.
             .http2_adaptive_window(true);
-        for path in ca_files(&self.certs_dirs, host)? {
+        for path in host_files(&self.certs_dirs, host, "crt")? {
             let pem = std::fs::read(&path).map_err(|source| Error::Io {
                 action: "reading CA file",
                 path: path.clone(),
@@ -75,6 +76,29 @@ impl TransportConfig {
                 builder = builder.add_root_certificate(certificate);
             }
         }
+        // A client certificate for mutual TLS: `NAME.cert` with `NAME.key`,
+        // as docker reads them from certs.d.
+        if let Some(cert) = host_files(&self.certs_dirs, host, "cert")?
+            .into_iter()
+            .next()
+        {
+            let key = cert.with_extension("key");
+            let read = |path: &Path| {
+                std::fs::read(path).map_err(|source| Error::Io {
+                    action: "reading client certificate file",
+                    path: path.to_owned(),
+                    source,
+                })
+            };
+            let mut pem = read(&cert)?;
+            pem.push(b'\n');
+            pem.extend(read(&key)?);
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|_| Error::Certificate {
+                path: cert.clone(),
+                detail: format!("not a PEM certificate matching {}", key.display()),
+            })?;
+            builder = builder.identity(identity);
+        }
         if self.is_insecure(host) {
             builder = builder.danger_accept_invalid_certs(true);
         }
@@ -85,8 +109,9 @@ impl TransportConfig {
     }
 }
 
-/// `*.crt` files in `DIR/HOST:PORT/` for each configured directory, sorted.
-fn ca_files(dirs: &[PathBuf], host: &str) -> Result<Vec<PathBuf>> {
+/// `*.EXTENSION` files in `DIR/HOST:PORT/` for each configured directory,
+/// sorted (`crt`: CA certificates; `cert`: client certificates).
+fn host_files(dirs: &[PathBuf], host: &str, extension: &str) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for dir in dirs {
         let dir = dir.join(host);
@@ -103,7 +128,7 @@ fn ca_files(dirs: &[PathBuf], host: &str) -> Result<Vec<PathBuf>> {
         };
         let mut found: Vec<PathBuf> = entries
             .filter_map(|entry| entry.ok().map(|e| e.path()))
-            .filter(|path| has_extension(path, "crt"))
+            .filter(|path| has_extension(path, extension))
             .collect();
         found.sort();
         files.extend(found);
@@ -182,10 +207,10 @@ mod tests {
         std::fs::write(host_dir.join("client.key"), "x").unwrap();
         let dirs = vec![dir.path().to_path_buf(), dir.path().join("missing")];
         assert_eq!(
-            ca_files(&dirs, "reg.lan:5000").unwrap(),
+            host_files(&dirs, "reg.lan:5000", "crt").unwrap(),
             vec![host_dir.join("ca.crt")]
         );
-        assert!(ca_files(&dirs, "reg.lan").unwrap().is_empty());
+        assert!(host_files(&dirs, "reg.lan", "crt").unwrap().is_empty());
         // A garbage CA file is an error naming the file.
         let mut config = config(&[]);
         config.certs_dirs = dirs;

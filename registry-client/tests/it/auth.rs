@@ -258,3 +258,24 @@ async fn identity_token_and_mount_under_token_auth() {
     assert!(error.is_unauthorized(), "{error}");
     assert!(!format!("{error} {error:?}").contains("not-the-refresh-token"));
 }
+
+#[tokio::test]
+async fn client_certificate_from_certs_dir() {
+    let Some(registry) = Registry::start(Auth::MutualTls).await else {
+        return;
+    };
+    let without = registry
+        .client_builder()
+        .retry(1, Duration::from_millis(1))
+        .build();
+    let error = without.catalog(&registry.host).await.unwrap_err();
+    assert!(matches!(error, Error::Transport { .. }), "{error}");
+    let (cert, key) = registry.client_pki.clone().unwrap();
+    let host_dir = registry.certs_dir.join(&registry.host);
+    std::fs::copy(cert, host_dir.join("client.cert")).unwrap();
+    std::fs::copy(key, host_dir.join("client.key")).unwrap();
+    let with = registry.client_builder().build();
+    let image = TestImage::new("amd64", &[100]);
+    image.push(&with, &registry.reference("mtls/app:1")).await;
+    assert_eq!(with.catalog(&registry.host).await.unwrap(), ["mtls/app"]);
+}

@@ -6,9 +6,12 @@ use std::process::Command;
 
 use super::run;
 
-/// A CA and a server certificate for 127.0.0.1 and localhost.
+/// A CA, a server certificate for 127.0.0.1 and localhost, and a client
+/// certificate.
 pub struct ServerPki {
     pub ca_cert: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
 }
@@ -57,8 +60,36 @@ pub fn server_pki(dir: &Path) -> ServerPki {
         .arg(path("server.crt"))
         .arg("-extfile")
         .arg(path("server.ext")));
+    // A client certificate for mutual TLS, signed by the same CA.
+    run(Command::new("openssl")
+        .arg("req")
+        .args(ec)
+        .arg("-keyout")
+        .arg(path("client.key"))
+        .arg("-out")
+        .arg(path("client.csr"))
+        .args(["-subj", "/CN=kiln test client"]));
+    std::fs::write(
+        path("client.ext"),
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    run(Command::new("openssl")
+        .args(["x509", "-req", "-days", "2", "-set_serial", "3"])
+        .arg("-in")
+        .arg(path("client.csr"))
+        .arg("-CA")
+        .arg(path("ca.crt"))
+        .arg("-CAkey")
+        .arg(path("ca.key"))
+        .arg("-out")
+        .arg(path("client.cert"))
+        .arg("-extfile")
+        .arg(path("client.ext")));
     ServerPki {
         ca_cert: path("ca.crt"),
+        client_cert: path("client.cert"),
+        client_key: path("client.key"),
         server_cert: path("server.crt"),
         server_key: path("server.key"),
     }

@@ -24,6 +24,8 @@ pub enum Auth {
     Basic,
     /// TLS with bearer tokens from the harness token server.
     Token,
+    /// TLS that requires a client certificate signed by the test CA.
+    MutualTls,
 }
 
 pub struct Registry {
@@ -33,6 +35,9 @@ pub struct Registry {
     /// The certs.d directory holding `127.0.0.1:PORT/ca.crt` (TLS set-ups).
     pub certs_dir: PathBuf,
     pub token_server: Option<Arc<TokenServer>>,
+    /// Client certificate and key (TLS set-ups); not in `certs_dir` unless
+    /// a test puts them there.
+    pub client_pki: Option<(PathBuf, PathBuf)>,
     child: Child,
 }
 
@@ -56,6 +61,7 @@ impl Registry {
         std::fs::create_dir_all(certs_dir.join(&host)).unwrap();
         let storage = dir.path().join("storage");
         std::fs::create_dir_all(&storage).unwrap();
+        let mut client_pki = None;
         let mut config = format!(
             "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n  secret: kiln-test-secret\n",
             storage.display()
@@ -63,15 +69,22 @@ impl Registry {
         if auth != Auth::None {
             let pki = pki::server_pki(dir.path());
             std::fs::copy(&pki.ca_cert, certs_dir.join(&host).join("ca.crt")).unwrap();
+            client_pki = Some((pki.client_cert.clone(), pki.client_key.clone()));
             config += &format!(
                 "  tls:\n    certificate: {}\n    key: {}\n",
                 pki.server_cert.display(),
                 pki.server_key.display()
             );
         }
+        if auth == Auth::MutualTls {
+            config += &format!(
+                "    clientcas:\n      - {}\n",
+                certs_dir.join(&host).join("ca.crt").display()
+            );
+        }
         let mut token_server = None;
         match auth {
-            Auth::None => {}
+            Auth::None | Auth::MutualTls => {}
             Auth::Basic => {
                 let htpasswd = dir.path().join("htpasswd");
                 let line = super::run(
@@ -113,6 +126,7 @@ impl Registry {
             host,
             dir,
             certs_dir,
+            client_pki,
             token_server,
             child,
         };
