@@ -147,3 +147,16 @@ fn proxy_loop(
         }
     }
 }
+
+/// Opens a new pty pair on the host (openpty(3)): (master, slave), both
+/// close-on-exec. For callers and tests that drive a terminal themselves.
+pub fn open_pair() -> io::Result<(File, File)> {
+    let pair = nix::pty::openpty(None, None)?;
+    for fd in [&pair.master, &pair.slave] {
+        nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )?;
+    }
+    Ok((File::from(pair.master), File::from(pair.slave)))
+}

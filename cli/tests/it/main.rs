@@ -2,3 +2,5 @@
 //! with its own temporary root.
 
 mod common;
+#[cfg(feature = "test-root")]
+mod runtime;
