@@ -247,6 +247,20 @@ impl Client {
         .await
     }
 
+    /// Repositories of `registry` whose name contains `query`
+    /// (case-insensitive), sorted: `kiln search REGISTRY/QUERY`.
+    pub async fn search(&self, registry: &str, query: &str) -> Result<Vec<String>> {
+        let query = query.to_ascii_lowercase();
+        let mut found: Vec<String> = self
+            .catalog(registry)
+            .await?
+            .into_iter()
+            .filter(|name| name.to_ascii_lowercase().contains(&query))
+            .collect();
+        found.sort();
+        Ok(found)
+    }
+
     /// The tags of `reference`'s repository (`/v2/NAME/tags/list`).
     pub async fn tags(&self, reference: &Reference) -> Result<Vec<String>> {
         #[derive(serde::Deserialize)]

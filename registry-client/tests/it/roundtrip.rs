@@ -310,6 +310,15 @@ async fn catalog_and_tags() {
     let mut repositories = client.catalog(&registry.host).await.unwrap();
     repositories.sort();
     assert_eq!(repositories, ["cat/alpha", "cat/beta"]);
+    assert_eq!(
+        client.search(&registry.host, "ALPH").await.unwrap(),
+        ["cat/alpha"]
+    );
+    assert!(client
+        .search(&registry.host, "zeta")
+        .await
+        .unwrap()
+        .is_empty());
     let mut tags = client.tags(&registry.reference("cat/alpha")).await.unwrap();
     tags.sort();
     assert_eq!(tags, ["1", "2"]);
