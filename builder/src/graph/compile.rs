@@ -451,12 +451,12 @@ impl<'a> Compiler<'a> {
         for trigger in &triggers {
             let commands = self.parse_trigger(trigger, stage.line)?;
             for command in &commands {
-                self.instruction(&mut state, stage, command, depth)?;
+                self.instruction(&mut state, command, depth)?;
             }
         }
         for command in &stage.commands {
             state.step += 1;
-            self.instruction(&mut state, stage, command, depth)?;
+            self.instruction(&mut state, command, depth)?;
         }
         Ok(StageOutput {
             index: stage.index,
@@ -497,7 +497,6 @@ impl<'a> Compiler<'a> {
     fn instruction(
         &mut self,
         state: &mut StageState,
-        stage: &Stage,
         command: &Command,
         depth: usize,
     ) -> Result<()> {
@@ -667,9 +666,9 @@ impl<'a> Compiler<'a> {
                 state.config.on_build.push(expression.clone());
                 state.history(format!("ONBUILD {expression}"), true);
             }
-            Instruction::Run(run) => self.run(state, stage, command, run, &env, depth)?,
+            Instruction::Run(run) => self.run(state, command, run, &env, depth)?,
             Instruction::Copy(copy) | Instruction::Add(copy) => {
-                self.copy(state, stage, command, copy, &env, &declared, depth)?
+                self.copy(state, command, copy, &env, &declared, depth)?
             }
         }
         Ok(())
@@ -713,21 +712,21 @@ impl<'a> Compiler<'a> {
     pub(super) fn resolve_from(
         &mut self,
         name: &str,
-        stage: &Stage,
         line: usize,
         depth: usize,
         platform: &Platform,
     ) -> Result<Option<NodeId>> {
-        if let Some(index) = self.df.find_stage(name, Some(stage.index)) {
+        // Unlike FROM, `--from` may name any stage, earlier or later
+        // (BuildKit resolves it once all stages are known); cycles fail.
+        if let Some(index) = self.df.find_stage(name, None) {
             return Ok(self.stage(index, depth + 1)?.root);
         }
         let simple = !name.contains(['/', ':', '@']);
         let numeric = !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit());
-        let later = self.df.find_stage(name, None).is_some();
         let close = simple
             .then(|| suggest(name, self.df.stage_names()))
             .flatten();
-        if numeric || later || close.is_some() || name.is_empty() {
+        if numeric || close.is_some() || name.is_empty() {
             return Err(self.error(
                 line,
                 ErrorKind::UndefinedStage {

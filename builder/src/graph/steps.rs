@@ -4,7 +4,6 @@ use crate::dockerfile::heredoc::chomp;
 use crate::dockerfile::instructions::{Command, CommandLine, Copy, Run};
 use crate::dockerfile::mounts::{parse_mount, CacheSharing, MountType};
 use crate::dockerfile::shell::Lexer;
-use crate::dockerfile::stages::Stage;
 use crate::error::{ErrorKind, Result};
 use crate::graph::compile::{Compiler, StageState, PROXY_ARGS};
 use crate::graph::ops::{ExecMount, ExecOp, FileAction, FileOp, InlineFile, Input, Op};
@@ -13,7 +12,6 @@ impl Compiler<'_> {
     pub(super) fn run(
         &mut self,
         state: &mut StageState,
-        stage: &Stage,
         command: &Command,
         run: &Run,
         env: &[(String, String)],
@@ -47,7 +45,7 @@ impl Compiler<'_> {
             let input = match (mount.kind, &mount.from) {
                 (MountType::Bind | MountType::Cache, Some(from)) => {
                     let platform = state.platform.clone();
-                    self.resolve_from(from, stage, line, depth, &platform)?
+                    self.resolve_from(from, line, depth, &platform)?
                 }
                 (MountType::Bind, None) => Some(self.context_node()),
                 _ => None,
@@ -187,7 +185,6 @@ impl Compiler<'_> {
     pub(super) fn copy(
         &mut self,
         state: &mut StageState,
-        stage: &Stage,
         command: &Command,
         copy: &Copy,
         env: &[(String, String)],
@@ -276,7 +273,7 @@ impl Compiler<'_> {
                 Some(from) => {
                     let from = self.expand(from, env, declared, line)?;
                     let platform = state.platform.clone();
-                    self.resolve_from(&from, stage, line, depth, &platform)?
+                    self.resolve_from(&from, line, depth, &platform)?
                 }
                 None => Some(self.context_node()),
             };
