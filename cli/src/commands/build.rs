@@ -1,16 +1,198 @@
-//! `kiln build`.
+//! `kiln build`: for now `--check` (parse, compile, lint) and
+//! `--print-graph` (show the op graph); running builds comes with the
+//! build engine.
 
-use clap::Args;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::{Args, ValueEnum};
+use kiln_builder::dockerfile::dockerignore;
+use kiln_builder::graph::output::{to_dot, to_json};
+use kiln_builder::{
+    compile_with_problems, lint, CompileOptions, Dockerfile, ImageConfig, ImageSource, Level,
+    Platform,
+};
 
 use crate::ExitStatus;
+
+/// Output format of `--print-graph`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    /// Graphviz DOT (`| dot -Tsvg > graph.svg`).
+    Dot,
+    /// JSON: nodes, inputs, digests, stages.
+    Json,
+}
 
 /// Arguments of `kiln build`.
 #[derive(Debug, Args)]
 pub struct BuildArgs {
     /// Build context: a directory, or `-` for a Dockerfile on stdin.
     pub context: String,
+
+    /// Name of the Dockerfile (default: CONTEXT/Dockerfile).
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+
+    /// Stage to build (default: the last one).
+    #[arg(long)]
+    pub target: Option<String>,
+
+    /// Build-time variable KEY=VALUE (KEY alone takes it from the environment).
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    pub build_args: Vec<String>,
+
+    /// Target platform, os/arch[/variant] (default: this host's).
+    #[arg(long)]
+    pub platform: Option<String>,
+
+    /// Parse and compile without running anything; print problems.
+    #[arg(long, conflicts_with = "print_graph")]
+    pub check: bool,
+
+    /// Print the op graph instead of building.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub print_graph: Option<GraphFormat>,
 }
 
-pub fn run(_global: &crate::args::Cli, _args: &BuildArgs) -> anyhow::Result<ExitStatus> {
-    anyhow::bail!("kiln build: not available yet")
+/// Base image configs for FROM and ONBUILD.
+struct StoreImages<'a> {
+    _root: &'a Path,
+}
+
+impl ImageSource for StoreImages<'_> {
+    fn image_config(
+        &self,
+        _reference: &str,
+        _platform: &str,
+    ) -> Result<Option<ImageConfig>, Box<dyn std::error::Error + Send + Sync>> {
+        // The store lookup comes with the store API (issue 2).
+        Ok(None)
+    }
+}
+
+/// The Dockerfile's text, the name to show in messages, and its path.
+fn read_dockerfile(args: &BuildArgs) -> anyhow::Result<(String, String, PathBuf)> {
+    if args.context == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading the Dockerfile from stdin")?;
+        return Ok((text, "Dockerfile".to_string(), PathBuf::from("Dockerfile")));
+    }
+    let path = match &args.file {
+        Some(f) => f.clone(),
+        None => Path::new(&args.context).join("Dockerfile"),
+    };
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let name = match &args.file {
+        Some(f) => f.display().to_string(),
+        None => "Dockerfile".to_string(),
+    };
+    Ok((text, name, path))
+}
+
+fn parse_build_args(raw: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for text in raw {
+        match text.split_once('=') {
+            Some((k, v)) if !k.is_empty() => out.push((k.to_string(), v.to_string())),
+            Some(_) => anyhow::bail!("invalid --build-arg {text:?}: expected KEY=VALUE"),
+            None => {
+                if let Ok(v) = std::env::var(text) {
+                    out.push((text.clone(), v));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub fn run(global: &crate::args::Cli, args: &BuildArgs) -> anyhow::Result<ExitStatus> {
+    if !args.check && args.print_graph.is_none() {
+        anyhow::bail!(
+            "building images is not available yet in this version; use --check or --print-graph"
+        );
+    }
+    let (text, name, path) = read_dockerfile(args)?;
+    let platform = match &args.platform {
+        Some(p) => Some(Platform::parse(p).map_err(|e| anyhow::anyhow!("--platform: {e}"))?),
+        None => None,
+    };
+    let dockerignore = if args.context == "-" {
+        Vec::new()
+    } else {
+        dockerignore::load(Path::new(&args.context), &path)
+            .map_err(|e| anyhow::anyhow!("{}", e.kind))?
+    };
+    let options = CompileOptions {
+        target: args.target.clone(),
+        build_args: parse_build_args(&args.build_args)?,
+        platform,
+        dockerignore,
+        all_stages: args.check,
+    };
+    let images = StoreImages {
+        _root: &global.root,
+    };
+    let mut stderr = std::io::stderr().lock();
+    let dockerfile = match Dockerfile::parse(&name, &text) {
+        Ok(df) => df,
+        Err(e) => {
+            write!(stderr, "{}", e.render())?;
+            return Ok(ExitStatus::FAILURE);
+        }
+    };
+    let compiled = compile_with_problems(&dockerfile, &options, &images);
+    let mut stdout = std::io::stdout().lock();
+    if let Some(format) = args.print_graph {
+        let (graph, _) = match compiled {
+            Ok(c) => c,
+            Err(e) => {
+                write!(stderr, "{}", e.render())?;
+                return Ok(ExitStatus::FAILURE);
+            }
+        };
+        let out = match format {
+            GraphFormat::Dot => to_dot(&graph),
+            GraphFormat::Json => to_json(&graph) + "\n",
+        };
+        stdout.write_all(out.as_bytes())?;
+        return Ok(ExitStatus::SUCCESS);
+    }
+    let check = &dockerfile.directives.check;
+    let mut problems = lint(&dockerfile);
+    let mut failed = false;
+    match compiled {
+        Ok((_, found)) => problems.extend(found),
+        Err(e) => {
+            write!(stderr, "{}", e.render())?;
+            failed = true;
+        }
+    }
+    problems
+        .retain(|p| !check.skip_all && !check.skip.iter().any(|s| s.eq_ignore_ascii_case(p.rule)));
+    problems.sort_by_key(|p| p.line);
+    problems.dedup();
+    for p in &problems {
+        writeln!(stdout, "{p}")?;
+    }
+    let warnings = problems
+        .iter()
+        .filter(|p| p.level == Level::Warning)
+        .count();
+    failed |= problems.iter().any(|p| p.level == Level::Error) || (check.error && warnings > 0);
+    match warnings {
+        0 if !failed => writeln!(stdout, "Check complete, no warnings found.")?,
+        0 => {}
+        1 => writeln!(stdout, "Check complete, 1 warning has been found!")?,
+        n => writeln!(stdout, "Check complete, {n} warnings have been found!")?,
+    }
+    Ok(if failed {
+        ExitStatus::FAILURE
+    } else {
+        ExitStatus::SUCCESS
+    })
 }
