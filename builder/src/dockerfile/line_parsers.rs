@@ -54,6 +54,9 @@ pub(crate) fn split_command(line: &str) -> (String, Vec<String>, String) {
 
 /// Takes the leading `--name[=value]` words off `line`; a bare `--` ends them.
 fn extract_flags(line: &str) -> (String, Vec<String>) {
+    if !line.trim_start().starts_with("--") {
+        return (line.trim_start().to_string(), Vec::new());
+    }
     #[derive(PartialEq)]
     enum Phase {
         Spaces,

@@ -591,10 +591,26 @@ fn shell_pattern_to_regex(pattern: &str, greedy: bool, anchored: bool) -> Step<r
             }
         }
     }
-    regex::Regex::new(&out).map_err(|e| ShellFailure::InvalidPattern {
+    thread_local! {
+        // Compiling a regex costs far more than matching one; Dockerfiles
+        // repeat the same few patterns.
+        static CACHE: std::cell::RefCell<HashMap<String, regex::Regex>> = std::cell::RefCell::new(HashMap::new());
+    }
+    if let Some(re) = CACHE.with(|c| c.borrow().get(&out).cloned()) {
+        return Ok(re);
+    }
+    let re = regex::Regex::new(&out).map_err(|e| ShellFailure::InvalidPattern {
         pattern: pattern.to_string(),
         reason: e.to_string(),
-    })
+    })?;
+    CACHE.with(|c| {
+        let mut cache = c.borrow_mut();
+        if cache.len() >= 256 {
+            cache.clear();
+        }
+        cache.insert(out, re.clone());
+    });
+    Ok(re)
 }
 
 fn trim_prefix(pattern: &str, value: &str, greedy: bool) -> Step<String> {

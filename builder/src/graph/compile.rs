@@ -3,6 +3,7 @@
 //! triggers of base images, and tracks the image config and history.
 
 use std::collections::{BTreeSet, HashMap};
+use std::rc::Rc;
 
 use crate::check::{Level, Problem};
 use crate::dockerfile::instructions::{ArgDecl, Command, CommandLine, Instruction, KeyValue};
@@ -98,6 +99,8 @@ pub(super) struct StageState {
     /// Declared ARGs of this stage with their values (None: no value).
     pub(super) args: Vec<(String, Option<String>)>,
     pub(super) cmd_set: bool,
+    /// Cache of [`StageState::scope`].
+    pub(super) scope: Option<Rc<Scope>>,
     pub(super) label: String,
     pub(super) step: usize,
     pub(super) steps: usize,
@@ -105,7 +108,21 @@ pub(super) struct StageState {
 
 impl StageState {
     /// Variables for expansion: ARG values, then ENV (ENV wins).
-    pub(super) fn env(&self) -> Vec<(String, String)> {
+    /// The variables and declared ARG names visible to the next
+    /// instruction; rebuilt only after ENV or ARG changed them.
+    pub(super) fn scope(&mut self) -> Rc<Scope> {
+        if let Some(scope) = &self.scope {
+            return scope.clone();
+        }
+        let scope = Rc::new(Scope {
+            env: self.env(),
+            declared: self.args.iter().map(|(k, _)| k.clone()).collect(),
+        });
+        self.scope = Some(scope.clone());
+        scope
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = self
             .args
             .iter()
@@ -120,14 +137,14 @@ impl StageState {
             .env
             .iter()
             .rev()
-            .map(|e| split_env(e))
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v)
+            .find(|e| env_key(e) == key)
+            .map(|e| e[key.len()..].trim_start_matches('=').to_string())
     }
 
     pub(super) fn set_env(&mut self, key: &str, value: &str) {
+        self.scope = None;
         let entry = format!("{key}={value}");
-        match self.config.env.iter().position(|e| split_env(e).0 == key) {
+        match self.config.env.iter().position(|e| env_key(e) == key) {
             Some(i) => self.config.env[i] = entry,
             None => self.config.env.push(entry),
         }
@@ -165,6 +182,24 @@ impl StageState {
         } else {
             self.config.working_dir.clone()
         }
+    }
+}
+
+/// The key of a `KEY=value` entry.
+fn env_key(entry: &str) -> &str {
+    entry.split_once('=').map_or(entry, |(k, _)| k)
+}
+
+/// What one instruction may read: variables (ARG values, then ENV, so ENV
+/// wins) and the ARG names declared so far.
+pub(super) struct Scope {
+    pub(super) env: Vec<(String, String)>,
+    pub(super) declared: Vec<String>,
+}
+
+impl Scope {
+    pub(super) fn is_declared(&self, name: &str) -> bool {
+        self.declared.iter().any(|d| d == name)
     }
 }
 
@@ -358,9 +393,10 @@ impl<'a> Compiler<'a> {
     }
 
     /// Compiles stage `index` (once) and returns its output.
-    pub(super) fn stage(&mut self, index: usize, depth: usize) -> Result<StageOutput> {
-        if let Some(done) = &self.done[index] {
-            return Ok(done.clone());
+    /// Compiles stage `index` once; the result is in `self.done[index]`.
+    pub(super) fn stage(&mut self, index: usize, depth: usize) -> Result<&StageOutput> {
+        if self.done[index].is_some() {
+            return Ok(self.done[index].as_ref().expect("checked above"));
         }
         let stage = &self.df.stages[index];
         if self.in_progress[index] || depth > self.df.stages.len() {
@@ -375,8 +411,7 @@ impl<'a> Compiler<'a> {
         self.in_progress[index] = true;
         let output = self.compile_stage(stage, depth)?;
         self.in_progress[index] = false;
-        self.done[index] = Some(output.clone());
-        Ok(output)
+        Ok(self.done[index].insert(output))
     }
 
     fn compile_stage(&mut self, stage: &'a Stage, depth: usize) -> Result<StageOutput> {
@@ -401,6 +436,7 @@ impl<'a> Compiler<'a> {
             platform: platform.clone(),
             args: Vec::new(),
             cmd_set: false,
+            scope: None,
             label,
             step: 1,
             steps: stage.commands.len() + 1,
@@ -409,7 +445,7 @@ impl<'a> Compiler<'a> {
         if let Some(base) = base_stage {
             let out = self.stage(base, depth + 1)?;
             state.root = out.root;
-            state.config = out.config;
+            state.config = out.config.clone();
         } else if !image.eq_ignore_ascii_case("scratch") {
             if let Some(later) = self.df.find_stage(&image, None) {
                 let name = self.df.stages[later].name.clone().unwrap_or_default();
@@ -500,14 +536,14 @@ impl<'a> Compiler<'a> {
         command: &Command,
         depth: usize,
     ) -> Result<()> {
-        let env = state.env();
-        let declared_args: Vec<String> = state.args.iter().map(|(k, _)| k.clone()).collect();
-        let declared = move |n: &str| declared_args.iter().any(|a| a == n);
+        let scope = state.scope();
+        let env = scope.env.as_slice();
+        let declared = |n: &str| scope.is_declared(n);
         let line = command.line;
         match &command.instruction {
             Instruction::From(_) => unreachable!("FROM starts a stage"),
             Instruction::Env { pairs } => {
-                let pairs = self.expand_pairs(pairs, &env, &declared, line)?;
+                let pairs = self.expand_pairs(pairs, env, &declared, line)?;
                 let mut text = String::from("ENV");
                 for (k, v) in &pairs {
                     state.set_env(k, v);
@@ -516,7 +552,7 @@ impl<'a> Compiler<'a> {
                 state.history(text, true);
             }
             Instruction::Label { pairs } => {
-                let pairs = self.expand_pairs(pairs, &env, &declared, line)?;
+                let pairs = self.expand_pairs(pairs, env, &declared, line)?;
                 let mut text = String::from("LABEL");
                 for (k, v) in pairs {
                     text.push_str(&format!(" {k}={v}"));
@@ -525,12 +561,21 @@ impl<'a> Compiler<'a> {
                 state.history(text, true);
             }
             Instruction::Arg { args } => {
-                let stage_globals = self.globals.clone();
-                let mut parts = Vec::new();
+                // Every name sees the values from before the instruction.
+                let globals = std::mem::take(&mut self.globals);
+                let mut declared_now = Vec::new();
                 for decl in args {
-                    let env = state.env();
-                    let (key, value) =
-                        self.declare_arg(decl, &env, command, Some(&stage_globals))?;
+                    match self.declare_arg(decl, env, command, Some(&globals)) {
+                        Ok(pair) => declared_now.push(pair),
+                        Err(e) => {
+                            self.globals = globals;
+                            return Err(e);
+                        }
+                    }
+                }
+                self.globals = globals;
+                let mut parts = Vec::new();
+                for (key, value) in declared_now {
                     parts.push(match &value {
                         Some(v) => format!("{key}={v}"),
                         None => key.clone(),
@@ -538,6 +583,7 @@ impl<'a> Compiler<'a> {
                     state.args.retain(|(k, _)| *k != key);
                     state.args.push((key, value));
                 }
+                state.scope = None;
                 state.history(format!("ARG {}", parts.join(" ")), true);
             }
             Instruction::Maintainer { name } => {
@@ -549,7 +595,7 @@ impl<'a> Compiler<'a> {
                 for port in ports {
                     let words = self
                         .lexer
-                        .process_words(port, &env)
+                        .process_words(port, env)
                         .map_err(|e| self.error(line, e.into(), None))?;
                     for word in words {
                         for p in expand_port(&word).map_err(|k| self.error(line, k, Some(port)))? {
@@ -565,7 +611,7 @@ impl<'a> Compiler<'a> {
             Instruction::Volume { paths } => {
                 let mut added = Vec::new();
                 for p in paths {
-                    let v = self.expand(p, &env, &declared, line)?;
+                    let v = self.expand(p, env, &declared, line)?;
                     if v.trim().is_empty() {
                         return Err(self.error(
                             line,
@@ -584,12 +630,12 @@ impl<'a> Compiler<'a> {
                 state.history(format!("VOLUME [{}]", added.join(" ")), true);
             }
             Instruction::User { user } => {
-                let user = self.expand(user, &env, &declared, line)?;
+                let user = self.expand(user, env, &declared, line)?;
                 state.config.user = user.clone();
                 state.history(format!("USER {user}"), true);
             }
             Instruction::Workdir { path } => {
-                let path = self.expand(path, &env, &declared, line)?;
+                let path = self.expand(path, env, &declared, line)?;
                 let dir = crate::dockerfile::dockerignore::clean(&if path.starts_with('/') {
                     path.clone()
                 } else {
@@ -617,7 +663,7 @@ impl<'a> Compiler<'a> {
                 state.history(format!("WORKDIR {dir}"), false);
             }
             Instruction::StopSignal { signal } => {
-                let signal = self.expand(signal, &env, &declared, line)?;
+                let signal = self.expand(signal, env, &declared, line)?;
                 state.config.stop_signal = Some(signal.clone());
                 state.history(format!("STOPSIGNAL {signal}"), true);
             }
@@ -666,9 +712,9 @@ impl<'a> Compiler<'a> {
                 state.config.on_build.push(expression.clone());
                 state.history(format!("ONBUILD {expression}"), true);
             }
-            Instruction::Run(run) => self.run(state, command, run, &env, depth)?,
+            Instruction::Run(run) => self.run(state, command, run, env, depth)?,
             Instruction::Copy(copy) | Instruction::Add(copy) => {
-                self.copy(state, command, copy, &env, &declared, depth)?
+                self.copy(state, command, copy, env, &declared, depth)?
             }
         }
         Ok(())

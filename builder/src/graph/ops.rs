@@ -269,6 +269,20 @@ fn digest_of(op: &Op, inputs: &[Input], nodes: &[Node]) -> String {
             .map(|i| (i.role.as_str(), nodes[i.node].digest.as_str()))
             .collect(),
     };
-    let bytes = serde_json::to_vec(&definition).expect("ops serialize to JSON");
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+    struct HashWriter(Sha256);
+    impl std::io::Write for HashWriter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut writer = std::io::BufWriter::with_capacity(4096, HashWriter(Sha256::new()));
+    serde_json::to_writer(&mut writer, &definition).expect("ops serialize to JSON");
+    let hasher = writer
+        .into_inner()
+        .unwrap_or_else(|_| unreachable!("hashing never fails"));
+    format!("sha256:{}", hex::encode(hasher.0.finalize()))
 }
