@@ -259,6 +259,14 @@ fn parse_inner(source: &str) -> Located<Ast> {
 /// argument splitting. Unknown keywords parse with no arguments; they are
 /// rejected when instructions are typed.
 fn node_from_line(line: &str, escape: char) -> Located<Node> {
+    node_at_depth(line, escape, 0)
+}
+
+/// ONBUILD nests; past a few levels (already an error when typed) the rest
+/// is not split further, so hostile input cannot exhaust the stack.
+const MAX_ONBUILD_DEPTH: usize = 8;
+
+fn node_at_depth(line: &str, escape: char, depth: usize) -> Located<Node> {
     let (keyword, flags, rest) = lp::split_command(line);
     let lower = keyword.to_ascii_lowercase();
     let mut child = None;
@@ -272,8 +280,8 @@ fn node_from_line(line: &str, escape: char) -> Located<Node> {
         "healthcheck" => lp::parse_health_config(&rest),
         "maintainer" | "stopsignal" | "user" | "workdir" => Ok(lp::parse_string(&rest)),
         "onbuild" => {
-            if !rest.is_empty() {
-                child = Some(Box::new(node_from_line(&rest, escape)?));
+            if !rest.is_empty() && depth < MAX_ONBUILD_DEPTH {
+                child = Some(Box::new(node_at_depth(&rest, escape, depth + 1)?));
             }
             Ok(Parsed::default())
         }
@@ -326,6 +334,12 @@ mod tests {
     fn json_run_has_no_heredoc() {
         let ast = parse("Dockerfile", "FROM a\nRUN [\"<<EOF\"]\n").unwrap();
         assert!(ast.nodes[1].heredocs.is_empty());
+    }
+
+    #[test]
+    fn deep_onbuild_does_not_crash() {
+        let text = format!("FROM a\n{}RUN x\n", "ONBUILD ".repeat(100_000));
+        assert!(parse("Dockerfile", &text).is_ok());
     }
 
     #[test]

@@ -79,7 +79,13 @@ pub enum ShellFailure {
     Required { name: String, message: String },
     #[error("invalid pattern ({pattern}) in substitution: {reason}")]
     InvalidPattern { pattern: String, reason: String },
+    #[error("substitutions nested more than {MAX_DEPTH} deep")]
+    TooDeep,
 }
+
+/// Nesting limit for `${a:-${b:-...}}`, so hostile input cannot exhaust
+/// the stack.
+const MAX_DEPTH: usize = 200;
 
 /// The result of one word's expansion, with the variable names it read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -207,6 +213,7 @@ struct State<'a, E: Env + ?Sized> {
     pos: usize,
     env: &'a E,
     raw_escapes: bool,
+    depth: usize,
     matched: BTreeSet<String>,
     unmatched: BTreeSet<String>,
 }
@@ -221,6 +228,7 @@ impl<'a, E: Env + ?Sized> State<'a, E> {
             pos: 0,
             env,
             raw_escapes: lexer.raw_escapes,
+            depth: 0,
             matched: BTreeSet::new(),
             unmatched: BTreeSet::new(),
         }
@@ -380,6 +388,16 @@ impl<'a, E: Env + ?Sized> State<'a, E> {
     }
 
     fn process_dollar(&mut self) -> Step<String> {
+        if self.depth >= MAX_DEPTH {
+            return Err(ShellFailure::TooDeep);
+        }
+        self.depth += 1;
+        let out = self.process_dollar_inner();
+        self.depth -= 1;
+        out
+    }
+
+    fn process_dollar_inner(&mut self) -> Step<String> {
         self.next();
         if self.peek() != Some('{') {
             let name = self.process_name();
@@ -680,6 +698,12 @@ mod tests {
         assert_eq!(expand("${unset#x}"), "");
         assert!(expand("${v:#x}").starts_with("error"));
         assert!(expand("${v/x").starts_with("error"));
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let word = "${a:-".repeat(5000) + &"}".repeat(5000);
+        assert!(Lexer::new('\\').process_word(&word, &env()).is_err());
     }
 
     #[test]

@@ -418,6 +418,7 @@ impl<'a> Compiler<'a> {
         let globals = self.global_env();
         let global_names: Vec<String> = self.globals.iter().map(|(k, _)| k.clone()).collect();
         let is_global = |n: &str| global_names.iter().any(|g| g == n);
+        let before = self.problems.len();
         let image = self.expand(&stage.from.image, &globals, &is_global, stage.line)?;
         let platform = match &stage.from.platform {
             Some(p) => {
@@ -426,6 +427,16 @@ impl<'a> Compiler<'a> {
             }
             None => self.target_platform.clone(),
         };
+        // BuildKit names undeclared variables in FROM differently.
+        for problem in &mut self.problems[before..] {
+            if let Some(name) = problem.message.split('\'').nth(1) {
+                problem.message = format!(
+                    "FROM argument '{}' is not declared",
+                    name.trim_start_matches('$')
+                );
+            }
+            problem.rule = "UndefinedArgInFrom";
+        }
         let label = stage
             .name
             .clone()

@@ -302,3 +302,17 @@ fn expansion_errors_are_located() {
     assert_eq!(e.location.line, 2);
     assert!(e.to_string().contains("Y: must be set"), "{e}");
 }
+
+#[test]
+fn undeclared_arg_in_from() {
+    let (_, problems) = build("FROM alpine:${NOPE:-3}\n", CompileOptions::default()).unwrap();
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].rule, "UndefinedArgInFrom");
+    assert_eq!(problems[0].message, "FROM argument 'NOPE' is not declared");
+}
+
+#[test]
+fn arg_names_see_values_from_before_the_instruction() {
+    let g = graph("FROM a\nARG A=1 B=$A\nRUN x\n");
+    assert!(exec(&g, 0).env.contains(&"B=".to_string()));
+}
