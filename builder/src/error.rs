@@ -107,7 +107,9 @@ fn did_you_mean(suggestion: &Option<String>) -> String {
     }
 }
 
-/// What went wrong. Messages follow BuildKit's where BuildKit has one.
+/// What went wrong. Messages follow BuildKit's where BuildKit has one; each
+/// variant's message documents it, its fields are the operands it names.
+#[allow(missing_docs)]
 #[derive(Debug, thiserror::Error)]
 pub enum ErrorKind {
     #[error("file with no instructions")]

@@ -15,6 +15,7 @@
 // Errors carry their location and source line; they are rare, so their
 // size on the error path does not matter.
 #![allow(clippy::result_large_err)]
+#![warn(missing_docs)]
 
 pub mod check;
 pub mod dockerfile;

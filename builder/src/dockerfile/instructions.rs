@@ -204,27 +204,46 @@ pub struct Healthcheck {
     pub retries: i64,
 }
 
-/// Every Dockerfile instruction.
+/// Every Dockerfile instruction. Fields hold values as written.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Instruction {
+    /// `FROM` (only as a stage's first instruction).
     From(From),
+    /// `RUN`.
     Run(Run),
+    /// `CMD`.
     Cmd { command: CommandLine },
+    /// `ENTRYPOINT`.
     Entrypoint { command: CommandLine },
+    /// `LABEL k=v ...`.
     Label { pairs: Vec<KeyValue> },
+    /// `MAINTAINER` (deprecated).
     Maintainer { name: String },
+    /// `EXPOSE` port specs, unexpanded.
     Expose { ports: Vec<String> },
+    /// `ENV k=v ...`.
     Env { pairs: Vec<KeyValue> },
+    /// `ADD`.
     Add(Copy),
+    /// `COPY`.
     Copy(Copy),
+    /// `VOLUME` paths.
     Volume { paths: Vec<String> },
+    /// `USER`.
     User { user: String },
+    /// `WORKDIR`.
     Workdir { path: String },
+    /// `ARG name[=default] ...`.
     Arg { args: Vec<ArgDecl> },
+    /// `ONBUILD` with the trigger's text.
     Onbuild { expression: String },
+    /// `STOPSIGNAL`.
     StopSignal { signal: String },
+    /// `HEALTHCHECK`.
     Healthcheck(Healthcheck),
+    /// `SHELL` (exec form only).
     Shell { shell: Vec<String> },
 }
 

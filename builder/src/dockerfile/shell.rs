@@ -58,7 +58,9 @@ pub struct ShellError {
     pub reason: ShellFailure,
 }
 
-/// Why an expansion failed; messages are BuildKit's.
+/// Why an expansion failed; messages are BuildKit's and document each
+/// variant.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ShellFailure {
     #[error("unexpected end of statement while looking for matching single-quote")]
