@@ -149,6 +149,7 @@ pub fn lint(dockerfile: &Dockerfile) -> Vec<Problem> {
         let mut seen_cmd = None;
         let mut seen_entrypoint = None;
         let mut seen_healthcheck = None;
+        let mut absolute_workdir = false;
         for c in &stage.commands {
             check_case(&c.keyword, c.line, &mut warn);
             secrets(&c.instruction, c.line, &mut warn);
@@ -187,9 +188,9 @@ pub fn lint(dockerfile: &Dockerfile) -> Vec<Problem> {
                     c.line,
                     "Maintainer instruction is deprecated in favor of using label".into(),
                 ),
-                Instruction::Workdir { path }
-                    if !path.starts_with('/') && !path.starts_with('$') =>
-                {
+                Instruction::Workdir { path } if path.starts_with('/') => absolute_workdir = true,
+                // Relative is fine once the stage set an absolute one.
+                Instruction::Workdir { path } if !absolute_workdir && !path.starts_with('$') => {
                     warn(
                             "WorkdirRelativePath",
                             c.line,
@@ -295,5 +296,7 @@ mod tests {
             ["ConsistentInstructionCasing"]
         );
         assert!(rules("FROM a\nCMD [\"x\"]\n").is_empty());
+        assert_eq!(rules("FROM a\nWORKDIR app\n"), ["WorkdirRelativePath"]);
+        assert!(rules("FROM a\nWORKDIR /srv\nWORKDIR app\n").is_empty());
     }
 }

@@ -86,6 +86,13 @@ pub fn compile_with_problems(
         compiler.stage(target, 0)?;
     }
     let mut graph = compiler.graph;
+    if let Some(context) = compiler.context {
+        let paths = graph.context_paths(context);
+        if let Op::Context { include, .. } = &mut graph.nodes[context].op {
+            *include = paths;
+        }
+        graph.rehash();
+    }
     let mut stages: Vec<StageOutput> = compiler.done.into_iter().flatten().collect();
     stages.sort_by_key(|s| s.index);
     graph.stages = stages;
@@ -369,6 +376,7 @@ impl<'a> Compiler<'a> {
             &mut self.index,
             Op::Context {
                 name: "context".to_string(),
+                include: Vec::new(),
                 exclude: self.options.dockerignore.clone(),
             },
             Vec::new(),

@@ -316,3 +316,20 @@ fn arg_names_see_values_from_before_the_instruction() {
     let g = graph("FROM a\nARG A=1 B=$A\nRUN x\n");
     assert!(exec(&g, 0).env.contains(&"B=".to_string()));
 }
+
+#[test]
+fn context_include_lists_what_the_build_reads() {
+    let g = graph(
+        "FROM a\nCOPY src/ /src/\nCOPY ./go.mod /\nRUN --mount=target=/x,source=tools make\n",
+    );
+    let include = g.nodes.iter().find_map(|n| match &n.op {
+        Op::Context { include, .. } => Some(include.clone()),
+        _ => None,
+    });
+    assert_eq!(include.unwrap(), ["go.mod", "src", "tools"]);
+    let g = graph("FROM a\nCOPY src/ /src/\nCOPY . /all\n");
+    assert!(g
+        .nodes
+        .iter()
+        .any(|n| matches!(&n.op, Op::Context { include, .. } if include.is_empty())));
+}

@@ -28,6 +28,10 @@ pub enum Op {
     Context {
         /// `context` for the main context.
         name: String,
+        /// Paths the build reads (COPY/ADD sources, bind mount sources,
+        /// wildcards allowed), so only those need to be sent or hashed;
+        /// empty means everything.
+        include: Vec<String>,
         /// `.dockerignore` patterns (docker syntax, `!` re-includes).
         exclude: Vec<String>,
     },
@@ -250,6 +254,59 @@ impl Graph {
         });
         index.insert(digest, self.nodes.len() - 1);
         self.nodes.len() - 1
+    }
+}
+
+impl Graph {
+    /// Recomputes every digest, inputs first (nodes are in dependency
+    /// order); used after the context's include list is known.
+    pub(crate) fn rehash(&mut self) {
+        for i in 0..self.nodes.len() {
+            let digest = digest_of(&self.nodes[i].op, &self.nodes[i].inputs, &self.nodes[..i]);
+            self.nodes[i].digest = digest;
+        }
+    }
+
+    /// What the build reads from the context node `context`.
+    pub(crate) fn context_paths(&self, context: NodeId) -> Vec<String> {
+        let mut paths: Vec<String> = Vec::new();
+        let mut everything = false;
+        let mut add = |path: &str, everything: &mut bool| {
+            let cleaned = crate::dockerfile::dockerignore::clean(path.trim_start_matches('/'));
+            if cleaned == "." || cleaned.starts_with("..") {
+                *everything = true;
+            } else if !paths.contains(&cleaned) {
+                paths.push(cleaned);
+            }
+        };
+        for node in &self.nodes {
+            let slot_is_context =
+                |slot: Option<usize>| slot.is_some_and(|s| node.inputs[s].node == context);
+            match &node.op {
+                Op::File(f) => {
+                    for action in &f.actions {
+                        if let FileAction::Copy { input, sources, .. } = action {
+                            if slot_is_context(*input) {
+                                sources.iter().for_each(|s| add(s, &mut everything));
+                            }
+                        }
+                    }
+                }
+                Op::Exec(e) => {
+                    for mount in &e.mounts {
+                        if slot_is_context(mount.input) {
+                            add(&mount.source, &mut everything);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if everything {
+            return Vec::new();
+        }
+        paths.sort();
+        paths
     }
 }
 
