@@ -133,7 +133,7 @@ pub enum ErrorKind {
     MissingValue { instruction: String },
     #[error("Syntax error - can't find = in {word:?}. Must be of the form: name=value")]
     MissingEquals { word: String },
-    #[error("unterminated heredoc {name}")]
+    #[error("unterminated heredoc {name} (end it with a line holding only {name})")]
     UnterminatedHeredoc { name: String },
     #[error("{instruction} requires {expected}")]
     ArgumentCount {

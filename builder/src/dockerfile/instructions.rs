@@ -358,7 +358,7 @@ pub(crate) fn parse_command(node: &Node) -> std::result::Result<Command, Failure
             if args.is_empty() {
                 return Err(count_error(node, "at least one argument"));
             }
-            let pairs = args
+            let pairs: Vec<KeyValue> = args
                 .chunks(3)
                 .map(|c| KeyValue {
                     key: c[0].clone(),
@@ -366,6 +366,9 @@ pub(crate) fn parse_command(node: &Node) -> std::result::Result<Command, Failure
                     legacy: c.get(2).is_some_and(String::is_empty),
                 })
                 .collect();
+            if pairs.iter().any(|p| p.key.is_empty()) {
+                return Err(count_error(node, "non-blank names"));
+            }
             if name == "ENV" {
                 Instruction::Env { pairs }
             } else {
@@ -754,6 +757,12 @@ mod tests {
         assert_eq!(copy.inline_sources[0].data, "hello\n");
         assert_eq!(copy.exclude, ["*.md", "x"]);
         assert_eq!(copy.chmod.as_deref(), Some("755"));
+    }
+
+    #[test]
+    fn blank_names() {
+        assert!(one("ENV =x").is_err());
+        assert!(one("LABEL =x").is_err());
     }
 
     #[test]
