@@ -333,3 +333,34 @@ fn context_include_lists_what_the_build_reads() {
         .iter()
         .any(|n| matches!(&n.op, Op::Context { include, .. } if include.is_empty())));
 }
+
+#[test]
+fn which_instructions_expand() {
+    let text = "FROM a\nENV P=80 U=app D=/data S=SIGINT\nEXPOSE $P\nUSER $U\nVOLUME $D\nSTOPSIGNAL $S\nWORKDIR $D/w\nLABEL l=$U\nCMD echo $U\nENTRYPOINT [\"$U\"]\nONBUILD RUN echo $U\nRUN echo $U\n";
+    let g = graph(text);
+    let c = &g.target_stage().config;
+    assert_eq!(c.exposed_ports, ["80/tcp"]);
+    assert_eq!(
+        (c.user.as_str(), c.working_dir.as_str()),
+        ("app", "/data/w")
+    );
+    assert_eq!(
+        (c.volumes[0].as_str(), c.stop_signal.as_deref()),
+        ("/data", Some("SIGINT"))
+    );
+    assert_eq!(c.labels["l"], "app");
+    assert_eq!(c.entrypoint.as_deref(), Some(&["$U".to_string()][..]));
+    assert_eq!(
+        c.cmd.as_ref().map(|c| c[2].as_str()),
+        Some("echo $U"),
+        "CMD set earlier in the stage stays"
+    );
+    assert_eq!(c.on_build, ["RUN echo $U"]);
+    assert_eq!(exec(&g, 0).args[2], "echo $U");
+}
+
+#[test]
+fn entrypoint_clears_inherited_cmd() {
+    let g = graph("FROM a AS base\nCMD [\"x\"]\nFROM base\nENTRYPOINT [\"y\"]\n");
+    assert_eq!(g.target_stage().config.cmd, None);
+}
