@@ -62,16 +62,37 @@ pub fn v1_writes(r: &LinuxResources) -> Vec<Write> {
     if let Some(p) = r.pids() {
         out.push(w("pids", "pids.max", pids_value(p.limit())));
     }
-    for rule in r.devices().iter().flatten() {
-        let file = if rule.allow() {
-            "devices.allow"
-        } else {
-            "devices.deny"
-        };
-        out.push(w("devices", file, device_rule(rule)));
+    if let Some(rules) = r.devices() {
+        for rule in rules {
+            let file = if rule.allow() {
+                "devices.allow"
+            } else {
+                "devices.deny"
+            };
+            out.push(w("devices", file, device_rule(rule)));
+        }
+        // The devices every container gets (OCI config-linux.md "Default
+        // Devices") stay usable whatever the spec's rules say, as in runc.
+        for rule in DEFAULT_DEVICE_RULES {
+            out.push(w("devices", "devices.allow", rule));
+        }
     }
     out
 }
+
+/// Always-allowed devices: null, zero, full, random, urandom, tty, console,
+/// ptmx and the pty slaves.
+const DEFAULT_DEVICE_RULES: &[&str] = &[
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:1 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+];
 
 /// Writes for cgroup v2. OCI's `memory.swap` is memory plus swap; v2's
 /// memory.swap.max is swap alone. CPU shares map onto cpu.weight
@@ -229,5 +250,14 @@ mod tests {
         );
         assert!(writes.iter().any(|w| w.value == "c 1:3 rwm"));
         assert!(writes.iter().any(|w| w.value == "c 136:* rwm"));
+    }
+
+    #[test]
+    fn default_devices_stay_allowed_after_deny_all() {
+        let r = resources(json!({"devices": [{"allow": false, "access": "rwm"}]}));
+        let writes = v1_writes(&r);
+        assert_eq!(writes[0].value, "a *:* rwm");
+        assert!(writes[1..].iter().all(|w| w.file == "devices.allow"));
+        assert!(writes.iter().any(|w| w.value == "c 1:3 rwm"));
     }
 }

@@ -242,7 +242,13 @@ fn set_capabilities(sets: &CapabilitySets) -> Result<(), Failure> {
     set(CapSet::Effective, &effective, "effective")?;
     set(CapSet::Inheritable, &inheritable, "inheritable")?;
     set(CapSet::Permitted, &permitted, "permitted")?;
+    // The kernel raises an ambient capability only when it is permitted and
+    // inheritable (capabilities(7)); `runc spec` lists ambient ones without
+    // inheritable, and runc does not fail on them either: skip those.
     for cap in parse_caps(&sets.ambient)? {
+        if !(permitted.contains(&cap) && inheritable.contains(&cap)) {
+            continue;
+        }
         caps::raise(None, CapSet::Ambient, cap)
             .map_err(|e| Failure::plain(format!("raise ambient {cap}"), e.to_string()))?;
     }
