@@ -94,8 +94,33 @@ pub fn to_dot(graph: &Graph) -> String {
     out
 }
 
-/// The graph as pretty JSON (nodes with ops, inputs and digests; stages with
-/// their image config).
+/// The graph as pretty JSON: nodes (ops, inputs, digests), stages (with
+/// their image config), the target, and the edges listed once more as
+/// `{from, to, role}` for tools that draw graphs.
 pub fn to_json(graph: &Graph) -> String {
-    serde_json::to_string_pretty(graph).expect("the graph serializes to JSON")
+    #[derive(serde::Serialize)]
+    struct Edge<'a> {
+        from: usize,
+        to: usize,
+        role: &'a str,
+    }
+    #[derive(serde::Serialize)]
+    struct Printed<'a> {
+        #[serde(flatten)]
+        graph: &'a Graph,
+        edges: Vec<Edge<'a>>,
+    }
+    let edges = graph
+        .nodes
+        .iter()
+        .enumerate()
+        .flat_map(|(to, node)| {
+            node.inputs.iter().map(move |i| Edge {
+                from: i.node,
+                to,
+                role: &i.role,
+            })
+        })
+        .collect();
+    serde_json::to_string_pretty(&Printed { graph, edges }).expect("the graph serializes to JSON")
 }
