@@ -1,4 +1,6 @@
-//! The Dockerfile frontend: text to typed, expanded stages.
+//! The Dockerfile frontend: text to typed stages (parser, directives,
+//! heredocs, flags, instructions, the shell lexer, .dockerignore). Variables
+//! are expanded per stage by `graph::compile`.
 
 pub mod directives;
 pub mod dockerignore;
