@@ -8,9 +8,10 @@
 //! `trusted.overlay.opaque=y` is written with an `.wh..wh..opq` member right
 //! after it.
 //!
-//! Work is split in two: a reading thread lists the tree, then stats, reads
-//! xattrs and preloads small files in batches on the rayon pool; the
-//! caller's thread formats, hashes and compresses, in path order.
+//! Work is split three ways: a reading thread lists the tree, then stats,
+//! reads xattrs and preloads small files in batches on a small rayon pool of
+//! its own; the caller's thread formats and hashes in path order; gzip and
+//! zstd compress blocks on the global rayon pool (parallel.rs).
 
 use std::collections::HashMap;
 use std::fs::{self, File, Metadata};
@@ -22,11 +23,11 @@ use std::sync::mpsc;
 
 use rayon::prelude::*;
 
-use crate::layer::apply::is_whiteout;
 use crate::layer::compression::Compression;
+use crate::layer::extract::is_whiteout;
 use crate::layer::header::{self, EntryHeader};
 use crate::layer::name::{whiteout_for, OPAQUE_MARKER};
-use crate::layer::pgzip::ParallelGzEncoder;
+use crate::layer::parallel::{Codec, ParallelEncoder};
 use crate::{Digest, Error, HashingWriter, Result};
 
 /// How to write a layer.
@@ -57,6 +58,9 @@ const PRELOAD_MAX: u64 = 64 * 1024;
 /// Paths prepared per batch; with two batches queued, memory stays below
 /// about 3 × 256 × 64 KiB.
 const BATCH: usize = 256;
+/// Threads that stat and read ahead: enough to overlap I/O waits on a cold
+/// cache, few enough to leave the cores to compression.
+const READ_THREADS: usize = 2;
 
 /// Writes the tree under `dir` to `out` as a layer tar, compressed as
 /// `opts` asks, and returns its digests and size.
@@ -83,18 +87,32 @@ pub fn diff(dir: &Path, out: impl Write, opts: &DiffOptions) -> Result<DiffOutpu
     std::thread::scope(|scope| {
         let paths = &paths;
         scope.spawn(move || {
-            for batch in paths.chunks(BATCH) {
-                let prepared = batch
+            // Reading gets a pool of its own: on the global pool its small
+            // tasks would queue behind compression jobs, and the writer
+            // would starve for input while the compressor waits for it.
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(READ_THREADS)
+                .build()
+                .ok();
+            let prepare_all = |batch: &[Vec<u8>]| {
+                batch
                     .par_iter()
                     .map(|rel| prepare(dir, rel))
-                    .collect::<Vec<_>>();
+                    .collect::<Vec<_>>()
+            };
+            for batch in paths.chunks(BATCH) {
+                let prepared = match &pool {
+                    Some(pool) => pool.install(|| prepare_all(batch)),
+                    // No threads to be had: read on this one.
+                    None => batch.iter().map(|rel| prepare(dir, rel)).collect(),
+                };
                 if tx.send(prepared).is_err() {
                     // The writer stopped on an error; it reports it.
                     return;
                 }
             }
         });
-        let mut layer = LayerWriter::new(out, opts)?;
+        let mut layer = LayerWriter::new(out, opts);
         if root_opaque {
             layer.marker(OPAQUE_MARKER, 0)?;
         }
@@ -242,44 +260,28 @@ fn open_nofollow(path: &Path) -> io::Result<File> {
 /// The bytes after the tar: compressor and hashers.
 enum Encoder<W: Write> {
     Plain(W),
-    Gzip(ParallelGzEncoder<HashingWriter<W>>),
-    Zstd(zstd::Encoder<'static, HashingWriter<W>>),
+    Parallel(Box<ParallelEncoder<HashingWriter<W>>>),
 }
 
 impl<W: Write> Write for Encoder<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Encoder::Plain(w) => w.write(buf),
-            Encoder::Gzip(w) => w.write(buf),
-            Encoder::Zstd(w) => w.write(buf),
+            Encoder::Parallel(w) => w.write(buf),
         }
     }
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         match self {
             Encoder::Plain(w) => w.write_all(buf),
-            Encoder::Gzip(w) => w.write_all(buf),
-            Encoder::Zstd(w) => w.write_all(buf),
+            Encoder::Parallel(w) => w.write_all(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Encoder::Plain(w) => w.flush(),
-            Encoder::Gzip(w) => w.flush(),
-            Encoder::Zstd(w) => w.flush(),
+            Encoder::Parallel(w) => w.flush(),
         }
     }
-}
-
-/// A zstd encoder at level 3 (zstd's default) with `workers` threads.
-///
-/// zstd's multithreaded output depends on the parameters, not on the
-/// worker count, as long as there is at least one worker (zstd.h,
-/// ZSTD_c_nbWorkers); with zero it would differ. So at least one worker is
-/// always used, and the same tree gives the same digest on any machine.
-fn zstd_encoder<W: Write>(out: W, workers: u32) -> io::Result<zstd::Encoder<'static, W>> {
-    let mut z = zstd::Encoder::new(out, 3)?;
-    z.multithread(workers.max(1))?;
-    Ok(z)
 }
 
 /// Formats members in order and keeps the hardlink table.
@@ -294,25 +296,28 @@ struct LayerWriter<W: Write> {
 }
 
 impl<W: Write> LayerWriter<W> {
-    fn new(out: W, opts: &DiffOptions) -> Result<Self> {
-        let write_err = |source| Error::LayerWrite { source };
-        let encoder = match opts.compression {
-            Compression::None => Encoder::Plain(out),
-            Compression::Gzip => Encoder::Gzip(ParallelGzEncoder::new(HashingWriter::new(out))),
-            Compression::Zstd => {
-                let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-                Encoder::Zstd(
-                    zstd_encoder(HashingWriter::new(out), workers as u32).map_err(write_err)?,
-                )
-            }
+    fn new(out: W, opts: &DiffOptions) -> Self {
+        // gzip level 6 is what `gzip` and Go's compress/gzip default to;
+        // zstd level 3 is zstd's own default.
+        let codec = match opts.compression {
+            Compression::None => None,
+            Compression::Gzip => Some(Codec::Gzip(6)),
+            Compression::Zstd => Some(Codec::Zstd(3)),
         };
-        Ok(LayerWriter {
+        let encoder = match codec {
+            None => Encoder::Plain(out),
+            Some(codec) => Encoder::Parallel(Box::new(ParallelEncoder::new(
+                HashingWriter::new(out),
+                codec,
+            ))),
+        };
+        LayerWriter {
             out: BufWriter::with_capacity(256 * 1024, HashingWriter::new(encoder)),
             source_date_epoch: opts.source_date_epoch,
             links: HashMap::new(),
             header: Vec::with_capacity(2 * header::BLOCK),
             buf: vec![0; 256 * 1024],
-        })
+        }
     }
 
     fn mtime(&self, meta: &Metadata) -> u64 {
@@ -484,8 +489,7 @@ impl<W: Write> LayerWriter<W> {
                 w.flush().map_err(write_err)?;
                 None
             }
-            Encoder::Gzip(z) => Some(z.finish().map_err(write_err)?),
-            Encoder::Zstd(z) => Some(z.finish().map_err(write_err)?),
+            Encoder::Parallel(z) => Some(z.finish().map_err(write_err)?),
         };
         Ok(match compressed {
             None => DiffOutput {
@@ -503,33 +507,5 @@ impl<W: Write> LayerWriter<W> {
                 }
             }
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn zstd_output_does_not_depend_on_worker_count() {
-        // Several zstd jobs' worth of compressible bytes.
-        let mut data = Vec::new();
-        let mut x = 7u64;
-        while data.len() < 24 << 20 {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            data.extend_from_slice(format!("{} ", (x >> 33) % 5000).as_bytes());
-        }
-        let compress = |workers| {
-            let mut z = zstd_encoder(Vec::new(), workers).unwrap();
-            for piece in data.chunks(100_000) {
-                z.write_all(piece).unwrap();
-            }
-            z.finish().unwrap()
-        };
-        let one = compress(1);
-        assert_eq!(one, compress(3));
-        assert_eq!(zstd::decode_all(&one[..]).unwrap(), data);
     }
 }

@@ -22,9 +22,10 @@
 mod apply;
 mod compression;
 mod diff;
+mod extract;
 mod header;
 mod name;
-mod pgzip;
+mod parallel;
 
 pub use apply::{apply, apply_atomic, ApplyStats};
 pub use compression::Compression;
