@@ -165,8 +165,13 @@ impl ContainerBuilder {
     /// set-up failures (see [`Error::exit_code`]). Nothing is left behind on
     /// error.
     pub fn spawn(self) -> Result<Child> {
-        let spec = &self.spec;
-        check_rootfs(&self.rootfs)?;
+        let mut this = self;
+        check_rootfs(&this.rootfs)?;
+        // The init changes directories while mounting: give it an absolute path.
+        this.rootfs = std::fs::canonicalize(&this.rootfs).map_err(|e| Error::InvalidSpec {
+            what: format!("rootfs {}: {e}", this.rootfs.display()),
+        })?;
+        let spec = &this.spec;
         let process = spec.process().as_ref().ok_or_else(|| Error::InvalidSpec {
             what: "no process".into(),
         })?;
@@ -207,7 +212,7 @@ impl ContainerBuilder {
             });
         }
 
-        let cgroup_path = self
+        let cgroup_path = this
             .cgroup
             .clone()
             .or_else(|| linux.and_then(|l| l.cgroups_path().clone()));
@@ -219,7 +224,7 @@ impl ContainerBuilder {
             None => None,
         };
         // From here on, the cgroup must go on every error path.
-        let result = self.start(
+        let result = this.start(
             process,
             clone_flags,
             join_namespaces,

@@ -168,7 +168,7 @@ pub fn fork_single_threaded(parent_is_reaper: bool) -> nix::Result<Option<Pid>> 
 /// records, 8 bytes each) into the calling thread, see seccomp(2).
 pub fn load_seccomp(bpf: &[u8]) -> nix::Result<()> {
     const FILTER_LEN: usize = std::mem::size_of::<libc::sock_filter>();
-    if bpf.len() % FILTER_LEN != 0 || bpf.is_empty() {
+    if !bpf.len().is_multiple_of(FILTER_LEN) || bpf.is_empty() {
         return Err(Errno::EINVAL);
     }
     let filters: Vec<libc::sock_filter> = bpf

@@ -1,0 +1,82 @@
+#!/bin/sh
+# Container start latency: `kiln runtime run` against `crun run` and
+# `runc run` of the same busybox bundle (the spec `runc spec` writes, with
+# args ["true"] and no terminal), timed in one run; prints medians and
+# kiln/peer ratios.
+#
+# Needs root, busybox-static, hyperfine, runc, crun (Debian packages) and a
+# release build of kiln (KILN=path, default target/release/kiln).
+#
+# crun 1.8 refuses hybrid cgroup hosts ("cgroups in hybrid mode not
+# supported") when the cgroup2 mount at /sys/fs/cgroup/unified holds a
+# controller. Then every runtime is timed inside one private mount namespace
+# where that mount is detached (cgroup v1 as such is untouched), so all
+# three see the same host; the script says so. If crun still fails it
+# retries with `crun --cgroup-manager=disabled` and says that too.
+#
+# Usage: bench/start-latency.sh [RUNS]   (default 100)
+set -eu
+
+RUNS=${1:-100}
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+KILN=${KILN:-$HERE/target/release/kiln}
+[ -x "$KILN" ] || KILN=${CARGO_TARGET_DIR:-$HERE/target}/release/kiln
+[ -x "$KILN" ] || { echo "no kiln release build (cargo build --release -p kiln, or set KILN)" >&2; exit 1; }
+for tool in hyperfine runc crun busybox python3; do
+    command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }
+done
+[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
+
+WORK=$(mktemp -d /tmp/kiln-bench.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+BUNDLE=$WORK/bundle
+mkdir -p "$BUNDLE/rootfs/bin"
+cp "$(command -v busybox)" "$BUNDLE/rootfs/bin/busybox"
+for applet in $("$BUNDLE/rootfs/bin/busybox" --list); do
+    [ -e "$BUNDLE/rootfs/bin/$applet" ] || ln -s busybox "$BUNDLE/rootfs/bin/$applet"
+done
+(cd "$BUNDLE" && runc spec)
+python3 - "$BUNDLE/config.json" <<'EOF'
+import json, sys
+path = sys.argv[1]
+spec = json.load(open(path))
+spec["process"]["terminal"] = False
+spec["process"]["args"] = ["true"]
+json.dump(spec, open(path, "w"), indent=1)
+EOF
+
+# Runs "$@" in a private mount namespace without the hybrid cgroup2 mount.
+WRAP=""
+if [ -n "$(cat /sys/fs/cgroup/unified/cgroup.controllers 2>/dev/null)" ]; then
+    echo "note: hybrid cgroups (cgroup2 at /sys/fs/cgroup/unified holds: $(cat /sys/fs/cgroup/unified/cgroup.controllers));"
+    echo "      crun refuses that layout, so all three run in a private mount namespace without that mount."
+    WRAP="unshare --mount --propagation private sh -c 'umount -l /sys/fs/cgroup/unified && exec \"\$0\" \"\$@\"'"
+fi
+wrapped() { if [ -n "$WRAP" ]; then eval "$WRAP" '"$@"'; else "$@"; fi; }
+
+CRUN="crun run -b $BUNDLE bench-crun"
+if ! wrapped crun run -b "$BUNDLE" bench-crun-probe >/dev/null 2>&1; then
+    echo "note: crun run failed here; using crun --cgroup-manager=disabled (crun then makes no cgroup)."
+    CRUN="crun --cgroup-manager=disabled run -b $BUNDLE bench-crun"
+    wrapped sh -c "$CRUN" >/dev/null 2>&1 || { echo "crun cannot run the bundle at all" >&2; exit 1; }
+fi
+wrapped "$KILN" runtime run -b "$BUNDLE" bench-kiln-probe >/dev/null || { echo "kiln cannot run the bundle" >&2; exit 1; }
+wrapped runc run -b "$BUNDLE" bench-runc-probe >/dev/null || { echo "runc cannot run the bundle" >&2; exit 1; }
+
+wrapped hyperfine -N --warmup 10 --runs "$RUNS" --export-json "$WORK/result.json" \
+    -n kiln "$KILN runtime run -b $BUNDLE bench-kiln" \
+    -n crun "$CRUN" \
+    -n runc "runc run -b $BUNDLE bench-runc" >"$WORK/hyperfine.txt" 2>&1 ||
+    { cat "$WORK/hyperfine.txt"; exit 1; }
+
+python3 - "$WORK/result.json" <<'EOF'
+import json, sys
+results = {r["command"]: r for r in json.load(open(sys.argv[1]))["results"]}
+median = {name: r["median"] * 1000 for name, r in results.items()}
+print("container start, median of %d runs (ms):" % len(results["kiln"]["times"]))
+for name in ("kiln", "crun", "runc"):
+    print("  %-5s %7.2f ms  (mean %.2f, min %.2f)" % (
+        name, median[name], results[name]["mean"] * 1000, results[name]["min"] * 1000))
+for peer in ("crun", "runc"):
+    print("  kiln/%s = %.2f" % (peer, median["kiln"] / median[peer]))
+EOF
