@@ -25,6 +25,23 @@ pub enum RuntimeCommand {
     Run(RunArgs),
     /// Print a spec with docker's defaults (write it with --bundle).
     Spec(SpecArgs),
+    /// Run a command inside a running container (joins its namespaces and
+    /// cgroup; user, env, cwd, capabilities and seccomp from the bundle).
+    Exec(ExecArgs),
+}
+
+/// Arguments of `kiln runtime exec`.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Bundle directory the container was started from.
+    #[arg(long, short = 'b', default_value = ".")]
+    pub bundle: PathBuf,
+    /// Host pid of the container's first process (see `run --pid-file`).
+    #[arg(long)]
+    pub pid: i32,
+    /// The command and its arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
 }
 
 /// Arguments of `kiln runtime run`.
@@ -42,6 +59,9 @@ pub struct RunArgs {
     /// cgroup path below the cgroup root; default linux.cgroupsPath, else kiln/ID.
     #[arg(long)]
     pub cgroup: Option<PathBuf>,
+    /// Write the container's host pid to this file once it runs.
+    #[arg(long)]
+    pub pid_file: Option<PathBuf>,
     /// Container id.
     pub id: String,
 }
@@ -58,6 +78,7 @@ pub fn run(_global: &crate::args::Cli, args: &RuntimeArgs) -> anyhow::Result<Exi
     match &args.command {
         RuntimeCommand::Run(a) => run_bundle(a),
         RuntimeCommand::Spec(a) => print_spec(a),
+        RuntimeCommand::Exec(a) => exec_in(a),
     }
 }
 
@@ -112,6 +133,10 @@ fn run_bundle(args: &RunArgs) -> anyhow::Result<ExitStatus> {
             return Ok(ExitStatus(code));
         }
     };
+    if let Some(pid_file) = &args.pid_file {
+        std::fs::write(pid_file, child.pid().to_string())
+            .with_context(|| format!("writing {}", pid_file.display()))?;
+    }
     let forwarder = kiln_runner::forward_signals(child.pid()).context("forwarding signals")?;
     if terminal {
         if let Some(master) = child.pty.take() {
@@ -128,6 +153,33 @@ fn run_bundle(args: &RunArgs) -> anyhow::Result<ExitStatus> {
     let status = child
         .wait()
         .with_context(|| format!("waiting for container {}", args.id))?;
+    drop(forwarder);
+    Ok(ExitStatus(status.code()))
+}
+
+fn exec_in(args: &ExecArgs) -> anyhow::Result<ExitStatus> {
+    let config = args.bundle.join("config.json");
+    let spec = Spec::load(&config).with_context(|| format!("reading {}", config.display()))?;
+    let mut process = spec
+        .process()
+        .clone()
+        .context("the bundle's spec has no process")?;
+    process.set_args(Some(args.command.clone()));
+    process.set_terminal(Some(false));
+    let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+    let join = kiln_runner::JoinInfo { pid: args.pid };
+    let mut child = match kiln_runner::exec(join, process).seccomp(seccomp).spawn() {
+        Ok(child) => child,
+        Err(err) => {
+            let code = err.exit_code();
+            let err =
+                anyhow::Error::new(err).context(format!("exec in container pid {}", args.pid));
+            let _ = writeln!(std::io::stderr(), "kiln: {err:#}");
+            return Ok(ExitStatus(code));
+        }
+    };
+    let forwarder = kiln_runner::forward_signals(child.pid()).context("forwarding signals")?;
+    let status = child.wait().context("waiting for the exec'd process")?;
     drop(forwarder);
     Ok(ExitStatus(status.code()))
 }

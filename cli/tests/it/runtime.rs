@@ -408,6 +408,64 @@ fn init_reaps_and_forwards_signals() {
 }
 
 #[test]
+fn exec_joins_a_running_container() {
+    let mut b = bundle!();
+    let pid_file = b.path().join("pid");
+    b.args(&["sh", "-c", "echo started > /tmp/mark; sleep 20"])
+        .set("/hostname", json!("exec-box"));
+    let mut run = b
+        .command(&["--init", "--pid-file", pid_file.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pid = loop {
+        if let Ok(text) = std::fs::read_to_string(&pid_file) {
+            if !text.is_empty() {
+                break text;
+            }
+        }
+        assert!(Instant::now() < deadline, "no pid file");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let out = Command::new(kiln_bin())
+        .args(["runtime", "exec", "--bundle"])
+        .arg(b.path())
+        .args(["--pid", pid.trim(), "sh", "-c", "hostname; cat /tmp/mark; cat /proc/1/cmdline | tr '\\0' ' '; echo; cat /proc/self/cgroup"])
+        .output()
+        .unwrap();
+    let exec_status = out.status.code();
+    let missing = Command::new(kiln_bin())
+        .args(["runtime", "exec", "--bundle"])
+        .arg(b.path())
+        .args(["--pid", pid.trim(), "no-such-command"])
+        .output()
+        .unwrap();
+    Command::new("kill")
+        .args(["-TERM", &run.id().to_string()])
+        .status()
+        .unwrap();
+    let run_status = wait_timeout(&mut run, Duration::from_secs(10));
+    b.assert_cgroup_gone();
+    assert_eq!(exec_status, Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<_> = text.lines().collect();
+    assert_eq!(lines[0], "exec-box");
+    assert_eq!(lines[1], "started");
+    assert!(
+        lines[2].contains("sleep 20") || lines[2].contains("kiln-init"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&b.cgroup) || text.lines().skip(3).all(|l| l.ends_with(":/")),
+        "{text}"
+    );
+    assert_eq!(missing.status.code(), Some(127), "{}", stderr(&missing));
+    assert_eq!(run_status, Some(143));
+}
+
+#[test]
 fn default_spec_is_printed() {
     if !Path::new(kiln_bin()).exists() {
         return;
