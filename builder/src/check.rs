@@ -71,7 +71,7 @@ pub fn lint(dockerfile: &Dockerfile) -> Vec<Problem> {
         count_case(&c.keyword, &mut upper, &mut lower);
     }
     for stage in &dockerfile.stages {
-        let from_keyword = first_word(&dockerfile.source, stage.line);
+        let from_keyword = stage.keyword.clone();
         count_case(&from_keyword, &mut upper, &mut lower);
     }
     let majority_upper = upper >= lower;
@@ -99,7 +99,7 @@ pub fn lint(dockerfile: &Dockerfile) -> Vec<Problem> {
         secrets(&c.instruction, c.line, &mut warn);
     }
     for stage in &dockerfile.stages {
-        let from_keyword = first_word(&dockerfile.source, stage.line);
+        let from_keyword = stage.keyword.clone();
         check_case(&from_keyword, stage.line, &mut warn);
         if let Some(name) = &stage.name {
             if name.to_ascii_lowercase() != *name {
@@ -221,16 +221,6 @@ fn count_case(keyword: &str, upper: &mut usize, lower: &mut usize) {
     } else if keyword == keyword.to_ascii_lowercase() {
         *lower += 1;
     }
-}
-
-/// The keyword of the instruction starting at `line`.
-fn first_word(source: &str, line: usize) -> String {
-    source
-        .lines()
-        .nth(line.saturating_sub(1))
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap_or("FROM")
-        .to_string()
 }
 
 /// SecretsUsedInArgOrEnv: names that look like credentials.

@@ -141,6 +141,13 @@ impl Lexer {
         word: &str,
         env: &(impl Env + ?Sized),
     ) -> Result<Expansion, ShellError> {
+        // Nothing to expand or unquote: the word comes out as it went in.
+        if !word.contains(['$', '\'', '"', self.escape]) {
+            return Ok(Expansion {
+                value: word.to_string(),
+                ..Expansion::default()
+            });
+        }
         let mut state = State::new(self, word, env);
         let (value, _) = state.process_top(word)?;
         Ok(Expansion {
@@ -556,24 +563,33 @@ fn is_digit(c: char) -> bool {
 }
 
 fn replace(pattern: &str, replacement: &str, value: &str, all: bool) -> Step<String> {
-    let re = shell_pattern_to_regex(pattern, true, false)?;
-    if all {
-        return Ok(re.replace_all(value, replacement).into_owned());
-    }
-    Ok(match re.find(value) {
-        Some(m) => format!(
-            "{}{}{}",
-            &value[..m.start()],
-            replacement,
-            &value[m.end()..]
-        ),
-        None => value.to_string(),
+    with_pattern(pattern, true, false, |re| {
+        if all {
+            return re.replace_all(value, replacement).into_owned();
+        }
+        match re.find(value) {
+            Some(m) => format!(
+                "{}{}{}",
+                &value[..m.start()],
+                replacement,
+                &value[m.end()..]
+            ),
+            None => value.to_string(),
+        }
     })
 }
 
 /// Compiles a shell wildcard pattern (`*`, `?`, `\` escapes; no brackets)
 /// into a regular expression, as BuildKit does (POSIX XCU 2.13 without `[]`).
-fn shell_pattern_to_regex(pattern: &str, greedy: bool, anchored: bool) -> Step<regex::Regex> {
+/// Runs `f` with the compiled pattern. Compiled patterns are cached per
+/// thread and used in place: compiling costs far more than matching, and
+/// Dockerfiles repeat the same few patterns.
+fn with_pattern<T>(
+    pattern: &str,
+    greedy: bool,
+    anchored: bool,
+    f: impl FnOnce(&regex::Regex) -> T,
+) -> Step<T> {
     let mut out = String::with_capacity(pattern.len() + 4);
     if anchored {
         out.push('^');
@@ -612,30 +628,26 @@ fn shell_pattern_to_regex(pattern: &str, greedy: bool, anchored: bool) -> Step<r
         }
     }
     thread_local! {
-        // Compiling a regex costs far more than matching one; Dockerfiles
-        // repeat the same few patterns.
         static CACHE: std::cell::RefCell<HashMap<String, regex::Regex>> = std::cell::RefCell::new(HashMap::new());
     }
-    if let Some(re) = CACHE.with(|c| c.borrow().get(&out).cloned()) {
-        return Ok(re);
-    }
-    let re = regex::Regex::new(&out).map_err(|e| ShellFailure::InvalidPattern {
-        pattern: pattern.to_string(),
-        reason: e.to_string(),
-    })?;
-    CACHE.with(|c| {
-        let mut cache = c.borrow_mut();
-        if cache.len() >= 256 {
-            cache.clear();
+    CACHE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if !cache.contains_key(&out) {
+            let re = regex::Regex::new(&out).map_err(|e| ShellFailure::InvalidPattern {
+                pattern: pattern.to_string(),
+                reason: e.to_string(),
+            })?;
+            if cache.len() >= 256 {
+                cache.clear();
+            }
+            cache.insert(out.clone(), re);
         }
-        cache.insert(out, re.clone());
-    });
-    Ok(re)
+        Ok(f(cache.get(&out).expect("inserted above")))
+    })
 }
 
 fn trim_prefix(pattern: &str, value: &str, greedy: bool) -> Step<String> {
-    let re = shell_pattern_to_regex(pattern, greedy, true)?;
-    Ok(match re.find(value) {
+    with_pattern(pattern, greedy, true, |re| match re.find(value) {
         Some(m) => value[m.end()..].to_string(),
         None => value.to_string(),
     })

@@ -19,6 +19,8 @@ pub struct Stage {
     pub from: From,
     /// Line of the FROM, 1-based.
     pub line: usize,
+    /// The FROM keyword as written (for casing checks).
+    pub keyword: String,
     /// The instructions after FROM.
     pub commands: Vec<Command>,
 }
@@ -71,6 +73,7 @@ impl Dockerfile {
                         name: from.name.clone(),
                         from: from.clone(),
                         line: command.line,
+                        keyword: command.keyword.clone(),
                         commands: Vec::new(),
                     });
                 }

@@ -30,7 +30,8 @@ pub enum Op {
         name: String,
         /// Paths the build reads (COPY/ADD sources, bind mount sources,
         /// wildcards allowed), so only those need to be sent or hashed;
-        /// empty means everything.
+        /// empty means everything. Filled after compiling and not part of
+        /// the digest (the reading ops' digests cover those paths).
         include: Vec<String>,
         /// `.dockerignore` patterns (docker syntax, `!` re-includes).
         exclude: Vec<String>,
@@ -258,15 +259,6 @@ impl Graph {
 }
 
 impl Graph {
-    /// Recomputes every digest, inputs first (nodes are in dependency
-    /// order); used after the context's include list is known.
-    pub(crate) fn rehash(&mut self) {
-        for i in 0..self.nodes.len() {
-            let digest = digest_of(&self.nodes[i].op, &self.nodes[i].inputs, &self.nodes[..i]);
-            self.nodes[i].digest = digest;
-        }
-    }
-
     /// What the build reads from the context node `context`.
     pub(crate) fn context_paths(&self, context: NodeId) -> Vec<String> {
         let mut paths: Vec<String> = Vec::new();
