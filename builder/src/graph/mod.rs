@@ -5,4 +5,5 @@ mod format;
 pub mod image;
 pub mod ops;
 pub mod output;
+mod state;
 mod steps;
