@@ -113,6 +113,8 @@ pub(super) struct Compiler<'a> {
     pub(super) build_args: HashMap<String, String>,
     pub(super) target_platform: Platform,
     pub(super) context: Option<NodeId>,
+    /// `.dockerignore` compiled, for the CopyIgnoredFile check.
+    pub(super) ignore: Option<crate::dockerfile::dockerignore::Matcher>,
     pub(super) problems: Vec<Problem>,
     pub(super) lexer: Lexer,
 }
@@ -155,6 +157,11 @@ impl<'a> Compiler<'a> {
             build_args: options.build_args.iter().cloned().collect(),
             target_platform,
             context: None,
+            ignore: if options.dockerignore.is_empty() {
+                None
+            } else {
+                crate::dockerfile::dockerignore::Matcher::new(&options.dockerignore).ok()
+            },
             problems: Vec::new(),
             lexer: Lexer::new(df.directives.escape),
         };

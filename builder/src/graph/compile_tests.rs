@@ -364,3 +364,29 @@ fn entrypoint_clears_inherited_cmd() {
     let g = graph("FROM a AS base\nCMD [\"x\"]\nFROM base\nENTRYPOINT [\"y\"]\n");
     assert_eq!(g.target_stage().config.cmd, None);
 }
+
+#[test]
+fn copy_of_an_ignored_file_is_reported() {
+    let options = CompileOptions {
+        dockerignore: vec!["secret.txt".into(), "docs".into()],
+        ..Default::default()
+    };
+    let (_, problems) = build("FROM a\nCOPY secret.txt docs/a.md src /\n", options).unwrap();
+    let rules: Vec<_> = problems
+        .iter()
+        .map(|p| (p.rule, p.message.as_str()))
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            (
+                "CopyIgnoredFile",
+                "Attempting to Copy file \"secret.txt\" that is excluded by .dockerignore"
+            ),
+            (
+                "CopyIgnoredFile",
+                "Attempting to Copy file \"docs/a.md\" that is excluded by .dockerignore"
+            ),
+        ]
+    );
+}

@@ -9,6 +9,28 @@ use crate::graph::compile::{Compiler, StageState, PROXY_ARGS};
 use crate::graph::ops::{ExecMount, ExecOp, FileAction, FileOp, InlineFile, Input, Op};
 
 impl Compiler<'_> {
+    /// CopyIgnoredFile: a COPY/ADD source the ignore file excludes.
+    fn check_ignored(&mut self, sources: &[String], keyword: &str, line: usize) {
+        let Some(ignore) = &self.ignore else { return };
+        let verb = if keyword == "ADD" { "Add" } else { "Copy" };
+        for source in sources {
+            if source.contains(['*', '?', '[']) || source.contains("://") {
+                continue;
+            }
+            let path = crate::dockerfile::dockerignore::clean(source.trim_start_matches('/'));
+            if path != "." && ignore.matches(&path) {
+                self.problems.push(crate::check::Problem {
+                    rule: "CopyIgnoredFile",
+                    level: crate::check::Level::Warning,
+                    message: format!(
+                        "Attempting to {verb} file \"{source}\" that is excluded by .dockerignore"
+                    ),
+                    line,
+                });
+            }
+        }
+    }
+
     pub(super) fn run(
         &mut self,
         state: &mut StageState,
@@ -275,7 +297,10 @@ impl Compiler<'_> {
                     let platform = state.platform.clone();
                     self.resolve_from(&from, line, depth, &platform)?
                 }
-                None => Some(self.context_node()),
+                None => {
+                    self.check_ignored(&sources, keyword, line);
+                    Some(self.context_node())
+                }
             };
             node.map(|node| {
                 inputs.push(Input {
