@@ -186,6 +186,8 @@ pub enum ErrorKind {
     InvalidPlatform { value: String },
     #[error("invalid port {value:?}")]
     InvalidPort { value: String },
+    #[error("invalid signal {value:?}: expected a name like SIGTERM or a number")]
+    InvalidSignal { value: String },
     #[error("heredocs are only supported by RUN, COPY and ADD; {instruction} has one")]
     HeredocNotSupported { instruction: String },
     #[error("invalid build argument {text:?}: expected KEY=VALUE")]

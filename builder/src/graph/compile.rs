@@ -11,7 +11,7 @@ use crate::dockerfile::platform::Platform;
 use crate::dockerfile::shell::{Expansion, Lexer};
 use crate::dockerfile::stages::{Dockerfile, Stage};
 use crate::error::{suggest, Error, ErrorKind, Result};
-use crate::graph::format::{expand_port, go_duration, go_quote_list};
+use crate::graph::format::{expand_port, go_duration, go_quote_list, is_valid_signal};
 use crate::graph::image::{HealthConfig, ImageConfig, ImageSource};
 use crate::graph::ops::{FileAction, FileOp, Graph, Input, NodeId, Op, StageOutput};
 pub(super) use crate::graph::state::StageState;
@@ -507,6 +507,16 @@ impl<'a> Compiler<'a> {
                         .process_words(port, env)
                         .map_err(|e| self.error(line, e.into(), None))?;
                     for word in words {
+                        if let Some((_, proto)) = word.split_once('/') {
+                            if proto != proto.to_ascii_lowercase() {
+                                self.problems.push(Problem {
+                                    rule: "ExposeProtoCasing",
+                                    level: Level::Warning,
+                                    message: format!("Defined protocol '{word}' in EXPOSE instruction should be lowercase"),
+                                    line,
+                                });
+                            }
+                        }
                         for p in expand_port(&word).map_err(|k| self.error(line, k, Some(port)))? {
                             if !state.config.exposed_ports.contains(&p) {
                                 state.config.exposed_ports.push(p.clone());
@@ -573,6 +583,9 @@ impl<'a> Compiler<'a> {
             }
             Instruction::StopSignal { signal } => {
                 let signal = self.expand(signal, env, &declared, line)?;
+                if !is_valid_signal(&signal) {
+                    return Err(self.error(line, ErrorKind::InvalidSignal { value: signal }, None));
+                }
                 state.config.stop_signal = Some(signal.clone());
                 state.history(format!("STOPSIGNAL {signal}"), true);
             }

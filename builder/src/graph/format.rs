@@ -29,6 +29,31 @@ pub(super) fn expand_port(text: &str) -> std::result::Result<Vec<String>, ErrorK
     Ok((start..=end).map(|p| format!("{p}/{proto}")).collect())
 }
 
+/// A signal as docker's `signal.ParseSignal` takes it: a number, a name
+/// with or without `SIG` (any case), or `RTMIN+n` / `RTMAX-n`.
+pub(super) fn is_valid_signal(text: &str) -> bool {
+    if let Ok(n) = text.parse::<u32>() {
+        return (1..=64).contains(&n);
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    const NAMES: &[&str] = &[
+        "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT",
+        "KILL", "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM",
+        "TRAP", "TSTP", "TTIN", "TTOU", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ",
+        "RTMIN", "RTMAX",
+    ];
+    if NAMES.contains(&name) {
+        return true;
+    }
+    for base in ["RTMIN+", "RTMAX-"] {
+        if let Some(n) = name.strip_prefix(base).and_then(|n| n.parse::<u32>().ok()) {
+            return (1..=30).contains(&n);
+        }
+    }
+    false
+}
+
 /// Go's `%q` of a `[]string`: `["a" "b"]`.
 pub(super) fn go_quote_list(items: &[String]) -> String {
     let quoted: Vec<String> = items
@@ -90,6 +115,13 @@ mod tests {
         assert_eq!(go_duration(1_500_000_000), "1.5s");
         assert_eq!(go_duration(300_000_000), "300ms");
         assert_eq!(go_duration(3_600_000_000_000), "1h0m0s");
+    }
+
+    #[test]
+    fn signals() {
+        assert!(is_valid_signal("SIGTERM") && is_valid_signal("term") && is_valid_signal("9"));
+        assert!(is_valid_signal("SIGRTMIN+3"));
+        assert!(!is_valid_signal("SIGNOPE") && !is_valid_signal("0") && !is_valid_signal(""));
     }
 
     #[test]
