@@ -291,10 +291,13 @@ impl ContainerBuilder {
                 sysctl,
             }),
             process: process_config,
-            cgroup_procs: cgroup.map(|c| c.procs_files()).unwrap_or_default(),
+            // The caller moves the init into the cgroup (below), while the
+            // init is still starting.
+            cgroup_procs: Vec::new(),
             init_process: self.init_process,
         };
-        launch(&self.common, clone_flags, &config, &bpf)
+        let procs = cgroup.map(|c| c.procs_files()).unwrap_or_default();
+        launch(&self.common, clone_flags, &config, &bpf, &procs)
     }
 }
 
@@ -322,7 +325,7 @@ impl ExecBuilder {
             cgroup_procs: crate::cgroup::procs_files_of(self.join.pid)?,
             init_process: false,
         };
-        launch(&self.common, CloneFlags::empty(), &config, &bpf)
+        launch(&self.common, CloneFlags::empty(), &config, &bpf, &[])
     }
 }
 
@@ -454,9 +457,21 @@ fn stream(stdio: &Stdio, which: RawFd, is_input: bool) -> Result<StreamFds> {
     }
 }
 
-/// Clones the init into `flags` namespaces, sends it `config`, and waits
-/// until the program was exec'd or the set-up failed.
-fn launch(common: &Common, flags: CloneFlags, config: &InitConfig, bpf: &[u8]) -> Result<Child> {
+/// Clones the init into `flags` namespaces, moves it into the cgroup whose
+/// cgroup.procs files are `procs`, sends it `config`, and waits until the
+/// program was exec'd or the set-up failed.
+///
+/// Moving a process between v1 cgroups can wait for an RCU grace period
+/// (the first write takes cgroup_threadgroup_rwsem for writing); doing it
+/// here overlaps that wait with the init's own exec and start-up, which
+/// blocks on the config until the move is done.
+fn launch(
+    common: &Common,
+    flags: CloneFlags,
+    config: &InitConfig,
+    bpf: &[u8],
+    procs: &[PathBuf],
+) -> Result<Child> {
     let terminal = config.process.terminal;
     let (stdin, stdout, stderr) = if terminal {
         (
@@ -480,7 +495,6 @@ fn launch(common: &Common, flags: CloneFlags, config: &InitConfig, bpf: &[u8]) -
     .map_err(Error::sys("create socketpair"))?;
     let theirs = sys::move_fd_above(theirs, 10).map_err(Error::sys("move descriptor"))?;
     let ours = File::from(ours);
-    protocol::send_config(&ours, config, bpf).map_err(Error::protocol("send the config to"))?;
 
     let path = CString::new(common.init_binary.as_os_str().as_encoded_bytes()).map_err(|_| {
         Error::InvalidSpec {
@@ -501,6 +515,21 @@ fn launch(common: &Common, flags: CloneFlags, config: &InitConfig, bpf: &[u8]) -
     let pid = sys::clone_exec(flags, &fds, protocol::INIT_FD, &image)
         .map_err(Error::sys("clone the container init"))?;
     drop((stdin.child, stdout.child, stderr.child, theirs));
+    let pid_text = pid.as_raw().to_string();
+    for file in procs {
+        if let Err(source) = std::fs::write(file, &pid_text) {
+            reap_failed(pid);
+            return Err(Error::Cgroup {
+                op: "join",
+                path: file.clone(),
+                source,
+            });
+        }
+    }
+    if let Err(e) = protocol::send_config(&ours, config, bpf) {
+        reap_failed(pid);
+        return Err(Error::protocol("send the config to")(e));
+    }
 
     let received = receive(&ours, pid);
     let mut received = match received {
