@@ -326,15 +326,38 @@ fn pty_is_the_controlling_terminal() {
         }
         out
     });
-    writer
-        .write_all(b"tty; stty size; echo D''ONE; exit 5\n")
+    let pause = || std::thread::sleep(Duration::from_millis(400));
+    writer.write_all(b"tty; stty size\n").unwrap();
+    pause();
+    // A resize reaches the container when kiln gets SIGWINCH.
+    kiln_runner::pty::set_window_size(
+        std::os::fd::AsFd::as_fd(&writer),
+        kiln_runner::pty::WindowSize {
+            rows: 40,
+            cols: 120,
+        },
+    )
+    .unwrap();
+    Command::new("kill")
+        .args(["-WINCH", &child.id().to_string()])
+        .status()
         .unwrap();
+    pause();
+    // Ctrl-C interrupts the foreground job inside; Ctrl-D ends the shell.
+    writer.write_all(b"stty size; sleep 100\n").unwrap();
+    pause();
+    writer.write_all(b"\x03").unwrap();
+    pause();
+    writer.write_all(b"echo D''ONE\n").unwrap();
+    pause();
+    writer.write_all(b"\x04").unwrap();
     let status = wait_timeout(&mut child, Duration::from_secs(20));
     let out = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
     b.assert_cgroup_gone();
-    assert_eq!(status, Some(5), "output: {out}");
+    assert_eq!(status, Some(0), "output: {out}");
     assert!(out.contains("/dev/pts/0"), "output: {out}");
     assert!(out.contains("30 100"), "output: {out}");
+    assert!(out.contains("40 120"), "output: {out}");
 }
 
 #[test]
