@@ -58,6 +58,8 @@ pub enum Error {
     ImageNotFound { name: String },
     #[error("image reference {text:?} is invalid: {reason}")]
     InvalidName { text: String, reason: &'static str },
+    #[error("image archive: {reason}")]
+    Archive { reason: String },
     #[error("image {id} is ambiguous: {reason}")]
     Conflict { id: String, reason: String },
 }

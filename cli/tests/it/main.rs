@@ -1,4 +1,5 @@
-//! Integration tests of the `kiln` binary: each module spawns the built binary
+//! Integration tests of the `kiln` binary: each test spawns the built binary
 //! with its own temporary root.
 
 mod common;
+mod images;
