@@ -1,4 +1,7 @@
 //! kiln-builder: the Dockerfile frontend, the op graph and the solver.
-//!
-//! The frontend and the solver arrive with their issues.
 #![forbid(unsafe_code)]
+
+pub mod dockerfile;
+mod error;
+
+pub use error::{Error, ErrorKind, Location, Result};

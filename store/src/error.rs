@@ -35,6 +35,10 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    #[error("layer entry {entry:?}: unsupported tar entry type {kind:?}")]
+    UnsupportedEntry { entry: String, kind: char },
+    #[error("{path}: cannot be put in a layer: {reason}")]
+    UnsupportedFile { path: PathBuf, reason: &'static str },
     #[error("reading layer: {source}")]
     LayerRead {
         #[source]
@@ -67,7 +71,10 @@ pub enum Error {
 impl Error {
     /// True when the error means "no such thing" (blob or image).
     pub fn is_not_found(&self) -> bool {
-        matches!(self, Error::BlobNotFound { .. } | Error::ImageNotFound { .. })
+        matches!(
+            self,
+            Error::BlobNotFound { .. } | Error::ImageNotFound { .. }
+        )
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Error {

@@ -42,7 +42,7 @@ impl Store {
     /// Re-hashes every blob and checks every name, manifest and snapshot.
     pub fn fsck(&self) -> Result<FsckReport> {
         let mut report = FsckReport::default();
-        let mut problem = |subject: String, message: String| Problem { subject, message };
+        let problem = |subject: String, message: String| Problem { subject, message };
         let layout_path = self.root.join("oci-layout");
         match fs::read(&layout_path) {
             Ok(bytes) => {

@@ -35,6 +35,7 @@ pub use digest::{Digest, HashingReader, HashingWriter};
 pub use error::{Error, Result};
 pub use fsck::{FsckReport, Problem};
 pub use gc::{DiskUsage, PruneOptions, PruneReport};
+pub use layer::{apply, diff, ApplyStats, Compression, DiffOptions, DiffOutput};
 pub use images::{
     choose_platform, descriptor, descriptor_digest, familiar_name, host_platform, is_index, Image,
 };

@@ -20,8 +20,6 @@ pub(crate) const NAMES: TableDefinition<&str, &[u8]> = TableDefinition::new("nam
 pub(crate) const DANGLING: TableDefinition<&str, &[u8]> = TableDefinition::new("dangling");
 /// lease id -> JSON [`crate::lease::LeaseRecord`].
 pub(crate) const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("leases");
-/// uncompressed layer digest (diff id) -> JSON list of compressed blob descriptors.
-pub(crate) const COMPRESSED: TableDefinition<&str, &[u8]> = TableDefinition::new("compressed");
 
 /// A handle on the metadata database; cheap to clone, opens per operation.
 #[derive(Debug, Clone)]

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, IsTerminal, Read};
+use std::io::{BufReader, IsTerminal};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -53,7 +53,7 @@ pub fn run(store: &Store, args: &ImportArgs) -> Result<ExitStatus> {
             store.layer_from_dir(path, &lease, &options)
         } else {
             let file = File::open(path).with_context(|| format!("opening {}", args.source))?;
-            store.layer_from_rootfs_tar(BufReader::with_capacity(1 << 20, file) as BufReader<File>, &lease, &options)
+            store.layer_from_rootfs_tar(BufReader::with_capacity(1 << 20, file), &lease, &options)
         }
     }
     .with_context(|| format!("importing {}", args.source))?;
@@ -113,10 +113,18 @@ fn apply_change(config: &mut oci_spec::image::Config, change: &str) -> Result<()
     let (keyword, rest) = change.split_once(char::is_whitespace).unwrap_or((change, ""));
     let rest = rest.trim();
     match keyword.to_ascii_uppercase().as_str() {
-        "CMD" => config.set_cmd(Some(command_form(rest)?)),
-        "ENTRYPOINT" => config.set_entrypoint(Some(command_form(rest)?)),
-        "WORKDIR" => config.set_working_dir(Some(non_empty(rest, "WORKDIR")?.to_string())),
-        "USER" => config.set_user(Some(non_empty(rest, "USER")?.to_string())),
+        "CMD" => {
+            config.set_cmd(Some(command_form(rest)?));
+        }
+        "ENTRYPOINT" => {
+            config.set_entrypoint(Some(command_form(rest)?));
+        }
+        "WORKDIR" => {
+            config.set_working_dir(Some(non_empty(rest, "WORKDIR")?.to_string()));
+        }
+        "USER" => {
+            config.set_user(Some(non_empty(rest, "USER")?.to_string()));
+        }
         "ENV" => {
             let mut env = config.env().clone().unwrap_or_default();
             for (k, v) in key_values(rest, "ENV")? {

@@ -1,0 +1,3 @@
+//! Integration tests of kiln-builder: conformance data, golden files, fuzzing.
+
+mod conformance;
