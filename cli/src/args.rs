@@ -12,10 +12,20 @@ use crate::commands;
 /// kiln builds container images from Dockerfiles, runs them, and moves them
 /// to and from OCI registries.
 #[derive(Debug, Parser)]
-#[command(name = "kiln", version, propagate_version = true, disable_help_subcommand = true)]
+#[command(
+    name = "kiln",
+    version,
+    propagate_version = true,
+    disable_help_subcommand = true
+)]
 pub struct Cli {
     /// Store root (an OCI image layout plus kiln's metadata).
-    #[arg(long, global = true, env = "KILN_ROOT", default_value = "/var/lib/kiln")]
+    #[arg(
+        long,
+        global = true,
+        env = "KILN_ROOT",
+        default_value = "/var/lib/kiln"
+    )]
     pub root: PathBuf,
 
     /// Log level: error, warn, info, debug or trace.

@@ -25,14 +25,21 @@ pub fn normalize(text: &str) -> Result<String> {
     if let Some(tag) = tag {
         let valid = !tag.is_empty()
             && tag.len() <= 128
-            && tag.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-            && tag.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+            && tag
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+            && tag
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
         if !valid {
             bail!("image name {text:?}: invalid tag {tag:?}");
         }
     }
     let (domain, path) = match name.split_once('/') {
-        Some((first, rest)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+        Some((first, rest))
+            if first.contains('.') || first.contains(':') || first == "localhost" =>
+        {
             (first.to_string(), rest.to_string())
         }
         _ => ("docker.io".to_string(), name.to_string()),
@@ -48,7 +55,10 @@ pub fn normalize(text: &str) -> Result<String> {
                 || !component
                     .chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
-                || !component.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+                || !component
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphanumeric())
         })
     {
         bail!("image name {text:?}: repository must be lower-case letters, digits and separators");
@@ -77,7 +87,9 @@ pub fn repository_and_tag(name: &str) -> (String, String) {
         return (repo.to_string(), format!("@{digest}"));
     }
     match short.rfind(':') {
-        Some(i) if !short[i + 1..].contains('/') => (short[..i].to_string(), short[i + 1..].to_string()),
+        Some(i) if !short[i + 1..].contains('/') => {
+            (short[..i].to_string(), short[i + 1..].to_string())
+        }
         _ => (short.to_string(), "<none>".to_string()),
     }
 }
@@ -95,18 +107,32 @@ mod tests {
             ("localhost:5000/x", "localhost:5000/x:latest"),
             ("localhost/x:v1", "localhost/x:v1"),
             ("ghcr.io/a/b/c:t", "ghcr.io/a/b/c:t"),
-            ("docker.io/library/busybox:latest", "docker.io/library/busybox:latest"),
+            (
+                "docker.io/library/busybox:latest",
+                "docker.io/library/busybox:latest",
+            ),
         ];
         for (input, want) in cases {
             assert_eq!(normalize(input).unwrap(), want, "{input}");
         }
         let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-        assert_eq!(normalize(&format!("busybox@{d}")).unwrap(), format!("docker.io/library/busybox@{d}"));
+        assert_eq!(
+            normalize(&format!("busybox@{d}")).unwrap(),
+            format!("docker.io/library/busybox@{d}")
+        );
     }
 
     #[test]
     fn rejects_bad_names() {
-        for bad in ["", "Busybox", "a//b", "x:", "x:-bad", "busybox@sha256:12", "a/-b"] {
+        for bad in [
+            "",
+            "Busybox",
+            "a//b",
+            "x:",
+            "x:-bad",
+            "busybox@sha256:12",
+            "a/-b",
+        ] {
             assert!(normalize(bad).is_err(), "{bad}");
         }
     }

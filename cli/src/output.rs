@@ -56,7 +56,13 @@ pub fn human_since(seconds_ago: i64) -> String {
 pub fn write_table(out: &mut impl Write, rows: &[Vec<String>]) -> io::Result<()> {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
-        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     for row in rows {
         let mut line = String::new();
@@ -74,7 +80,9 @@ pub fn write_table(out: &mut impl Write, rows: &[Vec<String>]) -> io::Result<()>
 
 /// Seconds since the Unix epoch of an RFC 3339 time, if it parses.
 pub fn parse_time(text: &str) -> Option<i64> {
-    chrono::DateTime::parse_from_rfc3339(text).ok().map(|t| t.timestamp())
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.timestamp())
 }
 
 #[cfg(test)]
@@ -101,7 +109,14 @@ mod tests {
     #[test]
     fn tables_align() {
         let mut out = Vec::new();
-        write_table(&mut out, &[vec!["A".into(), "BB".into()], vec!["CCC".into(), "D".into()]]).unwrap();
+        write_table(
+            &mut out,
+            &[
+                vec!["A".into(), "BB".into()],
+                vec!["CCC".into(), "D".into()],
+            ],
+        )
+        .unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "A     BB\nCCC   D\n");
     }
 }

@@ -23,7 +23,12 @@ pub struct NewLayer {
 impl Store {
     /// Turns a directory into a layer blob (uncompressed, as local images
     /// keep them; compression happens when bytes leave the machine).
-    pub fn layer_from_dir(&self, dir: &Path, lease: &Lease, options: &DiffOptions) -> Result<NewLayer> {
+    pub fn layer_from_dir(
+        &self,
+        dir: &Path,
+        lease: &Lease,
+        options: &DiffOptions,
+    ) -> Result<NewLayer> {
         let mut writer = self.content.writer()?;
         let out = crate::layer::diff(dir, &mut writer, options)?;
         let digest = writer.commit_leased(lease, Some(&out.digest), Some(out.size))?;
@@ -35,7 +40,12 @@ impl Store {
 
     /// Unpacks a root filesystem tar (any compression) into a new bottom
     /// snapshot, checking every entry, and stores it as a normalized layer.
-    pub fn layer_from_rootfs_tar(&self, tar: impl Read, lease: &Lease, options: &DiffOptions) -> Result<NewLayer> {
+    pub fn layer_from_rootfs_tar(
+        &self,
+        tar: impl Read,
+        lease: &Lease,
+        options: &DiffOptions,
+    ) -> Result<NewLayer> {
         let temp = self.snapshot_temp_dir()?;
         let result = (|| {
             let fs_dir = temp.join("fs");
@@ -55,7 +65,12 @@ impl Store {
 
     /// Writes `config` (its rootfs diff ids must match `layers`) and an OCI
     /// manifest for it; returns the manifest's descriptor.
-    pub fn commit_image(&self, config: &ImageConfiguration, layers: &[Descriptor], lease: &Lease) -> Result<Descriptor> {
+    pub fn commit_image(
+        &self,
+        config: &ImageConfiguration,
+        layers: &[Descriptor],
+        lease: &Lease,
+    ) -> Result<Descriptor> {
         if config.rootfs().diff_ids().len() != layers.len() {
             return Err(Error::Conflict {
                 id: "new image".to_string(),
@@ -71,13 +86,21 @@ impl Store {
         let manifest = ImageManifestBuilder::default()
             .schema_version(2u32)
             .media_type(MediaType::ImageManifest)
-            .config(descriptor(MediaType::ImageConfig, &config_digest, config_bytes.len() as u64))
+            .config(descriptor(
+                MediaType::ImageConfig,
+                &config_digest,
+                config_bytes.len() as u64,
+            ))
             .layers(layers.to_vec())
             .build()
             .expect("a manifest with config and layers builds");
         let manifest_bytes = serde_json::to_vec(&manifest).expect("a manifest serializes");
         let manifest_digest = self.write_leased(&manifest_bytes, lease)?;
-        Ok(descriptor(MediaType::ImageManifest, &manifest_digest, manifest_bytes.len() as u64))
+        Ok(descriptor(
+            MediaType::ImageManifest,
+            &manifest_digest,
+            manifest_bytes.len() as u64,
+        ))
     }
 
     /// Stores small bytes under a lease.

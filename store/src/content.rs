@@ -122,7 +122,11 @@ impl ContentStore {
         let mut out = Vec::new();
         for entry in fs::read_dir(&self.blobs).map_err(Error::io(&self.blobs))? {
             let entry = entry.map_err(Error::io(&self.blobs))?;
-            if let Some(d) = entry.file_name().to_str().and_then(|n| Digest::from_hex(n).ok()) {
+            if let Some(d) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| Digest::from_hex(n).ok())
+            {
                 out.push(d);
             }
         }

@@ -48,13 +48,22 @@ impl Store {
             Ok(bytes) => {
                 let ok = serde_json::from_slice::<serde_json::Value>(&bytes)
                     .ok()
-                    .and_then(|v| v.get("imageLayoutVersion").and_then(|s| s.as_str()).map(|s| s == "1.0.0"))
+                    .and_then(|v| {
+                        v.get("imageLayoutVersion")
+                            .and_then(|s| s.as_str())
+                            .map(|s| s == "1.0.0")
+                    })
                     .unwrap_or(false);
                 if !ok {
-                    report.problems.push(problem("oci-layout".into(), "not {\"imageLayoutVersion\":\"1.0.0\"}".into()));
+                    report.problems.push(problem(
+                        "oci-layout".into(),
+                        "not {\"imageLayoutVersion\":\"1.0.0\"}".into(),
+                    ));
                 }
             }
-            Err(e) => report.problems.push(problem("oci-layout".into(), e.to_string())),
+            Err(e) => report
+                .problems
+                .push(problem("oci-layout".into(), e.to_string())),
         }
 
         // Blobs: the name is the digest of the content.
@@ -76,7 +85,11 @@ impl Store {
             .collect();
         let corrupt: HashSet<Digest> = bad
             .iter()
-            .filter_map(|p| p.subject.strip_prefix("blob ").and_then(|d| Digest::parse(d).ok()))
+            .filter_map(|p| {
+                p.subject
+                    .strip_prefix("blob ")
+                    .and_then(|d| Digest::parse(d).ok())
+            })
             .collect();
         report.problems.extend(bad);
         let present: HashSet<Digest> = blobs.into_iter().filter(|d| !corrupt.contains(d)).collect();
@@ -90,7 +103,10 @@ impl Store {
                     .manifests()
                     .iter()
                     .filter_map(|m| {
-                        let name = m.annotations().as_ref()?.get(crate::images::IMAGE_NAME_ANNOTATION)?;
+                        let name = m
+                            .annotations()
+                            .as_ref()?
+                            .get(crate::images::IMAGE_NAME_ANNOTATION)?;
                         Some((name.clone(), m.digest().to_string()))
                     })
                     .collect();
@@ -101,31 +117,47 @@ impl Store {
                             format!("image {name}"),
                             format!("index.json points at {d}, metadata at {}", target.digest()),
                         )),
-                        None => report.problems.push(problem(format!("image {name}"), "missing from index.json".into())),
+                        None => report.problems.push(problem(
+                            format!("image {name}"),
+                            "missing from index.json".into(),
+                        )),
                     }
                 }
                 let known: HashSet<&String> = names.iter().map(|(n, _, _)| n).collect();
                 for name in in_index.keys() {
                     if !known.contains(name) {
-                        report.problems.push(problem(format!("index.json entry {name}"), "not in metadata".into()));
+                        report.problems.push(problem(
+                            format!("index.json entry {name}"),
+                            "not in metadata".into(),
+                        ));
                     }
                 }
             }
-            Err(e) => report.problems.push(problem("index.json".into(), e.to_string())),
+            Err(e) => report
+                .problems
+                .push(problem("index.json".into(), e.to_string())),
         }
 
         // Every image: manifest, config and layers present and consistent.
         let mut wanted_chains: HashSet<Digest> = HashSet::new();
-        let mut targets: Vec<(String, oci_spec::image::Descriptor)> =
-            names.iter().map(|(n, t, _)| (n.clone(), t.clone())).collect();
-        targets.extend(untagged.iter().map(|t| (format!("untagged {}", t.digest()), t.clone())));
+        let mut targets: Vec<(String, oci_spec::image::Descriptor)> = names
+            .iter()
+            .map(|(n, t, _)| (n.clone(), t.clone()))
+            .collect();
+        targets.extend(
+            untagged
+                .iter()
+                .map(|t| (format!("untagged {}", t.digest()), t.clone())),
+        );
         for (label, target) in targets {
             report.images_checked += 1;
             let mut found = Vec::new();
             self.check_target(&target, &present, &mut found, &mut wanted_chains, 0);
-            report
-                .problems
-                .extend(found.into_iter().map(|m| problem(format!("image {label}"), m)));
+            report.problems.extend(
+                found
+                    .into_iter()
+                    .map(|m| problem(format!("image {label}"), m)),
+            );
         }
 
         // Snapshots: complete, self-consistent, and as recorded.
@@ -135,23 +167,33 @@ impl Store {
             let info = match self.snapshot_info(&chain) {
                 Ok(info) => info,
                 Err(e) => {
-                    report.problems.push(problem(subject, format!("no readable info.json ({e})")));
+                    report
+                        .problems
+                        .push(problem(subject, format!("no readable info.json ({e})")));
                     continue;
                 }
             };
             if info.chain_id != chain {
-                report.problems.push(problem(subject.clone(), format!("info.json names chain {}", info.chain_id)));
+                report.problems.push(problem(
+                    subject.clone(),
+                    format!("info.json names chain {}", info.chain_id),
+                ));
             }
             let expected_chain = match &info.parent {
                 None => info.diff_id.clone(),
                 Some(parent) => chain_ids(&[parent.clone(), info.diff_id.clone()])[1].clone(),
             };
             if expected_chain != chain {
-                report.problems.push(problem(subject.clone(), "chain id does not follow from parent and diff id".into()));
+                report.problems.push(problem(
+                    subject.clone(),
+                    "chain id does not follow from parent and diff id".into(),
+                ));
             }
             let fs_dir = self.snapshot_fs(&chain);
             if !fs_dir.is_dir() {
-                report.problems.push(problem(subject, "fs/ is missing".into()));
+                report
+                    .problems
+                    .push(problem(subject, "fs/ is missing".into()));
                 continue;
             }
             let (bytes, entries) = crate::fsutil::tree_usage(&fs_dir);
@@ -188,7 +230,11 @@ impl Store {
             Err(e) => return found.push(e.to_string()),
         };
         if bytes.len() as u64 != target.size() {
-            found.push(format!("{digest} is {} bytes, descriptor says {}", bytes.len(), target.size()));
+            found.push(format!(
+                "{digest} is {} bytes, descriptor says {}",
+                bytes.len(),
+                target.size()
+            ));
         }
         if is_index(target.media_type()) {
             match parse_json::<ImageIndex>("image index", &bytes) {
@@ -236,7 +282,12 @@ impl Store {
                 Err(e) => found.push(e.to_string()),
             }
         }
-        let diff_ids: Vec<Digest> = config.rootfs().diff_ids().iter().filter_map(|d| Digest::parse(d).ok()).collect();
+        let diff_ids: Vec<Digest> = config
+            .rootfs()
+            .diff_ids()
+            .iter()
+            .filter_map(|d| Digest::parse(d).ok())
+            .collect();
         if diff_ids.len() != manifest.layers().len() {
             found.push(format!(
                 "manifest lists {} layers, config {} diff ids",

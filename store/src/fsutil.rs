@@ -10,7 +10,9 @@ use crate::{Error, Result};
 /// Writes `bytes` to `path` atomically: a temp file in the same directory,
 /// fsync, rename, fsync of the directory.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().expect("atomic writes target a file inside a directory");
+    let dir = path
+        .parent()
+        .expect("atomic writes target a file inside a directory");
     let temp = dir.join(format!(
         ".{}.{}",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("tmp"),
@@ -37,7 +39,11 @@ pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
 /// `<pid>-<random>`: temporary names carry their writer's pid so garbage
 /// collection can tell a live writer's file from a dead one's.
 pub(crate) fn temp_suffix() -> String {
-    format!("{}-{:012x}", std::process::id(), rand::random::<u64>() & 0xffff_ffff_ffff)
+    format!(
+        "{}-{:012x}",
+        std::process::id(),
+        rand::random::<u64>() & 0xffff_ffff_ffff
+    )
 }
 
 /// The pid a temporary name was made by, if it has one.
@@ -57,7 +63,11 @@ pub(crate) fn pid_alive(pid: i32) -> bool {
 pub(crate) fn tree_usage(dir: &Path) -> (u64, u64) {
     let mut bytes = 0;
     let mut entries = 0;
-    for entry in walkdir::WalkDir::new(dir).min_depth(1).into_iter().flatten() {
+    for entry in walkdir::WalkDir::new(dir)
+        .min_depth(1)
+        .into_iter()
+        .flatten()
+    {
         entries += 1;
         if let Ok(meta) = entry.metadata() {
             if meta.is_file() {

@@ -123,18 +123,29 @@ impl Store {
                 report.snapshots_removed += 1;
             }
         }
-        for dir in [self.content.ingest_dir().to_path_buf(), self.root.join("snapshots")] {
+        for dir in [
+            self.content.ingest_dir().to_path_buf(),
+            self.root.join("snapshots"),
+        ] {
             for entry in fs::read_dir(&dir).map_err(Error::io(&dir))?.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if Digest::from_hex(&name).is_ok() {
                     continue;
                 }
-                let dead = crate::fsutil::temp_owner(&name).is_none_or(|pid| !crate::fsutil::pid_alive(pid));
+                let dead = crate::fsutil::temp_owner(&name)
+                    .is_none_or(|pid| !crate::fsutil::pid_alive(pid));
                 if dead {
                     let path = entry.path();
                     report.bytes_freed += crate::fsutil::tree_usage(&path).0
-                        + entry.metadata().map(|m| if m.is_file() { m.len() } else { 0 }).unwrap_or(0);
-                    let removed = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+                        + entry
+                            .metadata()
+                            .map(|m| if m.is_file() { m.len() } else { 0 })
+                            .unwrap_or(0);
+                    let removed = if path.is_dir() {
+                        fs::remove_dir_all(&path)
+                    } else {
+                        fs::remove_file(&path)
+                    };
                     removed.map_err(Error::io(&path))?;
                     report.temp_removed += 1;
                 }
@@ -214,7 +225,9 @@ impl Store {
                     marked.blobs.insert(descriptor_digest(layer)?);
                 }
                 if let Ok(config_bytes) = self.content.read(&config) {
-                    if let Ok(config) = serde_json::from_slice::<oci_spec::image::ImageConfiguration>(&config_bytes) {
+                    if let Ok(config) =
+                        serde_json::from_slice::<oci_spec::image::ImageConfiguration>(&config_bytes)
+                    {
                         let diff_ids: Vec<Digest> = config
                             .rootfs()
                             .diff_ids()

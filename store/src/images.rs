@@ -73,13 +73,17 @@ impl Image {
 
     /// The layer blob digests, in order.
     pub fn layer_digests(&self) -> Result<Vec<Digest>> {
-        self.manifest.layers().iter().map(descriptor_digest).collect()
+        self.manifest
+            .layers()
+            .iter()
+            .map(descriptor_digest)
+            .collect()
     }
 }
 
 /// The digest a descriptor names.
 pub fn descriptor_digest(descriptor: &Descriptor) -> Result<Digest> {
-    Digest::parse(&descriptor.digest().to_string())
+    Digest::parse(descriptor.digest().as_ref())
 }
 
 /// A descriptor for `digest` of `size` bytes and `media_type`.
@@ -142,10 +146,14 @@ impl Store {
             if let Some(previous) = previous {
                 let previous: NameRecord = parse_json("name record", &previous)?;
                 let previous_digest = descriptor_digest(&previous.target)?.to_string();
-                if previous_digest != target_digest
-                    && !self.is_named_in(txn, &previous_digest)?
-                {
-                    meta::put(&self.meta, txn, DANGLING, &previous_digest, &serde_json::to_vec(&previous).expect("serializes"))?;
+                if previous_digest != target_digest && !self.is_named_in(txn, &previous_digest)? {
+                    meta::put(
+                        &self.meta,
+                        txn,
+                        DANGLING,
+                        &previous_digest,
+                        &serde_json::to_vec(&previous).expect("serializes"),
+                    )?;
                 }
             }
             self.write_index_in(txn)
@@ -198,7 +206,9 @@ impl Store {
 
     /// Every name with its target, sorted by name.
     pub fn names(&self) -> Result<Vec<(String, Descriptor, i64)>> {
-        let rows = self.meta.read(|txn| meta::read_all(&self.meta, txn, NAMES))?;
+        let rows = self
+            .meta
+            .read(|txn| meta::read_all(&self.meta, txn, NAMES))?;
         rows.into_iter()
             .map(|(name, bytes)| {
                 let record: NameRecord = parse_json("name record", &bytes)?;
@@ -209,7 +219,9 @@ impl Store {
 
     /// Every untagged image's target.
     pub fn untagged(&self) -> Result<Vec<Descriptor>> {
-        let rows = self.meta.read(|txn| meta::read_all(&self.meta, txn, DANGLING))?;
+        let rows = self
+            .meta
+            .read(|txn| meta::read_all(&self.meta, txn, DANGLING))?;
         rows.into_iter()
             .map(|(_, bytes)| Ok(parse_json::<NameRecord>("untagged record", &bytes)?.target))
             .collect()
@@ -220,7 +232,11 @@ impl Store {
         let mut by_target: BTreeMap<String, (Descriptor, Vec<String>)> = BTreeMap::new();
         for (name, target, _) in self.names()? {
             let key = descriptor_digest(&target)?.to_string();
-            by_target.entry(key).or_insert_with(|| (target, Vec::new())).1.push(name);
+            by_target
+                .entry(key)
+                .or_insert_with(|| (target, Vec::new()))
+                .1
+                .push(name);
         }
         for target in self.untagged()? {
             let key = descriptor_digest(&target)?.to_string();
@@ -246,7 +262,9 @@ impl Store {
         let wanted = name_or_id.strip_prefix("sha256:").unwrap_or(name_or_id);
         let looks_like_id = !wanted.is_empty()
             && wanted.len() <= 64
-            && wanted.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+            && wanted
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
         if !looks_like_id {
             return Err(Error::ImageNotFound {
                 name: name_or_id.to_string(),
@@ -257,7 +275,11 @@ impl Store {
             let hit = image.config_digest.hex().starts_with(wanted)
                 || image.manifest_digest.hex() == wanted
                 || descriptor_digest(&image.target)?.hex() == wanted;
-            if hit && !found.iter().any(|f| f.config_digest == image.config_digest && f.target == image.target) {
+            if hit
+                && !found
+                    .iter()
+                    .any(|f| f.config_digest == image.config_digest && f.target == image.target)
+            {
                 found.push(image);
             }
         }
@@ -330,8 +352,12 @@ impl Store {
         for (name, bytes) in meta::all_in_write(&self.meta, txn, NAMES)? {
             let record: NameRecord = parse_json("name record", &bytes)?;
             let mut desc = record.target;
-            let mut annotations: HashMap<String, String> = desc.annotations().clone().unwrap_or_default();
-            annotations.insert(REF_NAME_ANNOTATION.to_string(), familiar_name(&name).to_string());
+            let mut annotations: HashMap<String, String> =
+                desc.annotations().clone().unwrap_or_default();
+            annotations.insert(
+                REF_NAME_ANNOTATION.to_string(),
+                familiar_name(&name).to_string(),
+            );
             annotations.insert(IMAGE_NAME_ANNOTATION.to_string(), name.clone());
             desc.set_annotations(Some(annotations));
             seen.insert(desc.digest().to_string());
@@ -366,7 +392,10 @@ impl Store {
     }
 }
 
-fn names_pointing_at(names: &[(String, Descriptor, i64)], target: &Descriptor) -> Result<Vec<String>> {
+fn names_pointing_at(
+    names: &[(String, Descriptor, i64)],
+    target: &Descriptor,
+) -> Result<Vec<String>> {
     let want = descriptor_digest(target)?;
     let mut out = Vec::new();
     for (name, desc, _) in names {
@@ -411,7 +440,10 @@ fn validate_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T> {
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    bytes: &[u8],
+) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|source| Error::Json {
         what,
         text: String::from_utf8_lossy(&bytes[..bytes.len().min(80)]).into_owned(),

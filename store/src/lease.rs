@@ -41,7 +41,8 @@ impl Store {
         };
         let id = format!("{pid}-{:016x}", rand::random::<u64>());
         let bytes = serde_json::to_vec(&record).expect("a lease serializes");
-        self.meta.write(|txn| meta::put(&self.meta, txn, LEASES, &id, &bytes))?;
+        self.meta
+            .write(|txn| meta::put(&self.meta, txn, LEASES, &id, &bytes))?;
         Ok(Lease {
             store: self.clone(),
             id,

@@ -35,10 +35,10 @@ pub use digest::{Digest, HashingReader, HashingWriter};
 pub use error::{Error, Result};
 pub use fsck::{FsckReport, Problem};
 pub use gc::{DiskUsage, PruneOptions, PruneReport};
-pub use layer::{apply, diff, ApplyStats, Compression, DiffOptions, DiffOutput};
 pub use images::{
     choose_platform, descriptor, descriptor_digest, familiar_name, host_platform, is_index, Image,
 };
+pub use layer::{apply, diff, ApplyStats, Compression, DiffOptions, DiffOutput};
 pub use lease::Lease;
 pub use snapshot::{chain_ids, SnapshotInfo};
 pub use store::Store;

@@ -79,7 +79,11 @@ impl Store {
         let mut out = Vec::new();
         for entry in fs::read_dir(&dir).map_err(Error::io(&dir))? {
             let entry = entry.map_err(Error::io(&dir))?;
-            if let Some(d) = entry.file_name().to_str().and_then(|n| Digest::from_hex(n).ok()) {
+            if let Some(d) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| Digest::from_hex(n).ok())
+            {
                 out.push(d);
             }
         }
@@ -130,7 +134,8 @@ impl Store {
             let fs_dir = temp.join("fs");
             fs::create_dir(&fs_dir).map_err(Error::io(&fs_dir))?;
             // Hash the uncompressed stream on its way to apply: the diff id.
-            let (plain, _) = crate::layer::decoder(layer).map_err(|source| Error::LayerRead { source })?;
+            let (plain, _) =
+                crate::layer::decoder(layer).map_err(|source| Error::LayerRead { source })?;
             let mut hashing = crate::HashingReader::new(plain);
             crate::layer::apply(&mut hashing, &fs_dir)?;
             let (_, actual, _) = hashing.finish();
@@ -176,8 +181,11 @@ impl Store {
             bytes,
         };
         let info_path = temp.join("info.json");
-        fs::write(&info_path, serde_json::to_vec_pretty(&info).expect("serializes"))
-            .map_err(Error::io(&info_path))?;
+        fs::write(
+            &info_path,
+            serde_json::to_vec_pretty(&info).expect("serializes"),
+        )
+        .map_err(Error::io(&info_path))?;
         let target = self.snapshot_dir(chain_id);
         match fs::rename(temp, &target) {
             Ok(()) => {}

@@ -23,5 +23,9 @@ pub fn run(store: &Store, _args: &FsckArgs) -> Result<ExitStatus> {
         report.problems.len(),
         if report.problems.len() == 1 { "" } else { "s" }
     );
-    Ok(if report.problems.is_empty() { ExitStatus::SUCCESS } else { ExitStatus::FAILURE })
+    Ok(if report.problems.is_empty() {
+        ExitStatus::SUCCESS
+    } else {
+        ExitStatus::FAILURE
+    })
 }

@@ -34,12 +34,26 @@ pub fn run(store: &Store, args: &ImagesArgs) -> Result<ExitStatus> {
             Some(i) if !r[i + 1..].contains('/') => (&r[..i], Some(&r[i + 1..])),
             _ => (r, None),
         };
-        (kiln_store::familiar_name(&crate::names::normalize(repo).unwrap_or_default()).trim_end_matches(":latest").to_string(), tag.map(str::to_string))
+        (
+            kiln_store::familiar_name(&crate::names::normalize(repo).unwrap_or_default())
+                .trim_end_matches(":latest")
+                .to_string(),
+            tag.map(str::to_string),
+        )
     });
     let mut rows: Vec<(i64, Vec<String>, serde_json::Value)> = Vec::new();
     for image in store.images()? {
-        let created = image.config.created().as_deref().and_then(parse_time).unwrap_or(0);
-        let id = if args.no_trunc { image.id().to_string() } else { image.id().short().to_string() };
+        let created = image
+            .config
+            .created()
+            .as_deref()
+            .and_then(parse_time)
+            .unwrap_or(0);
+        let id = if args.no_trunc {
+            image.id().to_string()
+        } else {
+            image.id().short().to_string()
+        };
         let size = human_size(image.size());
         let created_since = human_since(now - created);
         let names: Vec<(String, String)> = if image.names.is_empty() {
@@ -66,7 +80,11 @@ pub fn run(store: &Store, args: &ImagesArgs) -> Result<ExitStatus> {
                 "UniqueSize": "N/A",
                 "VirtualSize": size,
             });
-            rows.push((created, vec![repo, tag, id.clone(), created_since.clone(), size.clone()], json));
+            rows.push((
+                created,
+                vec![repo, tag, id.clone(), created_since.clone(), size.clone()],
+                json,
+            ));
         }
     }
     rows.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
@@ -83,7 +101,9 @@ pub fn run(store: &Store, args: &ImagesArgs) -> Result<ExitStatus> {
             writeln!(out, "{json}")?;
         }
     } else {
-        let mut table = vec![["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"].map(String::from).to_vec()];
+        let mut table = vec![["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]
+            .map(String::from)
+            .to_vec()];
         table.extend(rows.into_iter().map(|(_, row, _)| row));
         write_table(&mut out, &table)?;
     }

@@ -31,8 +31,14 @@ pub struct ImportArgs {
 }
 
 pub fn run(store: &Store, args: &ImportArgs) -> Result<ExitStatus> {
-    let name = args.name.as_deref().map(crate::names::normalize).transpose()?;
-    let mut config = ConfigBuilder::default().build().expect("an empty config builds");
+    let name = args
+        .name
+        .as_deref()
+        .map(crate::names::normalize)
+        .transpose()?;
+    let mut config = ConfigBuilder::default()
+        .build()
+        .expect("an empty config builds");
     for change in &args.changes {
         apply_change(&mut config, change).with_context(|| format!("--change {change:?}"))?;
     }
@@ -45,10 +51,15 @@ pub fn run(store: &Store, args: &ImportArgs) -> Result<ExitStatus> {
         if std::io::stdin().is_terminal() {
             bail!("import: no tar on standard input");
         }
-        store.layer_from_rootfs_tar(BufReader::with_capacity(1 << 20, std::io::stdin().lock()), &lease, &options)
+        store.layer_from_rootfs_tar(
+            BufReader::with_capacity(1 << 20, std::io::stdin().lock()),
+            &lease,
+            &options,
+        )
     } else {
         let path = Path::new(&args.source);
-        let meta = std::fs::metadata(path).with_context(|| format!("import source {}", args.source))?;
+        let meta =
+            std::fs::metadata(path).with_context(|| format!("import source {}", args.source))?;
         if meta.is_dir() {
             store.layer_from_dir(path, &lease, &options)
         } else {
@@ -65,7 +76,14 @@ pub fn run(store: &Store, args: &ImportArgs) -> Result<ExitStatus> {
     .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
     let comment = match &args.message {
         Some(m) => m.clone(),
-        None => format!("Imported from {}", if args.source == "-" { "-" } else { &args.source }),
+        None => format!(
+            "Imported from {}",
+            if args.source == "-" {
+                "-"
+            } else {
+                &args.source
+            }
+        ),
     };
     let (arch, os) = kiln_store::host_platform();
     let image_config = ImageConfigurationBuilder::default()
@@ -100,9 +118,11 @@ pub fn run(store: &Store, args: &ImportArgs) -> Result<ExitStatus> {
 /// SOURCE_DATE_EPOCH, when set, pins timestamps for reproducible images.
 fn source_date_epoch() -> Result<Option<i64>> {
     match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.is_empty() => Ok(Some(
-            v.parse().with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds"))?,
-        )),
+        Ok(v) if !v.is_empty() => {
+            Ok(Some(v.parse().with_context(|| {
+                format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds")
+            })?))
+        }
         _ => Ok(None),
     }
 }
@@ -110,7 +130,9 @@ fn source_date_epoch() -> Result<Option<i64>> {
 /// Applies one `--change` instruction (Dockerfile syntax) to `config`.
 fn apply_change(config: &mut oci_spec::image::Config, change: &str) -> Result<()> {
     let change = change.trim();
-    let (keyword, rest) = change.split_once(char::is_whitespace).unwrap_or((change, ""));
+    let (keyword, rest) = change
+        .split_once(char::is_whitespace)
+        .unwrap_or((change, ""));
     let rest = rest.trim();
     match keyword.to_ascii_uppercase().as_str() {
         "CMD" => {
@@ -291,7 +313,10 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.cmd().clone().unwrap(), ["sh", "-c", "echo hi"]);
-        assert_eq!(c.entrypoint().clone().unwrap(), ["/bin/sh", "-c", "/bin/run me"]);
+        assert_eq!(
+            c.entrypoint().clone().unwrap(),
+            ["/bin/sh", "-c", "/bin/run me"]
+        );
         assert_eq!(c.env().clone().unwrap(), ["A=1", "B=two words", "C=three"]);
         assert_eq!(c.working_dir().as_deref(), Some("/srv"));
         assert_eq!(c.user().as_deref(), Some("1000:1000"));

@@ -22,7 +22,11 @@ pub fn run(store: &Store, args: &InspectArgs) -> Result<ExitStatus> {
     for given in &args.names {
         let image = crate::commands::find_image(store, given)?;
         let config = serde_json::to_value(&image.config)?;
-        let repo_tags: Vec<&str> = image.names.iter().map(|n| kiln_store::familiar_name(n)).collect();
+        let repo_tags: Vec<&str> = image
+            .names
+            .iter()
+            .map(|n| kiln_store::familiar_name(n))
+            .collect();
         records.push(json!({
             "Id": image.id().to_string(),
             "RepoTags": repo_tags,

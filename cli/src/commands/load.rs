@@ -31,7 +31,10 @@ pub fn run(store: &Store, args: &LoadArgs) -> Result<ExitStatus> {
             if std::io::stdin().is_terminal() {
                 bail!("no archive given: use -i FILE or pipe one to standard input");
             }
-            (Box::new(std::io::stdin().lock()), "standard input".to_string())
+            (
+                Box::new(std::io::stdin().lock()),
+                "standard input".to_string(),
+            )
         }
     };
     let normalize = |name: &str| crate::names::normalize(name).map_err(|e| e.to_string());
@@ -41,7 +44,10 @@ pub fn run(store: &Store, args: &LoadArgs) -> Result<ExitStatus> {
     if !args.quiet {
         for image in loaded {
             if image.names.is_empty() {
-                let id = image.id.map(|d| d.to_string()).unwrap_or_else(|| image.target.digest().to_string());
+                let id = image
+                    .id
+                    .map(|d| d.to_string())
+                    .unwrap_or_else(|| image.target.digest().to_string());
                 println!("Loaded image ID: {id}");
             }
             for name in image.names {

@@ -30,12 +30,18 @@ pub fn run(store: &Store, args: &RmiArgs) -> Result<ExitStatus> {
     }
     // Free what the removed images held now, not at the next prune.
     store.prune(&PruneOptions::default())?;
-    Ok(if failed { ExitStatus::FAILURE } else { ExitStatus::SUCCESS })
+    Ok(if failed {
+        ExitStatus::FAILURE
+    } else {
+        ExitStatus::SUCCESS
+    })
 }
 
 fn remove_one(store: &Store, given: &str, force: bool, out: &mut impl Write) -> Result<()> {
     let image = crate::commands::find_image(store, given)?;
-    let by_name = crate::names::normalize(given).ok().filter(|n| image.names.contains(n));
+    let by_name = crate::names::normalize(given)
+        .ok()
+        .filter(|n| image.names.contains(n));
     match by_name {
         Some(name) => {
             store.remove_name(&name)?;

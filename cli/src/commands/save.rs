@@ -26,7 +26,10 @@ pub fn run(store: &Store, args: &SaveArgs) -> Result<ExitStatus> {
     for given in &args.images {
         let image = crate::commands::find_image(store, given)?;
         // A name saves that name; an id saves every name the image has.
-        let names = match crate::names::normalize(given).ok().filter(|n| image.names.contains(n)) {
+        let names = match crate::names::normalize(given)
+            .ok()
+            .filter(|n| image.names.contains(n))
+        {
             Some(name) => vec![name],
             None => image.names.clone(),
         };
@@ -37,10 +40,13 @@ pub fn run(store: &Store, args: &SaveArgs) -> Result<ExitStatus> {
             // Written beside the target and renamed, so a failure leaves no half file.
             let temp = path.with_file_name(format!(
                 ".{}.partial",
-                path.file_name().and_then(|n| n.to_str()).unwrap_or("kiln-save")
+                path.file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("kiln-save")
             ));
             let result = (|| {
-                let file = fs::File::create(&temp).with_context(|| format!("creating {}", temp.display()))?;
+                let file = fs::File::create(&temp)
+                    .with_context(|| format!("creating {}", temp.display()))?;
                 let mut writer = BufWriter::with_capacity(1 << 20, file);
                 store.save(&images, &mut writer)?;
                 let file = writer.into_inner().map_err(|e| e.into_error())?;

@@ -38,7 +38,9 @@ pub fn run(store: &Store, args: &SystemArgs) -> Result<ExitStatus> {
         SystemCommand::Df => {
             let usage = store.disk_usage()?;
             let rows = vec![
-                ["TYPE", "TOTAL", "SIZE", "RECLAIMABLE"].map(String::from).to_vec(),
+                ["TYPE", "TOTAL", "SIZE", "RECLAIMABLE"]
+                    .map(String::from)
+                    .to_vec(),
                 vec![
                     "Images".into(),
                     usage.images.to_string(),
@@ -51,7 +53,12 @@ pub fn run(store: &Store, args: &SystemArgs) -> Result<ExitStatus> {
                     human_size(usage.snapshots_bytes),
                     human_size(usage.snapshots_reclaimable_bytes),
                 ],
-                vec!["Build Cache".into(), "-".into(), human_size(usage.cache_bytes), human_size(usage.cache_bytes)],
+                vec![
+                    "Build Cache".into(),
+                    "-".into(),
+                    human_size(usage.cache_bytes),
+                    human_size(usage.cache_bytes),
+                ],
             ];
             write_table(&mut std::io::stdout().lock(), &rows)?;
         }

@@ -47,7 +47,10 @@ pub fn kiln_err(root: &Path, args: &[&str]) -> String {
 /// True when the test process runs as root.
 pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
-        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
@@ -74,7 +77,10 @@ pub fn has_tool(tool: &str) -> bool {
 
 /// The project's top directory.
 pub fn project_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("cli/ sits in the project").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("cli/ sits in the project")
+        .to_path_buf()
 }
 
 /// The busybox root filesystem tar of testdata/base, made once per test process.
@@ -96,6 +102,9 @@ pub fn busybox_tar() -> &'static Path {
 /// A fresh store root holding busybox:latest.
 pub fn root_with_busybox() -> tempfile::TempDir {
     let root = tempfile::tempdir().unwrap();
-    kiln_ok(root.path(), &["import", busybox_tar().to_str().unwrap(), "busybox:latest"]);
+    kiln_ok(
+        root.path(),
+        &["import", busybox_tar().to_str().unwrap(), "busybox:latest"],
+    );
     root
 }

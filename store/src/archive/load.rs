@@ -12,7 +12,9 @@ use oci_spec::image::{
 use serde::Deserialize;
 
 use crate::commit::layer_media_type;
-use crate::images::{descriptor, descriptor_digest, is_index, parse_json, IMAGE_NAME_ANNOTATION, REF_NAME_ANNOTATION};
+use crate::images::{
+    descriptor, descriptor_digest, is_index, parse_json, IMAGE_NAME_ANNOTATION, REF_NAME_ANNOTATION,
+};
 use crate::layer::Compression;
 use crate::{Digest, Error, Lease, Result, Store};
 
@@ -103,18 +105,28 @@ impl Store {
 
     fn ingest_archive(&self, input: impl Read, lease: &Lease) -> Result<Contents> {
         let mut buffered = BufReader::with_capacity(1 << 20, input);
-        let head = buffered.fill_buf().map_err(|source| Error::LayerRead { source })?;
+        let head = buffered
+            .fill_buf()
+            .map_err(|source| Error::LayerRead { source })?;
         let reader: Box<dyn Read> = match Compression::detect(head) {
             Compression::None => Box::new(buffered),
             Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
-            Compression::Zstd => Box::new(zstd::Decoder::with_buffer(buffered).map_err(|source| Error::LayerRead { source })?),
+            Compression::Zstd => Box::new(
+                zstd::Decoder::with_buffer(buffered)
+                    .map_err(|source| Error::LayerRead { source })?,
+            ),
         };
         let mut archive = tar::Archive::new(reader);
         let mut contents = Contents::default();
-        let entries = archive.entries().map_err(|source| Error::LayerRead { source })?;
+        let entries = archive
+            .entries()
+            .map_err(|source| Error::LayerRead { source })?;
         for entry in entries {
             let mut entry = entry.map_err(|source| Error::LayerRead { source })?;
-            let raw = entry.path().map_err(|source| Error::LayerRead { source })?.into_owned();
+            let raw = entry
+                .path()
+                .map_err(|source| Error::LayerRead { source })?
+                .into_owned();
             let path = clean(&raw);
             let name = path.to_string_lossy().into_owned();
             match entry.header().entry_type() {
@@ -125,7 +137,10 @@ impl Store {
                             .by_ref()
                             .take(16 << 20)
                             .read_to_end(&mut bytes)
-                            .map_err(|source| Error::Entry { entry: name.clone(), source })?;
+                            .map_err(|source| Error::Entry {
+                                entry: name.clone(),
+                                source,
+                            })?;
                         contents.metadata.insert(name, bytes);
                         continue;
                     }
@@ -134,19 +149,26 @@ impl Store {
                         .strip_prefix("blobs/sha256/")
                         .and_then(|hex| Digest::from_hex(hex).ok());
                     let size = entry.header().size().ok();
-                    let digest = if let Some(d) = expected.as_ref().filter(|d| self.content.contains(d)) {
+                    let digest = if let Some(d) =
+                        expected.as_ref().filter(|d| self.content.contains(d))
+                    {
                         lease.protect(d)?;
                         d.clone()
                     } else {
                         let mut writer = self.content.writer()?;
-                        std::io::copy(&mut entry, &mut writer)
-                            .map_err(|source| Error::Entry { entry: name.clone(), source })?;
+                        std::io::copy(&mut entry, &mut writer).map_err(|source| Error::Entry {
+                            entry: name.clone(),
+                            source,
+                        })?;
                         writer.commit_leased(lease, expected.as_ref(), size)?
                     };
                     contents.files.insert(path, digest);
                 }
                 tar::EntryType::Symlink | tar::EntryType::Link => {
-                    if let Some(target) = entry.link_name().map_err(|source| Error::LayerRead { source })? {
+                    if let Some(target) = entry
+                        .link_name()
+                        .map_err(|source| Error::LayerRead { source })?
+                    {
                         let resolved = if entry.header().entry_type() == tar::EntryType::Symlink {
                             clean(&path.parent().unwrap_or(Path::new("")).join(target))
                         } else {
@@ -172,7 +194,12 @@ impl Store {
         let repo_tags: HashMap<Digest, Vec<String>> = match contents.metadata.get("manifest.json") {
             Some(bytes) => parse_json::<Vec<DockerManifestEntry>>("manifest.json", bytes)?
                 .into_iter()
-                .filter_map(|e| Some((contents.resolve(&e.config)?.clone(), e.repo_tags.unwrap_or_default())))
+                .filter_map(|e| {
+                    Some((
+                        contents.resolve(&e.config)?.clone(),
+                        e.repo_tags.unwrap_or_default(),
+                    ))
+                })
                 .collect(),
             None => HashMap::new(),
         };
@@ -185,7 +212,8 @@ impl Store {
             let id = if is_index(entry.media_type()) {
                 None
             } else {
-                let manifest: ImageManifest = parse_json("image manifest", &self.content.read(&digest)?)?;
+                let manifest: ImageManifest =
+                    parse_json("image manifest", &self.content.read(&digest)?)?;
                 Some(descriptor_digest(manifest.config())?)
             };
             let mut raw_names = Vec::new();
@@ -204,7 +232,10 @@ impl Store {
                 }
             }
             let names = normalize_all(&raw_names, normalize)?;
-            match by_target.iter_mut().find(|l| l.target.digest() == target.digest()) {
+            match by_target
+                .iter_mut()
+                .find(|l| l.target.digest() == target.digest())
+            {
                 Some(existing) => existing.names.extend(names),
                 None => by_target.push(LoadedImage { target, names, id }),
             }
@@ -218,13 +249,17 @@ impl Store {
         lease: &Lease,
         normalize: &dyn Fn(&str) -> std::result::Result<String, String>,
     ) -> Result<Vec<LoadedImage>> {
-        let entries: Vec<DockerManifestEntry> = parse_json("manifest.json", &contents.metadata["manifest.json"])?;
+        let entries: Vec<DockerManifestEntry> =
+            parse_json("manifest.json", &contents.metadata["manifest.json"])?;
         let missing = |path: &str| Error::Archive {
             reason: format!("manifest.json names {path:?}, which the archive does not hold"),
         };
         let mut out = Vec::new();
         for entry in entries {
-            let config_digest = contents.resolve(&entry.config).ok_or_else(|| missing(&entry.config))?.clone();
+            let config_digest = contents
+                .resolve(&entry.config)
+                .ok_or_else(|| missing(&entry.config))?
+                .clone();
             let config_bytes = self.content.read(&config_digest)?;
             let config: ImageConfiguration = parse_json("image config", &config_bytes)?;
             let diff_ids = config.rootfs().diff_ids();
@@ -241,7 +276,11 @@ impl Store {
             for (path, diff_id) in entry.layers.iter().zip(diff_ids) {
                 let digest = contents.resolve(path).ok_or_else(|| missing(path))?.clone();
                 let mut head = [0u8; 8];
-                let n = self.content.open(&digest)?.read(&mut head).map_err(Error::io(self.content.path(&digest)))?;
+                let n = self
+                    .content
+                    .open(&digest)?
+                    .read(&mut head)
+                    .map_err(Error::io(self.content.path(&digest)))?;
                 let compression = Compression::detect(&head[..n]);
                 if compression == Compression::None && digest.to_string() != *diff_id {
                     return Err(Error::DigestMismatch {
@@ -249,12 +288,20 @@ impl Store {
                         actual: digest,
                     });
                 }
-                layers.push(descriptor(layer_media_type(compression), &digest, self.content.size(&digest)?));
+                layers.push(descriptor(
+                    layer_media_type(compression),
+                    &digest,
+                    self.content.size(&digest)?,
+                ));
             }
             let manifest = ImageManifestBuilder::default()
                 .schema_version(2u32)
                 .media_type(MediaType::ImageManifest)
-                .config(descriptor(MediaType::ImageConfig, &config_digest, config_bytes.len() as u64))
+                .config(descriptor(
+                    MediaType::ImageConfig,
+                    &config_digest,
+                    config_bytes.len() as u64,
+                ))
                 .layers(layers)
                 .build()
                 .expect("a manifest with config and layers builds");
@@ -262,7 +309,11 @@ impl Store {
             let manifest_digest = self.write_leased(&bytes, lease)?;
             let names = normalize_all(&entry.repo_tags.unwrap_or_default(), normalize)?;
             out.push(LoadedImage {
-                target: descriptor(MediaType::ImageManifest, &manifest_digest, bytes.len() as u64),
+                target: descriptor(
+                    MediaType::ImageManifest,
+                    &manifest_digest,
+                    bytes.len() as u64,
+                ),
                 names,
                 id: Some(config_digest),
             });
@@ -277,7 +328,10 @@ impl Store {
             let digest = descriptor_digest(blob)?;
             if !self.content.contains(&digest) {
                 return Err(Error::Archive {
-                    reason: format!("image {} needs blob {digest}, which the archive does not hold", target.digest()),
+                    reason: format!(
+                        "image {} needs blob {digest}, which the archive does not hold",
+                        target.digest()
+                    ),
                 });
             }
         }

@@ -6,7 +6,9 @@ use std::io::Write;
 use oci_spec::image::{Descriptor, ImageIndexBuilder, MediaType};
 use serde::Serialize;
 
-use crate::images::{descriptor_digest, familiar_name, Image, IMAGE_NAME_ANNOTATION, REF_NAME_ANNOTATION};
+use crate::images::{
+    descriptor_digest, familiar_name, Image, IMAGE_NAME_ANNOTATION, REF_NAME_ANNOTATION,
+};
 use crate::{Digest, Error, Result, Store};
 
 /// One entry of docker-archive `manifest.json`.
@@ -33,7 +35,11 @@ impl Store {
         for (image, names) in images {
             // Every blob the image needs: its target (manifest or index),
             // the platform manifest, the config, the layers.
-            let mut blobs = vec![descriptor_digest(&image.target)?, image.manifest_digest.clone(), image.config_digest.clone()];
+            let mut blobs = vec![
+                descriptor_digest(&image.target)?,
+                image.manifest_digest.clone(),
+                image.config_digest.clone(),
+            ];
             blobs.extend(image.layer_digests()?);
             for digest in blobs {
                 if written.insert(digest.clone()) {
@@ -64,7 +70,9 @@ impl Store {
                 annotations.insert(IMAGE_NAME_ANNOTATION.to_string(), name.clone());
                 // docker writes only the tag here; skopeo and umoci look the
                 // image up by this annotation.
-                let tag = split_tag(familiar_name(name)).map(|(_, t)| t).unwrap_or("latest");
+                let tag = split_tag(familiar_name(name))
+                    .map(|(_, t)| t)
+                    .unwrap_or("latest");
                 annotations.insert(REF_NAME_ANNOTATION.to_string(), tag.to_string());
                 desc.set_annotations(Some(annotations));
                 index_entries.push(desc);
@@ -78,12 +86,26 @@ impl Store {
             .build()
             .expect("an index with schema version and manifests builds");
         append_file(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-        append_file(&mut tar, "index.json", &serde_json::to_vec(&index).expect("serializes"))?;
-        append_file(&mut tar, "manifest.json", &serde_json::to_vec(&docker_manifest).expect("serializes"))?;
+        append_file(
+            &mut tar,
+            "index.json",
+            &serde_json::to_vec(&index).expect("serializes"),
+        )?;
+        append_file(
+            &mut tar,
+            "manifest.json",
+            &serde_json::to_vec(&docker_manifest).expect("serializes"),
+        )?;
         if !repositories.is_empty() {
-            append_file(&mut tar, "repositories", &serde_json::to_vec(&repositories).expect("serializes"))?;
+            append_file(
+                &mut tar,
+                "repositories",
+                &serde_json::to_vec(&repositories).expect("serializes"),
+            )?;
         }
-        let mut out = tar.into_inner().map_err(|source| Error::LayerWrite { source })?;
+        let mut out = tar
+            .into_inner()
+            .map_err(|source| Error::LayerWrite { source })?;
         out.flush().map_err(|source| Error::LayerWrite { source })
     }
 
@@ -91,8 +113,12 @@ impl Store {
         let mut file = self.content.open(digest)?;
         let size = self.content.size(digest)?;
         let mut header = file_header(size);
-        tar.append_data(&mut header, format!("blobs/sha256/{}", digest.hex()), &mut file)
-            .map_err(|source| Error::LayerWrite { source })
+        tar.append_data(
+            &mut header,
+            format!("blobs/sha256/{}", digest.hex()),
+            &mut file,
+        )
+        .map_err(|source| Error::LayerWrite { source })
     }
 }
 

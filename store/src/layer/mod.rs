@@ -27,6 +27,6 @@ mod name;
 mod pgzip;
 
 pub use apply::{apply, apply_atomic, ApplyStats};
-pub use compression::Compression;
 pub(crate) use compression::decoder;
+pub use compression::Compression;
 pub use diff::{diff, DiffOptions, DiffOutput};
