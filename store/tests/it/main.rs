@@ -1,1 +1,3 @@
 //! Integration tests of kiln-store.
+
+mod content;
