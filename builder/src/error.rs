@@ -112,7 +112,9 @@ pub enum ErrorKind {
     InvalidEscapeToken { value: String },
     #[error("only one {name} parser directive can be used")]
     DuplicateDirective { name: String },
-    #[error("invalid check directive {value:?}: expected skip=<rules>|all and/or error=true|false")]
+    #[error(
+        "invalid check directive {value:?}: expected skip=<rules>|all and/or error=true|false"
+    )]
     InvalidCheckDirective { value: String },
     #[error("unknown instruction: {name}{}", did_you_mean(.suggestion))]
     UnknownInstruction {
@@ -152,7 +154,9 @@ pub enum ErrorKind {
     FlagNotAllowed { flag: String, reason: &'static str },
     #[error("invalid mount {field:?}: {reason}")]
     InvalidMount { field: String, reason: &'static str },
-    #[error("invalid name for build stage: {name:?}, name can't start with a number or contain symbols")]
+    #[error(
+        "invalid name for build stage: {name:?}, name can't start with a number or contain symbols"
+    )]
     InvalidStageName { name: String },
     #[error("duplicate name {name:?} for build stages")]
     DuplicateStageName { name: String },
@@ -198,7 +202,10 @@ pub enum ErrorKind {
 
 /// The closest candidate to `word` by edit distance, when it is close enough
 /// to be a likely typo (BuildKit suggests within distance 2, case-insensitive).
-pub(crate) fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+pub(crate) fn suggest<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
     let word = word.to_ascii_lowercase();
     let mut best: Option<(usize, &str)> = None;
     for candidate in candidates {
@@ -219,7 +226,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
         let mut current = vec![i + 1; b.len() + 1];
         for (j, cb) in b.iter().enumerate() {
             let cost = usize::from(ca != cb);
-            current[j + 1] = (previous[j] + cost).min(previous[j + 1] + 1).min(current[j] + 1);
+            current[j + 1] = (previous[j] + cost)
+                .min(previous[j + 1] + 1)
+                .min(current[j] + 1);
         }
         previous = current;
     }

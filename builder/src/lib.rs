@@ -1,7 +1,32 @@
-//! kiln-builder: the Dockerfile frontend, the op graph and the solver.
+//! kiln-builder: the Dockerfile frontend and the op graph (the solver comes
+//! with its own issue).
+//!
+//! It sits between the CLI and the solver: text in, a checked, typed graph
+//! of ops out (DESIGN.md, "How data flows: build", steps 1 and 2).
+//!
+//! ```
+//! use kiln_builder::{compile, CompileOptions, Dockerfile, NoImages};
+//!
+//! let df = Dockerfile::parse("Dockerfile", "FROM alpine\nRUN echo hi\n").unwrap();
+//! let graph = compile(&df, &CompileOptions::default(), &NoImages).unwrap();
+//! assert_eq!(graph.nodes.len(), 2); // the image, then the RUN
+//! ```
 #![forbid(unsafe_code)]
+// Errors carry their location and source line; they are rare, so their
+// size on the error path does not matter.
+#![allow(clippy::result_large_err)]
 
+pub mod check;
 pub mod dockerfile;
 mod error;
+pub mod graph;
 
+pub use check::{lint, Level, Problem};
+pub use dockerfile::platform::Platform;
+pub use dockerfile::stages::{Dockerfile, Stage};
 pub use error::{Error, ErrorKind, Location, Result};
+pub use graph::compile::{compile, compile_with_problems, CompileOptions};
+pub use graph::image::{HealthConfig, History, ImageConfig, ImageSource, NoImages};
+pub use graph::ops::{
+    ExecMount, ExecOp, FileAction, FileOp, Graph, Input, Node, NodeId, Op, StageOutput,
+};

@@ -111,7 +111,13 @@ fn match_directive(line: &str) -> Option<(&str, &str)> {
     let rest = line.strip_prefix('#')?.trim_start_matches(is_re_space);
     let key_len = rest
         .char_indices()
-        .take_while(|&(i, c)| if i == 0 { c.is_ascii_alphabetic() } else { c.is_ascii_alphanumeric() })
+        .take_while(|&(i, c)| {
+            if i == 0 {
+                c.is_ascii_alphabetic()
+            } else {
+                c.is_ascii_alphanumeric()
+            }
+        })
         .count();
     if key_len == 0 {
         return None;
@@ -139,7 +145,10 @@ mod tests {
     #[test]
     fn matches_directive_lines() {
         assert_eq!(match_directive("# escape = `"), Some(("escape", "`")));
-        assert_eq!(match_directive("#syntax=docker/dockerfile:1  "), Some(("syntax", "docker/dockerfile:1")));
+        assert_eq!(
+            match_directive("#syntax=docker/dockerfile:1  "),
+            Some(("syntax", "docker/dockerfile:1"))
+        );
         assert_eq!(match_directive("# Comment here. no"), None);
         assert_eq!(match_directive("FROM a"), None);
     }
@@ -155,7 +164,8 @@ mod tests {
 
     #[test]
     fn check_values() {
-        let c = CheckDirective::parse("skip=JSONArgsRecommended,StageNameCasing;error=true").unwrap();
+        let c =
+            CheckDirective::parse("skip=JSONArgsRecommended,StageNameCasing;error=true").unwrap();
         assert_eq!(c.skip, ["JSONArgsRecommended", "StageNameCasing"]);
         assert!(c.error);
         assert!(CheckDirective::parse("skip=all").unwrap().skip_all);

@@ -48,7 +48,9 @@ pub fn go_quote(s: &str) -> String {
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
             '\u{b}' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
             c if is_go_printable(c) => out.push(c),
             c if (c as u32) < 0x10000 => out.push_str(&format!("\\u{:04x}", c as u32)),
             c => out.push_str(&format!("\\U{:08x}", c as u32)),
@@ -76,7 +78,10 @@ mod tests {
 
     #[test]
     fn quotes_like_go() {
-        assert_eq!(go_quote("\" \\ / \u{8} \u{c} \n \r \t \u{0}"), r#""\" \\ / \b \f \n \r \t \x00""#);
+        assert_eq!(
+            go_quote("\" \\ / \u{8} \u{c} \n \r \t \u{0}"),
+            r#""\" \\ / \b \f \n \r \t \x00""#
+        );
         assert_eq!(go_quote("♥"), "\"♥\"");
         assert_eq!(go_quote("\u{a0}"), "\"\\u00a0\"");
     }

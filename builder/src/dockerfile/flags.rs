@@ -44,12 +44,15 @@ impl Flags {
                 return Err(ErrorKind::UnknownFlag {
                     instruction: instruction.to_string(),
                     flag: name.to_string(),
-                    suggestion: suggest(name, spec.iter().map(|(n, _)| *n)).map(|s| format!("--{s}")),
+                    suggestion: suggest(name, spec.iter().map(|(n, _)| *n))
+                        .map(|s| format!("--{s}")),
                 });
             };
             let existing = flags.values.iter().position(|(n, _)| *n == known);
             if existing.is_some() && kind != FlagKind::List {
-                return Err(ErrorKind::DuplicateFlag { flag: known.to_string() });
+                return Err(ErrorKind::DuplicateFlag {
+                    flag: known.to_string(),
+                });
             }
             let value = match (kind, value) {
                 (FlagKind::Bool, None) => "true".to_string(),
@@ -64,7 +67,11 @@ impl Flags {
                         })
                     }
                 },
-                (_, None) => return Err(ErrorKind::FlagNeedsValue { flag: known.to_string() }),
+                (_, None) => {
+                    return Err(ErrorKind::FlagNeedsValue {
+                        flag: known.to_string(),
+                    })
+                }
                 (_, Some(v)) => v.to_string(),
             };
             match existing {
@@ -91,7 +98,8 @@ impl Flags {
 
     /// A bool flag: false unless given as true.
     pub(crate) fn bool(&self, name: &str) -> bool {
-        self.get(name).is_some_and(|v| v.first().is_some_and(|s| s == "true"))
+        self.get(name)
+            .is_some_and(|v| v.first().is_some_and(|s| s == "true"))
     }
 
     /// A repeatable flag's values, in order.
@@ -115,13 +123,17 @@ pub(crate) fn parse_duration(text: &str) -> Option<i64> {
     }
     let mut total: f64 = 0.0;
     while !rest.is_empty() {
-        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if number_len == 0 {
             return None;
         }
         let number: f64 = rest[..number_len].parse().ok()?;
         rest = &rest[number_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let scale = match &rest[..unit_len] {
             "ns" => 1.0,
             "us" | "µs" | "μs" => 1e3,
@@ -137,7 +149,11 @@ pub(crate) fn parse_duration(text: &str) -> Option<i64> {
     if total > i64::MAX as f64 {
         return None;
     }
-    Some(if negative { -(total as i64) } else { total as i64 })
+    Some(if negative {
+        -(total as i64)
+    } else {
+        total as i64
+    })
 }
 
 #[cfg(test)]
@@ -156,7 +172,12 @@ mod tests {
 
     #[test]
     fn parses_kinds() {
-        let f = Flags::parse("RUN", &raw(&["--mount=a", "--mount=b", "--network=none", "--link"]), SPEC).unwrap();
+        let f = Flags::parse(
+            "RUN",
+            &raw(&["--mount=a", "--mount=b", "--network=none", "--link"]),
+            SPEC,
+        )
+        .unwrap();
         assert_eq!(f.list("mount"), ["a", "b"]);
         assert_eq!(f.string("network").as_deref(), Some("none"));
         assert!(f.bool("link"));
@@ -165,7 +186,10 @@ mod tests {
     #[test]
     fn rejects_bad_flags() {
         let e = Flags::parse("RUN", &raw(&["--mout=x"]), SPEC).unwrap_err();
-        assert_eq!(e.to_string(), "unknown flag: --mout for RUN (did you mean --mount?)");
+        assert_eq!(
+            e.to_string(),
+            "unknown flag: --mout for RUN (did you mean --mount?)"
+        );
         assert!(Flags::parse("RUN", &raw(&["--network=a", "--network=b"]), SPEC).is_err());
         assert!(Flags::parse("RUN", &raw(&["--network"]), SPEC).is_err());
         assert!(Flags::parse("RUN", &raw(&["--link=maybe"]), SPEC).is_err());

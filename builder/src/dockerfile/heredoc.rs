@@ -33,7 +33,9 @@ impl Heredoc {
 
 /// Removes the leading tabs of every line.
 pub fn chomp(text: &str) -> String {
-    text.split_inclusive('\n').map(|line| line.trim_start_matches('\t')).collect()
+    text.split_inclusive('\n')
+        .map(|line| line.trim_start_matches('\t'))
+        .collect()
 }
 
 /// Parses one word as a heredoc opener: `^(\d*)<<(-?)([^<]*)$`, the rest
@@ -96,7 +98,10 @@ mod tests {
         let h = parse_heredoc("<<-'EOF'").unwrap().unwrap();
         assert_eq!((h.name.as_str(), h.expand, h.chomp), ("EOF", false, true));
         let h = parse_heredoc("3<<E\"O\"F").unwrap().unwrap();
-        assert_eq!((h.name.as_str(), h.expand, h.file_descriptor), ("EOF", false, 3));
+        assert_eq!(
+            (h.name.as_str(), h.expand, h.file_descriptor),
+            ("EOF", false, 3)
+        );
         assert!(parse_heredoc("<<").unwrap().is_none());
         assert!(parse_heredoc("a<<EOF").unwrap().is_none());
     }

@@ -319,7 +319,11 @@ pub(crate) fn parse_command(node: &Node) -> std::result::Result<Command, Failure
         Failure::new(node, kind, needle)
     })?;
     if !node.heredocs.is_empty() && !matches!(name.as_str(), "RUN" | "COPY" | "ADD" | "ONBUILD") {
-        return Err(Failure::new(node, ErrorKind::HeredocNotSupported { instruction: name }, None));
+        return Err(Failure::new(
+            node,
+            ErrorKind::HeredocNotSupported { instruction: name },
+            None,
+        ));
     }
     let args = &node.args;
     let instruction = match name.as_str() {
@@ -356,7 +360,9 @@ pub(crate) fn parse_command(node: &Node) -> std::result::Result<Command, Failure
             if args.is_empty() {
                 return Err(count_error(node, "at least one argument"));
             }
-            Instruction::Expose { ports: args.clone() }
+            Instruction::Expose {
+                ports: args.clone(),
+            }
         }
         "ADD" | "COPY" => parse_copy(node, &flags, name == "ADD")?,
         "VOLUME" => {
@@ -366,10 +372,16 @@ pub(crate) fn parse_command(node: &Node) -> std::result::Result<Command, Failure
             if args.iter().any(|a| a.trim().is_empty()) {
                 return Err(count_error(node, "non-empty paths"));
             }
-            Instruction::Volume { paths: args.clone() }
+            Instruction::Volume {
+                paths: args.clone(),
+            }
         }
-        "USER" => Instruction::User { user: single(node)? },
-        "WORKDIR" => Instruction::Workdir { path: single(node)? },
+        "USER" => Instruction::User {
+            user: single(node)?,
+        },
+        "WORKDIR" => Instruction::Workdir {
+            path: single(node)?,
+        },
         "STOPSIGNAL" => Instruction::StopSignal {
             signal: single(node)?,
         },
@@ -398,7 +410,9 @@ pub(crate) fn parse_command(node: &Node) -> std::result::Result<Command, Failure
             if matches!(trigger.as_str(), "ONBUILD" | "FROM" | "MAINTAINER") {
                 return Err(Failure::new(
                     node,
-                    ErrorKind::OnbuildNotAllowed { instruction: trigger },
+                    ErrorKind::OnbuildNotAllowed {
+                        instruction: trigger,
+                    },
                     Some(child.keyword.clone()),
                 ));
             }
@@ -414,7 +428,9 @@ pub(crate) fn parse_command(node: &Node) -> std::result::Result<Command, Failure
             if args.is_empty() {
                 return Err(count_error(node, "at least one argument"));
             }
-            Instruction::Shell { shell: args.clone() }
+            Instruction::Shell {
+                shell: args.clone(),
+            }
         }
         _ => unreachable!("keyword list checked above"),
     };
@@ -448,13 +464,15 @@ fn parse_from(node: &Node, flags: &Flags) -> std::result::Result<Instruction, Fa
         3 if args[1].eq_ignore_ascii_case("as") => {
             let name = args[2].to_ascii_lowercase();
             let valid = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
+                && name.chars().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.')
+                });
             if !valid {
                 return Err(Failure::new(
                     node,
-                    ErrorKind::InvalidStageName { name: args[2].clone() },
+                    ErrorKind::InvalidStageName {
+                        name: args[2].clone(),
+                    },
                     Some(args[2].clone()),
                 ));
             }
@@ -523,7 +541,11 @@ fn check_mount(text: &str) -> std::result::Result<Mount, ErrorKind> {
     parse_mount(text, &mut |v: &str| Ok(v.to_string()))
 }
 
-fn parse_copy(node: &Node, flags: &Flags, is_add: bool) -> std::result::Result<Instruction, Failure> {
+fn parse_copy(
+    node: &Node,
+    flags: &Flags,
+    is_add: bool,
+) -> std::result::Result<Instruction, Failure> {
     let name = node.name();
     if node.args.len() < 2 {
         return Err(count_error(node, "at least two arguments, but only one was provided. Destination could not be determined"));
@@ -570,7 +592,11 @@ fn parse_copy(node: &Node, flags: &Flags, is_add: bool) -> std::result::Result<I
         link: flags.bool("link"),
         parents: flags.bool("parents"),
         exclude: flags.list("exclude"),
-        checksum: if is_add { flags.string("checksum") } else { None },
+        checksum: if is_add {
+            flags.string("checksum")
+        } else {
+            None
+        },
         keep_git_dir: is_add && flags.bool("keep-git-dir"),
         unpack: if is_add && node.flags.iter().any(|f| f.starts_with("--unpack")) {
             Some(flags.bool("unpack"))
@@ -615,7 +641,9 @@ fn parse_healthcheck(node: &Node, flags: &Flags) -> std::result::Result<Instruct
         _ => return Err(count_error(node, "a type of CMD or NONE")),
     };
     let duration = |flag: &'static str| -> std::result::Result<i64, Failure> {
-        let Some(text) = flags.string(flag) else { return Ok(0) };
+        let Some(text) = flags.string(flag) else {
+            return Ok(0);
+        };
         let bad = || {
             Failure::new(
                 node,
@@ -679,7 +707,10 @@ mod tests {
     #[test]
     fn unknown_instruction_suggests() {
         let e = one("RUNN echo").unwrap_err();
-        assert_eq!(e.to_string(), "Dockerfile:2:1: unknown instruction: RUNN (did you mean RUN?)");
+        assert_eq!(
+            e.to_string(),
+            "Dockerfile:2:1: unknown instruction: RUNN (did you mean RUN?)"
+        );
     }
 
     #[test]
@@ -693,10 +724,13 @@ mod tests {
 
     #[test]
     fn copy_flags_and_heredoc_sources() {
-        let full = "FROM a\nCOPY --chmod=755 --exclude=*.md --exclude=x <<one src /dst/\nhello\none\n";
+        let full =
+            "FROM a\nCOPY --chmod=755 --exclude=*.md --exclude=x <<one src /dst/\nhello\none\n";
         let ast = parse("Dockerfile", full).unwrap();
         let c = parse_node("Dockerfile", full, &ast.nodes[1]).unwrap();
-        let Instruction::Copy(copy) = c.instruction else { panic!() };
+        let Instruction::Copy(copy) = c.instruction else {
+            panic!()
+        };
         assert_eq!(copy.sources, ["src"]);
         assert_eq!(copy.inline_sources[0].data, "hello\n");
         assert_eq!(copy.exclude, ["*.md", "x"]);
@@ -712,7 +746,9 @@ mod tests {
     #[test]
     fn healthcheck_forms() {
         let c = one("HEALTHCHECK --interval=5s --retries=3 CMD curl -f x").unwrap();
-        let Instruction::Healthcheck(h) = c.instruction else { panic!() };
+        let Instruction::Healthcheck(h) = c.instruction else {
+            panic!()
+        };
         assert_eq!(h.test, ["CMD-SHELL", "curl -f x"]);
         assert_eq!((h.interval, h.retries), (5_000_000_000, 3));
         assert!(one("HEALTHCHECK --interval=5 CMD x").is_err());
@@ -725,8 +761,13 @@ mod tests {
         assert!(one("FROM a AS b c").is_err());
         assert!(one("FROM a AS 1b").is_err());
         let c = one("FROM --platform=linux/arm64 a as Build").unwrap();
-        let Instruction::From(f) = c.instruction else { panic!() };
-        assert_eq!((f.name.as_deref(), f.platform.as_deref()), (Some("Build"), Some("linux/arm64")));
+        let Instruction::From(f) = c.instruction else {
+            panic!()
+        };
+        assert_eq!(
+            (f.name.as_deref(), f.platform.as_deref()),
+            (Some("Build"), Some("linux/arm64"))
+        );
     }
 
     #[test]
@@ -745,7 +786,9 @@ mod tests {
     fn run_flags() {
         assert!(one("RUN --network=sideways echo").is_err());
         assert!(one("RUN --mount=type=cache echo").is_err());
-        assert!(one("RUN --mount=type=cache,target=/c --network=none --security=insecure echo").is_ok());
+        assert!(
+            one("RUN --mount=type=cache,target=/c --network=none --security=insecure echo").is_ok()
+        );
         assert!(one("CMD --doit echo").is_err());
     }
 }

@@ -69,7 +69,11 @@ fn extract_flags(line: &str) -> (String, Vec<String>) {
     let mut pos = 0;
     while pos <= chars.len() {
         let at_end = pos == chars.len();
-        let (byte, mut ch) = if at_end { (line.len(), '\0') } else { chars[pos] };
+        let (byte, mut ch) = if at_end {
+            (line.len(), '\0')
+        } else {
+            chars[pos]
+        };
         if phase == Phase::Spaces {
             if at_end {
                 break;
@@ -228,7 +232,11 @@ pub(crate) fn parse_words(rest: &str, escape: char) -> Vec<String> {
 }
 
 /// `ENV`/`LABEL`: `k v` (legacy) or `k=v k2=v2`; triples `k v sep`.
-pub(crate) fn parse_name_val(rest: &str, instruction: &str, escape: char) -> Result<Parsed, ErrorKind> {
+pub(crate) fn parse_name_val(
+    rest: &str,
+    instruction: &str,
+    escape: char,
+) -> Result<Parsed, ErrorKind> {
     let words = parse_words(rest, escape);
     if words.is_empty() {
         return Ok(Parsed::default());
@@ -366,7 +374,10 @@ mod tests {
 
     #[test]
     fn words_keep_quotes() {
-        assert_eq!(parse_words(r#"abc="123 456" def"#, '\\'), [r#"abc="123 456""#, "def"]);
+        assert_eq!(
+            parse_words(r#"abc="123 456" def"#, '\\'),
+            [r#"abc="123 456""#, "def"]
+        );
         assert_eq!(parse_words(r#"a="open"#, '\\'), [r#"a="open"#]);
     }
 

@@ -122,8 +122,12 @@ fn parse_bool(field: &str, value: Option<&str>) -> Result<bool, ErrorKind> {
 
 fn parse_size(field: &str, value: &str) -> Result<u64, ErrorKind> {
     let lower = value.trim().to_ascii_lowercase();
-    let digits = lower.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(lower.len());
-    let number: f64 = lower[..digits].parse().map_err(|_| invalid(field, "expected a size"))?;
+    let digits = lower
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(lower.len());
+    let number: f64 = lower[..digits]
+        .parse()
+        .map_err(|_| invalid(field, "expected a size"))?;
     let scale: f64 = match lower[digits..].trim() {
         "" | "b" => 1.0,
         "k" | "kb" | "kib" => 1024.0,
@@ -185,7 +189,10 @@ pub fn parse_mount(
             Some(v) => Some(expand(v)?),
             None => None,
         };
-        let need = |v: &Option<String>| v.clone().ok_or_else(|| invalid(field, "must be a key=value pair"));
+        let need = |v: &Option<String>| {
+            v.clone()
+                .ok_or_else(|| invalid(field, "must be a key=value pair"))
+        };
         let number = |v: &Option<String>, octal: bool| -> Result<u32, ErrorKind> {
             let v = need(v)?;
             let parsed = if octal {
@@ -201,10 +208,14 @@ pub fn parse_mount(
             "type" => {}
             "target" | "dst" | "destination" => mount.target = Some(need(&value)?),
             "source" | "src" if kind != MountType::Tmpfs => mount.source = Some(need(&value)?),
-            "from" if matches!(kind, MountType::Bind | MountType::Cache) => mount.from = Some(need(&value)?),
+            "from" if matches!(kind, MountType::Bind | MountType::Cache) => {
+                mount.from = Some(need(&value)?)
+            }
             "readonly" | "ro" => readonly = Some(parse_bool(field, value.as_deref())?),
             "readwrite" | "rw" => readonly = Some(!parse_bool(field, value.as_deref())?),
-            "id" if kind != MountType::Tmpfs && kind != MountType::Bind => mount.id = Some(need(&value)?),
+            "id" if kind != MountType::Tmpfs && kind != MountType::Bind => {
+                mount.id = Some(need(&value)?)
+            }
             "sharing" if kind == MountType::Cache => {
                 mount.sharing = match need(&value)?.to_ascii_lowercase().as_str() {
                     "shared" => CacheSharing::Shared,
@@ -219,7 +230,9 @@ pub fn parse_mount(
             "required" if matches!(kind, MountType::Secret | MountType::Ssh) => {
                 mount.required = parse_bool(field, value.as_deref())?
             }
-            "size" if kind == MountType::Tmpfs => mount.size = Some(parse_size(field, &need(&value)?)?),
+            "size" if kind == MountType::Tmpfs => {
+                mount.size = Some(parse_size(field, &need(&value)?)?)
+            }
             "env" if kind == MountType::Secret => mount.env = Some(need(&value)?),
             _ => return Err(invalid(field, "unexpected key for this mount type")),
         }
@@ -240,7 +253,10 @@ pub fn parse_mount(
                 }
             }
             if mount.target.is_none() && mount.env.is_none() {
-                mount.target = Some(format!("/run/secrets/{}", mount.id.as_deref().unwrap_or_default()));
+                mount.target = Some(format!(
+                    "/run/secrets/{}",
+                    mount.id.as_deref().unwrap_or_default()
+                ));
             }
         }
         MountType::Ssh => {
@@ -267,8 +283,12 @@ mod tests {
 
     #[test]
     fn kinds_and_defaults() {
-        let m = parse("type=cache,target=/root/.cache,sharing=locked,id=x,mode=0755,uid=1").unwrap();
-        assert_eq!((m.kind, m.sharing, m.mode, m.readonly), (MountType::Cache, CacheSharing::Locked, Some(0o755), false));
+        let m =
+            parse("type=cache,target=/root/.cache,sharing=locked,id=x,mode=0755,uid=1").unwrap();
+        assert_eq!(
+            (m.kind, m.sharing, m.mode, m.readonly),
+            (MountType::Cache, CacheSharing::Locked, Some(0o755), false)
+        );
         let m = parse("target=/src,from=build,source=/out").unwrap();
         assert_eq!((m.kind, m.readonly), (MountType::Bind, true));
         let m = parse("type=bind,target=/src,rw").unwrap();

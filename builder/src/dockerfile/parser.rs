@@ -103,7 +103,11 @@ struct LineState {
 impl LineState {
     /// BuildKit `processLine`: newline trimmed, optionally leading white
     /// space, directives recorded, comment lines emptied.
-    fn process_line<'a>(&mut self, raw: &'a str, strip_left: bool) -> std::result::Result<(&'a str, bool), ErrorKind> {
+    fn process_line<'a>(
+        &mut self,
+        raw: &'a str,
+        strip_left: bool,
+    ) -> std::result::Result<(&'a str, bool), ErrorKind> {
         let mut token = trim_newline(raw);
         if strip_left {
             token = token.trim_start();
@@ -164,7 +168,9 @@ fn parse_inner(source: &str) -> Located<Ast> {
                 comments.push(comment.to_string());
             }
         }
-        let (text, is_directive) = state.process_line(raw, true).map_err(|k| at(current + 1, k))?;
+        let (text, is_directive) = state
+            .process_line(raw, true)
+            .map_err(|k| at(current + 1, k))?;
         if is_directive {
             comments.pop();
         }
@@ -179,7 +185,9 @@ fn parse_inner(source: &str) -> Located<Ast> {
         while !end_of_line && next < lines.len() {
             let raw = lines[next];
             next += 1;
-            let (text, _) = state.process_line(raw, false).map_err(|k| at(current + 1, k))?;
+            let (text, _) = state
+                .process_line(raw, false)
+                .map_err(|k| at(current + 1, k))?;
             current += 1;
             if is_comment(raw) {
                 continue;
@@ -297,7 +305,11 @@ mod tests {
 
     #[test]
     fn heredoc_bodies() {
-        let ast = parse("Dockerfile", "FROM a\nRUN <<EOF\necho hi\nEOF\nRUN <<-X cat\n\tx\n\tX\n").unwrap();
+        let ast = parse(
+            "Dockerfile",
+            "FROM a\nRUN <<EOF\necho hi\nEOF\nRUN <<-X cat\n\tx\n\tX\n",
+        )
+        .unwrap();
         assert_eq!(ast.nodes[1].heredocs[0].content, "echo hi\n");
         assert_eq!((ast.nodes[1].start_line, ast.nodes[1].end_line), (2, 4));
         assert_eq!(ast.nodes[2].heredocs[0].chomped_content(), "x\n");
@@ -318,7 +330,10 @@ mod tests {
 
     #[test]
     fn backtick_escape() {
-        assert_eq!(dumped("# escape=`\nFROM a\nRUN dir `\n  c:\\\n"), "(from \"a\")\n(run \"dir   c:\\\\\")\n");
+        assert_eq!(
+            dumped("# escape=`\nFROM a\nRUN dir `\n  c:\\\n"),
+            "(from \"a\")\n(run \"dir   c:\\\\\")\n"
+        );
     }
 
     #[test]

@@ -26,7 +26,10 @@ impl Env for HashMap<String, String> {
 
 impl Env for [(String, String)] {
     fn lookup(&self, name: &str) -> Option<&str> {
-        self.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -116,7 +119,11 @@ impl Lexer {
     }
 
     /// Expands one word; spaces between words are kept.
-    pub fn process_word(&self, word: &str, env: &(impl Env + ?Sized)) -> Result<String, ShellError> {
+    pub fn process_word(
+        &self,
+        word: &str,
+        env: &(impl Env + ?Sized),
+    ) -> Result<String, ShellError> {
         Ok(self.process_word_with_matches(word, env)?.value)
     }
 
@@ -136,7 +143,11 @@ impl Lexer {
     }
 
     /// Expands and then splits into words on unquoted white space.
-    pub fn process_words(&self, word: &str, env: &(impl Env + ?Sized)) -> Result<Vec<String>, ShellError> {
+    pub fn process_words(
+        &self,
+        word: &str,
+        env: &(impl Env + ?Sized),
+    ) -> Result<Vec<String>, ShellError> {
         let mut state = State::new(self, word, env);
         Ok(state.process_top(word)?.1)
     }
@@ -217,10 +228,11 @@ impl<'a, E: Env + ?Sized> State<'a, E> {
 
     fn process_top(&mut self, word: &str) -> Result<(String, Vec<String>), ShellError> {
         let raw = self.raw_escapes;
-        self.process_stop_on(None, raw).map_err(|reason| ShellError {
-            word: word.to_string(),
-            reason,
-        })
+        self.process_stop_on(None, raw)
+            .map_err(|reason| ShellError {
+                word: word.to_string(),
+                reason,
+            })
     }
 
     fn peek(&self) -> Option<char> {
@@ -248,7 +260,11 @@ impl<'a, E: Env + ?Sized> State<'a, E> {
         }
     }
 
-    fn process_stop_on(&mut self, stop: Option<char>, raw_escapes: bool) -> Step<(String, Vec<String>)> {
+    fn process_stop_on(
+        &mut self,
+        stop: Option<char>,
+        raw_escapes: bool,
+    ) -> Step<(String, Vec<String>)> {
         let saved = self.raw_escapes;
         self.raw_escapes = raw_escapes;
         let out = self.stop_on_inner(stop);
@@ -418,10 +434,20 @@ impl<'a, E: Env + ?Sized> State<'a, E> {
         }
         let unset_or_null = value.is_none() || (null_is_unset && value.as_deref() == Some(""));
         match ch {
-            Some('-') => Ok(if unset_or_null { word } else { value.unwrap_or_default() }),
+            Some('-') => Ok(if unset_or_null {
+                word
+            } else {
+                value.unwrap_or_default()
+            }),
             Some('+') => Ok(if unset_or_null { String::new() } else { word }),
             Some('?') => {
-                let message = |default: &str| if word.is_empty() { default.to_string() } else { word.clone() };
+                let message = |default: &str| {
+                    if word.is_empty() {
+                        default.to_string()
+                    } else {
+                        word.clone()
+                    }
+                };
                 match value {
                     None => Err(ShellFailure::Required {
                         name,
@@ -515,7 +541,12 @@ fn replace(pattern: &str, replacement: &str, value: &str, all: bool) -> Step<Str
         return Ok(re.replace_all(value, replacement).into_owned());
     }
     Ok(match re.find(value) {
-        Some(m) => format!("{}{}{}", &value[..m.start()], replacement, &value[m.end()..]),
+        Some(m) => format!(
+            "{}{}{}",
+            &value[..m.start()],
+            replacement,
+            &value[m.end()..]
+        ),
         None => value.to_string(),
     })
 }
@@ -642,13 +673,17 @@ mod tests {
 
     #[test]
     fn words_keep_quoted_spaces() {
-        let words = Lexer::new('\\').process_words("a \"b c\" d${e}", &env()).unwrap();
+        let words = Lexer::new('\\')
+            .process_words("a \"b c\" d${e}", &env())
+            .unwrap();
         assert_eq!(words, ["a", "b c", "d"]);
     }
 
     #[test]
     fn matches_are_reported() {
-        let r = Lexer::new('\\').process_word_with_matches("$v ${nope}", &env()).unwrap();
+        let r = Lexer::new('\\')
+            .process_word_with_matches("$v ${nope}", &env())
+            .unwrap();
         assert!(r.matched.contains("v"));
         assert!(r.unmatched.contains("nope"));
     }

@@ -437,6 +437,14 @@ impl<'a> Writer<'a> {
             Kind::Opaque => {
                 match &existing {
                     Some(m) if m.is_dir() => {}
+                    // xattr::set does not follow it, but the marker says
+                    // "this directory": through a symlink, that is outside.
+                    Some(m) if m.file_type().is_symlink() => {
+                        return Err(Error::UnsafeEntry {
+                            entry: node.name,
+                            reason: "opaque marker in a symlinked directory",
+                        })
+                    }
                     Some(_) => return Err(at(io::ErrorKind::NotADirectory.into())),
                     None => self.mkdir(&abs).map_err(at)?,
                 }
