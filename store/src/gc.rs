@@ -6,14 +6,14 @@
 //! under the root lock, so no name or lease changes while it marks and
 //! sweeps.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 
 use oci_spec::image::{ImageIndex, ImageManifest};
 
 use crate::images::{descriptor_digest, is_index, parse_json};
 use crate::lease::LeaseRecord;
-use crate::meta::{self, DANGLING, LEASES, NAMES};
+use crate::meta::{self, COMPRESSED, DANGLING, LEASES, NAMES};
 use crate::snapshot::chain_ids;
 use crate::{Digest, Error, Result, Store};
 
@@ -105,7 +105,8 @@ impl Store {
         if !report.images_removed.is_empty() {
             self.write_index_in(&txn)?;
         }
-        let marked = self.mark(&roots)?;
+        let twins = twins_of(&meta::all_in_write(&self.meta, &txn, COMPRESSED)?);
+        let marked = self.mark(&roots, &twins)?;
         txn.commit().map_err(|e| self.meta.error(e))?;
 
         for digest in self.content.list()? {
@@ -168,7 +169,12 @@ impl Store {
             images: roots.iter().collect::<HashSet<_>>().len() as u64,
             ..DiskUsage::default()
         };
-        let marked = self.mark(&roots)?;
+        let twins = twins_of(
+            &self
+                .meta
+                .read(|txn| meta::read_all(&self.meta, txn, COMPRESSED))?,
+        );
+        let marked = self.mark(&roots, &twins)?;
         for digest in self.content.list()? {
             let size = self.content.size(&digest).unwrap_or(0);
             if marked.blobs.contains(&digest) {
@@ -191,7 +197,7 @@ impl Store {
 
     /// Everything reachable from `roots` (manifest or index digests).
     /// Missing blobs are skipped here; fsck reports them.
-    fn mark(&self, roots: &[Digest]) -> Result<Marked> {
+    fn mark(&self, roots: &[Digest], twins: &HashMap<Digest, Digest>) -> Result<Marked> {
         let mut marked = Marked {
             blobs: HashSet::new(),
             chains: HashSet::new(),
@@ -222,7 +228,12 @@ impl Store {
                 let config = descriptor_digest(manifest.config())?;
                 marked.blobs.insert(config.clone());
                 for layer in manifest.layers() {
-                    marked.blobs.insert(descriptor_digest(layer)?);
+                    let digest = descriptor_digest(layer)?;
+                    // A reachable layer keeps its compressed twin, made for pushes.
+                    if let Some(twin) = twins.get(&digest) {
+                        marked.blobs.insert(twin.clone());
+                    }
+                    marked.blobs.insert(digest);
                 }
                 if let Ok(config_bytes) = self.content.read(&config) {
                     if let Ok(config) =
@@ -241,4 +252,15 @@ impl Store {
         }
         Ok(marked)
     }
+}
+
+/// uncompressed layer -> its compressed twin, from the COMPRESSED table.
+fn twins_of(rows: &[(String, Vec<u8>)]) -> HashMap<Digest, Digest> {
+    rows.iter()
+        .filter_map(|(key, bytes)| {
+            let layer = Digest::parse(key).ok()?;
+            let twin: oci_spec::image::Descriptor = serde_json::from_slice(bytes).ok()?;
+            Some((layer, descriptor_digest(&twin).ok()?))
+        })
+        .collect()
 }

@@ -27,6 +27,7 @@ mod lease;
 mod meta;
 mod snapshot;
 mod store;
+mod transfer;
 
 pub use archive::LoadedImage;
 pub use commit::{layer_media_type, NewLayer};

@@ -18,6 +18,10 @@ use crate::{Error, Result};
 pub(crate) const NAMES: TableDefinition<&str, &[u8]> = TableDefinition::new("names");
 /// manifest digest of an untagged image -> JSON record.
 pub(crate) const DANGLING: TableDefinition<&str, &[u8]> = TableDefinition::new("dangling");
+/// uncompressed layer digest -> JSON descriptor of its gzip twin.
+pub(crate) const COMPRESSED: TableDefinition<&str, &[u8]> = TableDefinition::new("compressed");
+/// blob digest -> JSON list of `registry/repository` known to hold it.
+pub(crate) const BLOB_SOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("blob_sources");
 /// lease id -> JSON [`crate::lease::LeaseRecord`].
 pub(crate) const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("leases");
 
@@ -98,6 +102,22 @@ pub(crate) fn read_all(
         out.push((k.value().to_string(), v.value().to_vec()));
     }
     Ok(out)
+}
+
+/// Reads one value in a read transaction; a table never written reads empty.
+pub(crate) fn read_one(
+    meta: &Meta,
+    txn: &redb::ReadTransaction,
+    table: TableDefinition<&str, &[u8]>,
+    key: &str,
+) -> Result<Option<Vec<u8>>> {
+    let table = match txn.open_table(table) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(meta.error(e)),
+    };
+    let value = table.get(key).map_err(|e| meta.error(e))?;
+    Ok(value.map(|v| v.value().to_vec()))
 }
 
 /// Reads one value from a table in a write transaction.
