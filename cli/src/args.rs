@@ -12,10 +12,20 @@ use crate::commands;
 /// kiln builds container images from Dockerfiles, runs them, and moves them
 /// to and from OCI registries.
 #[derive(Debug, Parser)]
-#[command(name = "kiln", version, propagate_version = true, disable_help_subcommand = true)]
+#[command(
+    name = "kiln",
+    version,
+    propagate_version = true,
+    disable_help_subcommand = true
+)]
 pub struct Cli {
     /// Store root (an OCI image layout plus kiln's metadata).
-    #[arg(long, global = true, env = "KILN_ROOT", default_value = "/var/lib/kiln")]
+    #[arg(
+        long,
+        global = true,
+        env = "KILN_ROOT",
+        default_value = "/var/lib/kiln"
+    )]
     pub root: PathBuf,
 
     /// Log level: error, warn, info, debug or trace.
@@ -30,6 +40,24 @@ pub struct Cli {
 pub enum Command {
     /// Build an image from a Dockerfile.
     Build(commands::build::BuildArgs),
+    /// Make a one-layer image from a root filesystem tar or directory.
+    Import(commands::import::ImportArgs),
+    /// List images.
+    Images(commands::images::ImagesArgs),
+    /// Give an image another name.
+    Tag(commands::tag::TagArgs),
+    /// Remove images.
+    Rmi(commands::rmi::RmiArgs),
+    /// Show an image's record as JSON.
+    Inspect(commands::inspect::InspectArgs),
+    /// Write images to a tar archive (docker-archive and OCI layout in one).
+    Save(commands::save::SaveArgs),
+    /// Load images from a docker-archive or OCI archive tar.
+    Load(commands::load::LoadArgs),
+    /// Manage kiln's store: disk usage, pruning.
+    System(commands::system::SystemArgs),
+    /// Check every blob, image and snapshot in the store.
+    Fsck(commands::fsck::FsckArgs),
     /// Low-level OCI runtime: run a bundle (config.json + rootfs), as runc does.
     #[command(hide = true)]
     Runtime(commands::runtime::RuntimeArgs),

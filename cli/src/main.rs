@@ -3,10 +3,13 @@
 
 mod args;
 mod commands;
+mod names;
+mod output;
 
 use std::io::Write;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Parser;
 
 /// What a command ends with: the process exit code.
@@ -27,6 +30,15 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         args::Command::Build(a) => commands::build::run(&cli, a),
         args::Command::Runtime(a) => commands::runtime::run(&cli, a),
+        args::Command::Import(a) => with_store(&cli, |s| commands::import::run(s, a)),
+        args::Command::Images(a) => with_store(&cli, |s| commands::images::run(s, a)),
+        args::Command::Tag(a) => with_store(&cli, |s| commands::tag::run(s, a)),
+        args::Command::Rmi(a) => with_store(&cli, |s| commands::rmi::run(s, a)),
+        args::Command::Inspect(a) => with_store(&cli, |s| commands::inspect::run(s, a)),
+        args::Command::Save(a) => with_store(&cli, |s| commands::save::run(s, a)),
+        args::Command::Load(a) => with_store(&cli, |s| commands::load::run(s, a)),
+        args::Command::System(a) => with_store(&cli, |s| commands::system::run(s, a)),
+        args::Command::Fsck(a) => with_store(&cli, |s| commands::fsck::run(s, a)),
         args::Command::Version => {
             println!("kiln {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitStatus::SUCCESS)
@@ -42,6 +54,16 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Opens the store at `--root` and runs `f` on it.
+fn with_store(
+    cli: &args::Cli,
+    f: impl FnOnce(&kiln_store::Store) -> anyhow::Result<ExitStatus>,
+) -> anyhow::Result<ExitStatus> {
+    let store = kiln_store::Store::open(&cli.root)
+        .with_context(|| format!("opening the store at {}", cli.root.display()))?;
+    f(&store)
 }
 
 fn init_logging(level: &str) {

@@ -270,7 +270,7 @@ impl ContainerBuilder {
         )?;
         let seccomp = linux.and_then(|l| l.seccomp().as_ref());
         let bpf = match seccomp {
-            Some(profile) => crate::seccomp::compile(profile)?,
+            Some(profile) => crate::seccomp::compile_cached(profile)?.to_vec(),
             None => Vec::new(),
         };
         let mut process_config = process_config(process)?;
@@ -314,7 +314,7 @@ impl ExecBuilder {
     /// that stopped it, as [`ContainerBuilder::spawn`] does.
     pub fn spawn(self) -> Result<Child> {
         let bpf = match &self.seccomp {
-            Some(profile) => crate::seccomp::compile(profile)?,
+            Some(profile) => crate::seccomp::compile_cached(profile)?.to_vec(),
             None => Vec::new(),
         };
         let mut process_config = process_config(&self.process)?;

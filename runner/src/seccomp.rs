@@ -127,6 +127,74 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Vec<u8>> {
     export(&ctx)
 }
 
+/// Directory of compiled filters shared between kiln processes (tmpfs:
+/// gone at reboot, when libseccomp may have changed).
+const CACHE_DIR: &str = "/run/kiln/seccomp";
+
+/// [`compile`] with a cache: in this process, and on disk under
+/// /run/kiln/seccomp. libseccomp takes tens of milliseconds for docker's
+/// profile on three architectures, more than the rest of a container start.
+/// An entry holds the profile's JSON next to the program and is used only
+/// when that JSON is identical, so a hash collision cannot hand out the
+/// wrong filter. Cache failures fall back to compiling.
+pub fn compile_cached(profile: &LinuxSeccomp) -> Result<std::sync::Arc<Vec<u8>>> {
+    use std::collections::HashMap;
+    use std::hash::{Hash, Hasher};
+    use std::sync::{Arc, Mutex, OnceLock};
+
+    /// Profile JSON -> program.
+    type Cache = Mutex<HashMap<Vec<u8>, Arc<Vec<u8>>>>;
+    static MEMORY: OnceLock<Cache> = OnceLock::new();
+    let key = serde_json::to_vec(profile).expect("a LinuxSeccomp always serializes");
+    let memory = MEMORY.get_or_init(Default::default);
+    if let Some(bpf) = memory.lock().ok().and_then(|m| m.get(&key).cloned()) {
+        return Ok(bpf);
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut hasher);
+    std::env::consts::ARCH.hash(&mut hasher);
+    let path = std::path::Path::new(CACHE_DIR).join(format!("{:016x}.bpf", hasher.finish()));
+    let bpf = match read_entry(&path, &key) {
+        Some(bpf) => bpf,
+        None => {
+            let bpf = compile(profile)?;
+            write_entry(&path, &key, &bpf);
+            bpf
+        }
+    };
+    let bpf = Arc::new(bpf);
+    if let Ok(mut m) = memory.lock() {
+        m.insert(key, bpf.clone());
+    }
+    Ok(bpf)
+}
+
+/// An entry is `[u32 LE json length][json][bpf]`.
+fn read_entry(path: &std::path::Path, key: &[u8]) -> Option<Vec<u8>> {
+    let data = std::fs::read(path).ok()?;
+    let len = u32::from_le_bytes(data.get(..4)?.try_into().ok()?) as usize;
+    let stored = data.get(4..4 + len)?;
+    let bpf = data.get(4 + len..)?;
+    (stored == key && !bpf.is_empty() && bpf.len() % 8 == 0).then(|| bpf.to_vec())
+}
+
+/// Writes an entry atomically (temp file, rename); errors only cost speed.
+fn write_entry(path: &std::path::Path, key: &[u8], bpf: &[u8]) {
+    let Some(dir) = path.parent() else { return };
+    if std::fs::create_dir_all(dir).is_err() {
+        return;
+    }
+    let mut data = Vec::with_capacity(4 + key.len() + bpf.len());
+    data.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    data.extend_from_slice(key);
+    data.extend_from_slice(bpf);
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    if std::fs::write(&tmp, &data).is_ok() && std::fs::rename(&tmp, path).is_ok() {
+        return;
+    }
+    let _ = std::fs::remove_file(&tmp);
+}
+
 /// libseccomp 2.5 exports only to a file descriptor: use an anonymous file.
 fn export(ctx: &ScmpFilterContext) -> Result<Vec<u8>> {
     let fd = nix::sys::memfd::memfd_create(c"kiln-seccomp", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
@@ -150,5 +218,14 @@ mod tests {
         let bpf = compile(&profile).unwrap();
         assert!(!bpf.is_empty());
         assert_eq!(bpf.len() % 8, 0);
+    }
+
+    #[test]
+    fn cache_entries_are_checked_against_the_profile() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.bpf");
+        write_entry(&path, b"profile-a", &[1u8; 16]);
+        assert_eq!(read_entry(&path, b"profile-a"), Some(vec![1u8; 16]));
+        assert_eq!(read_entry(&path, b"profile-b"), None);
     }
 }

@@ -186,7 +186,14 @@ mod tests {
 
     #[test]
     fn rejects_bad_text() {
-        for bad in ["", "sha256:", "sha512:00", "sha256:E3B0", "md5:abc", "sha256:zz"] {
+        for bad in [
+            "",
+            "sha256:",
+            "sha512:00",
+            "sha256:E3B0",
+            "md5:abc",
+            "sha256:zz",
+        ] {
             assert!(Digest::parse(bad).is_err(), "{bad}");
         }
     }

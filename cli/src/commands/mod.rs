@@ -1,4 +1,34 @@
 //! One module per subcommand; each exposes `run(...) -> anyhow::Result<ExitStatus>`.
 
 pub mod build;
+pub mod fsck;
+pub mod images;
+pub mod import;
+pub mod inspect;
+pub mod load;
+pub mod rmi;
 pub mod runtime;
+pub mod save;
+pub mod system;
+pub mod tag;
+
+use anyhow::Result;
+use kiln_store::{Image, Store};
+
+/// Finds an image by the name or id a user typed.
+pub fn find_image(store: &Store, given: &str) -> Result<Image> {
+    if let Ok(name) = crate::names::normalize(given) {
+        match store.find_image(&name) {
+            Ok(image) => return Ok(image),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    store.find_image(given).map_err(|e| {
+        if e.is_not_found() {
+            anyhow::anyhow!("no such image: {given}")
+        } else {
+            e.into()
+        }
+    })
+}

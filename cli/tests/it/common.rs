@@ -1,8 +1,9 @@
 //! Shared helpers for the CLI integration tests.
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 /// The `kiln` binary under test.
 pub fn kiln_bin() -> &'static str {
@@ -19,10 +20,37 @@ pub fn kiln(root: &Path, args: &[&str]) -> Output {
         .expect("spawning the kiln binary built by cargo")
 }
 
+/// Runs kiln and panics with its output unless it exits 0; returns stdout.
+pub fn kiln_ok(root: &Path, args: &[&str]) -> String {
+    let out = kiln(root, args);
+    assert!(
+        out.status.success(),
+        "kiln {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("kiln prints UTF-8")
+}
+
+/// Runs kiln, expects failure, returns stderr.
+pub fn kiln_err(root: &Path, args: &[&str]) -> String {
+    let out = kiln(root, args);
+    assert!(
+        !out.status.success(),
+        "kiln {args:?} succeeded but should fail:\nstdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// True when the test process runs as root.
 pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
-        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
@@ -38,4 +66,45 @@ pub fn skip_or_fail(reason: &str) -> bool {
     }
     eprintln!("skipping: {reason}");
     true
+}
+
+/// True when `tool` is on PATH.
+pub fn has_tool(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|p| p.join(tool).is_file()))
+        .unwrap_or(false)
+}
+
+/// The project's top directory.
+pub fn project_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("cli/ sits in the project")
+        .to_path_buf()
+}
+
+/// The busybox root filesystem tar of testdata/base, made once per test process.
+pub fn busybox_tar() -> &'static Path {
+    static TAR: OnceLock<PathBuf> = OnceLock::new();
+    TAR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("kiln-test-base-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tar = dir.join("busybox-rootfs.tar");
+        let status = Command::new(project_dir().join("testdata/base/make-busybox-rootfs.sh"))
+            .arg(&tar)
+            .status()
+            .expect("running testdata/base/make-busybox-rootfs.sh");
+        assert!(status.success(), "make-busybox-rootfs.sh failed");
+        tar
+    })
+}
+
+/// A fresh store root holding busybox:latest.
+pub fn root_with_busybox() -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    kiln_ok(
+        root.path(),
+        &["import", busybox_tar().to_str().unwrap(), "busybox:latest"],
+    );
+    root
 }

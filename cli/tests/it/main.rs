@@ -1,7 +1,8 @@
-//! Integration tests of the `kiln` binary: each module spawns the built binary
+//! Integration tests of the `kiln` binary: each test spawns the built binary
 //! with its own temporary root.
 
 mod build_check;
 mod common;
+mod images;
 #[cfg(feature = "test-root")]
 mod runtime;

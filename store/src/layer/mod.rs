@@ -28,5 +28,13 @@ mod name;
 mod parallel;
 
 pub use apply::{apply, apply_atomic, ApplyStats};
+pub(crate) use compression::decoder;
 pub use compression::Compression;
 pub use diff::{diff, DiffOptions, DiffOutput};
+
+/// A gzip writer that compresses on every core, deterministically (the
+/// output depends only on the input). Call `finish` to write the trailer.
+pub(crate) fn gzip_writer<W: std::io::Write>(out: W) -> parallel::ParallelEncoder<W> {
+    // Level 6: what `gzip` and Go's compress/gzip default to.
+    parallel::ParallelEncoder::new(out, parallel::Codec::Gzip(6))
+}

@@ -1,5 +1,6 @@
 //! Integration tests of kiln-store.
 
+mod content;
 mod layer_hostile;
 #[cfg(feature = "test-root")]
 mod layer_root;

@@ -1,0 +1,121 @@
+//! Making new images: layers from directories or root filesystem tars, and
+//! the config + manifest that tie them together.
+
+use std::fs;
+use std::io::Read;
+use std::path::Path;
+
+use oci_spec::image::{Descriptor, ImageConfiguration, ImageManifestBuilder, MediaType};
+
+use crate::images::descriptor;
+use crate::layer::{Compression, DiffOptions};
+use crate::{Digest, Error, Lease, Result, Store};
+
+/// A layer just stored.
+#[derive(Debug, Clone)]
+pub struct NewLayer {
+    /// The layer blob as a manifest lists it.
+    pub descriptor: Descriptor,
+    /// Its uncompressed digest, as the config's rootfs lists it.
+    pub diff_id: Digest,
+}
+
+impl Store {
+    /// Turns a directory into a layer blob (uncompressed, as local images
+    /// keep them; compression happens when bytes leave the machine).
+    pub fn layer_from_dir(
+        &self,
+        dir: &Path,
+        lease: &Lease,
+        options: &DiffOptions,
+    ) -> Result<NewLayer> {
+        let mut writer = self.content.writer()?;
+        let out = crate::layer::diff(dir, &mut writer, options)?;
+        let digest = writer.commit_leased(lease, Some(&out.digest), Some(out.size))?;
+        Ok(NewLayer {
+            descriptor: descriptor(layer_media_type(options.compression), &digest, out.size),
+            diff_id: out.diff_id,
+        })
+    }
+
+    /// Unpacks a root filesystem tar (any compression) into a new bottom
+    /// snapshot, checking every entry, and stores it as a normalized layer.
+    pub fn layer_from_rootfs_tar(
+        &self,
+        tar: impl Read,
+        lease: &Lease,
+        options: &DiffOptions,
+    ) -> Result<NewLayer> {
+        let temp = self.snapshot_temp_dir()?;
+        let result = (|| {
+            let fs_dir = temp.join("fs");
+            fs::create_dir(&fs_dir).map_err(Error::io(&fs_dir))?;
+            crate::layer::apply(tar, &fs_dir)?;
+            let layer = self.layer_from_dir(&fs_dir, lease, options)?;
+            // The unpacked tree is this layer's snapshot: keep it.
+            lease.protect(&layer.diff_id)?;
+            self.finish_snapshot(&temp, &layer.diff_id, None, &layer.diff_id)?;
+            Ok(layer)
+        })();
+        if temp.exists() {
+            let _ = fs::remove_dir_all(&temp);
+        }
+        result
+    }
+
+    /// Writes `config` (its rootfs diff ids must match `layers`) and an OCI
+    /// manifest for it; returns the manifest's descriptor.
+    pub fn commit_image(
+        &self,
+        config: &ImageConfiguration,
+        layers: &[Descriptor],
+        lease: &Lease,
+    ) -> Result<Descriptor> {
+        if config.rootfs().diff_ids().len() != layers.len() {
+            return Err(Error::Conflict {
+                id: "new image".to_string(),
+                reason: format!(
+                    "{} layers but {} diff ids in the config",
+                    layers.len(),
+                    config.rootfs().diff_ids().len()
+                ),
+            });
+        }
+        let config_bytes = serde_json::to_vec(config).expect("an image config serializes");
+        let config_digest = self.write_leased(&config_bytes, lease)?;
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageManifest)
+            .config(descriptor(
+                MediaType::ImageConfig,
+                &config_digest,
+                config_bytes.len() as u64,
+            ))
+            .layers(layers.to_vec())
+            .build()
+            .expect("a manifest with config and layers builds");
+        let manifest_bytes = serde_json::to_vec(&manifest).expect("a manifest serializes");
+        let manifest_digest = self.write_leased(&manifest_bytes, lease)?;
+        Ok(descriptor(
+            MediaType::ImageManifest,
+            &manifest_digest,
+            manifest_bytes.len() as u64,
+        ))
+    }
+
+    /// Stores small bytes under a lease.
+    pub fn write_leased(&self, bytes: &[u8], lease: &Lease) -> Result<Digest> {
+        let digest = Digest::of(bytes);
+        lease.protect(&digest)?;
+        self.content.write(bytes)
+    }
+}
+
+/// The OCI media type of a layer with this compression.
+pub fn layer_media_type(compression: Compression) -> MediaType {
+    match compression {
+        Compression::None => MediaType::ImageLayer,
+        Compression::Gzip => MediaType::ImageLayerGzip,
+        Compression::Zstd => MediaType::ImageLayerZstd,
+    }
+}
