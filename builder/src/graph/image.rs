@@ -94,3 +94,126 @@ impl ImageSource for NoImages {
         Ok(None)
     }
 }
+
+/// The parts of an image config file (OCI image-spec config.md, plus
+/// docker's `Healthcheck`, `Shell` and `OnBuild` extensions) a build reads.
+#[derive(Deserialize, Default)]
+struct ConfigFile {
+    #[serde(default)]
+    config: Option<RuntimeSection>,
+    #[serde(default)]
+    author: Option<String>,
+    #[serde(default)]
+    history: Vec<HistoryEntry>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct RuntimeSection {
+    env: Option<Vec<String>>,
+    cmd: Option<Vec<String>>,
+    entrypoint: Option<Vec<String>>,
+    user: Option<String>,
+    working_dir: Option<String>,
+    labels: Option<BTreeMap<String, String>>,
+    exposed_ports: Option<BTreeMap<String, serde_json::Value>>,
+    volumes: Option<BTreeMap<String, serde_json::Value>>,
+    stop_signal: Option<String>,
+    healthcheck: Option<HealthSection>,
+    shell: Option<Vec<String>>,
+    on_build: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct HealthSection {
+    test: Option<Vec<String>>,
+    #[serde(default)]
+    interval: i64,
+    #[serde(default)]
+    timeout: i64,
+    #[serde(default)]
+    start_period: i64,
+    #[serde(default)]
+    start_interval: i64,
+    #[serde(default)]
+    retries: i64,
+}
+
+#[derive(Deserialize)]
+struct HistoryEntry {
+    #[serde(default)]
+    created_by: Option<String>,
+    #[serde(default)]
+    comment: Option<String>,
+    #[serde(default)]
+    empty_layer: Option<bool>,
+}
+
+impl ImageConfig {
+    /// Reads an image config file as registries and `docker save` carry it.
+    pub fn from_config_json(bytes: &[u8]) -> std::result::Result<ImageConfig, serde_json::Error> {
+        let file: ConfigFile = serde_json::from_slice(bytes)?;
+        let section = file.config.unwrap_or_default();
+        Ok(ImageConfig {
+            env: section.env.unwrap_or_default(),
+            cmd: section.cmd,
+            entrypoint: section.entrypoint,
+            user: section.user.unwrap_or_default(),
+            working_dir: section.working_dir.unwrap_or_default(),
+            labels: section.labels.unwrap_or_default(),
+            exposed_ports: section
+                .exposed_ports
+                .unwrap_or_default()
+                .into_keys()
+                .collect(),
+            volumes: section.volumes.unwrap_or_default().into_keys().collect(),
+            stop_signal: section.stop_signal,
+            healthcheck: section.healthcheck.map(|h| HealthConfig {
+                test: h.test.unwrap_or_default(),
+                interval: h.interval,
+                timeout: h.timeout,
+                start_period: h.start_period,
+                start_interval: h.start_interval,
+                retries: h.retries,
+            }),
+            shell: section.shell,
+            on_build: section.on_build.unwrap_or_default(),
+            author: file.author,
+            history: file
+                .history
+                .into_iter()
+                .map(|h| History {
+                    created_by: h.created_by.unwrap_or_default(),
+                    comment: h.comment.unwrap_or_default(),
+                    empty_layer: h.empty_layer.unwrap_or(false),
+                })
+                .collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod config_file_tests {
+    use super::*;
+
+    #[test]
+    fn reads_docker_extensions() {
+        let json = br#"{"architecture":"amd64","os":"linux","author":"me",
+            "config":{"Env":["A=1"],"Cmd":["sh"],"WorkingDir":"/w","User":"u",
+                "ExposedPorts":{"80/tcp":{}},"Volumes":{"/data":{}},"OnBuild":["RUN echo hi"],
+                "Shell":["/bin/ash","-c"],"Healthcheck":{"Test":["CMD","true"],"Interval":1000}},
+            "rootfs":{"type":"layers","diff_ids":[]},
+            "history":[{"created_by":"x","empty_layer":true}]}"#;
+        let c = ImageConfig::from_config_json(json).unwrap();
+        assert_eq!(c.env, ["A=1"]);
+        assert_eq!(c.working_dir, "/w");
+        assert_eq!(c.exposed_ports, ["80/tcp"]);
+        assert_eq!(c.volumes, ["/data"]);
+        assert_eq!(c.on_build, ["RUN echo hi"]);
+        assert_eq!(c.shell.unwrap(), ["/bin/ash", "-c"]);
+        assert_eq!(c.healthcheck.unwrap().interval, 1000);
+        assert_eq!(c.author.as_deref(), Some("me"));
+        assert!(c.history[0].empty_layer);
+    }
+}

@@ -57,18 +57,27 @@ pub struct BuildArgs {
 }
 
 /// Base image configs for FROM and ONBUILD.
-struct StoreImages<'a> {
-    _root: &'a Path,
+struct StoreImages {
+    store: Option<kiln_store::Store>,
 }
 
-impl ImageSource for StoreImages<'_> {
+impl ImageSource for StoreImages {
     fn image_config(
         &self,
-        _reference: &str,
+        reference: &str,
         _platform: &str,
     ) -> Result<Option<ImageConfig>, Box<dyn std::error::Error + Send + Sync>> {
-        // The store lookup comes with the store API (issue 2).
-        Ok(None)
+        // Only images already in the store are known here; the solver pulls
+        // the others when it runs.
+        let Some(store) = &self.store else {
+            return Ok(None);
+        };
+        let image = match crate::commands::find_image(store, reference) {
+            Ok(image) => image,
+            Err(_) => return Ok(None),
+        };
+        let bytes = store.content().read(&image.config_digest)?;
+        Ok(Some(ImageConfig::from_config_json(&bytes)?))
     }
 }
 
@@ -134,8 +143,15 @@ pub fn run(global: &crate::args::Cli, args: &BuildArgs) -> anyhow::Result<ExitSt
         dockerignore,
         all_stages: args.check,
     };
+    // A root that does not exist yet holds no images; checking a
+    // Dockerfile must not create one.
     let images = StoreImages {
-        _root: &global.root,
+        store: global
+            .root
+            .join("oci-layout")
+            .exists()
+            .then(|| kiln_store::Store::open(&global.root))
+            .transpose()?,
     };
     let mut stderr = std::io::stderr().lock();
     let dockerfile = match Dockerfile::parse(&name, &text) {

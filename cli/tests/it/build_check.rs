@@ -183,3 +183,37 @@ fn target_file_and_dockerignore() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn base_image_config_comes_from_the_store() {
+    let root = tempfile::tempdir().unwrap();
+    crate::common::kiln_ok(
+        root.path(),
+        &[
+            "import",
+            "--change",
+            "ENV FROM_BASE=yes",
+            crate::common::busybox_tar().to_str().unwrap(),
+            "base:latest",
+        ],
+    );
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM base\nRUN echo $FROM_BASE\n",
+    )
+    .unwrap();
+    let graph = crate::common::kiln_ok(
+        root.path(),
+        &[
+            "build",
+            "--print-graph",
+            "json",
+            ctx.path().to_str().unwrap(),
+        ],
+    );
+    assert!(
+        graph.contains("FROM_BASE=yes"),
+        "base ENV missing from the RUN op:\n{graph}"
+    );
+}
