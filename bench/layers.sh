@@ -4,7 +4,7 @@
 #
 #   bench/layers.sh [REPETITIONS]        default 5
 #
-# Needs: cargo, python3, tar, gzip, jq, sha256sum, umoci (Debian: tar gzip
+# Needs: cargo, python3, tar, gzip, jq, bc, sha256sum, umoci (Debian: tar gzip bc
 # jq coreutils umoci python3). Optional: zstd (adds the zstd rows). Run as
 # root: umoci unpack and kiln apply keep owners.
 # Env: BENCH_DIR (scratch space, default /var/tmp/kiln-bench-layers; the tree
@@ -20,7 +20,7 @@ HERE=$(cd "$(dirname "$0")/.." && pwd)
 BENCH_DIR=${BENCH_DIR:-/var/tmp/kiln-bench-layers}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-layer}
 
-for tool in python3 tar gzip jq sha256sum umoci; do
+for tool in python3 tar gzip jq bc sha256sum umoci; do
     command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 1; }
 done
 HAVE_ZSTD=0
@@ -141,6 +141,8 @@ for ((rep = 1; rep <= REPS; rep++)); do
     time_it diff_tar_gzip "$fresh" "tar -C '$TREE' --numeric-owner -czf '$WORK/out.tar.gz' ."
     time_it diff_kiln_none "$fresh" "'$KILN' diff '$TREE' '$WORK/out.tar' --compression none"
     time_it diff_tar_none "$fresh" "tar -C '$TREE' --numeric-owner -cf '$WORK/out.tar' ."
+    # kiln also hashes what it writes (the diff_id); so does this peer.
+    time_it diff_tar_none_sha "$fresh" "tar -C '$TREE' --numeric-owner -cf - . | tee '$WORK/out.tar' | sha256sum"
     if [[ $HAVE_ZSTD == 1 ]]; then
         time_it apply_kiln_zstd "$fresh" "'$KILN' apply '$ZLAYER' '$D'"
         time_it apply_tar_zstd "$fresh" "tar -C '$D' --numeric-owner -I zstd -xf '$ZLAYER'"
@@ -167,6 +169,7 @@ row "apply gzip   vs tar -xzf" apply_kiln apply_tar
 row "apply gzip   vs umoci unpack" apply_kiln apply_umoci
 row "diff  gzip   vs tar -czf" diff_kiln_gzip diff_tar_gzip
 row "diff  plain  vs tar -cf" diff_kiln_none diff_tar_none
+row "diff  plain  vs tar -cf | sha256sum" diff_kiln_none diff_tar_none_sha
 if [[ $HAVE_ZSTD == 1 ]]; then
     row "apply zstd   vs tar -I zstd -x" apply_kiln_zstd apply_tar_zstd
     row "diff  zstd   vs tar -I 'zstd -T0'" diff_kiln_zstd diff_tar_zstd
