@@ -23,6 +23,25 @@
 //! println!("exit code {}", status.code());
 //! # Ok::<(), kiln_runner::Error>(())
 //! ```
+//!
+//! With a terminal (`docker run -it`): the pty is opened inside the
+//! container's devpts, its master handed back in [`Child::pty`].
+//!
+//! ```no_run
+//! use std::os::fd::AsFd;
+//! use kiln_runner::{default_spec, pty, Container};
+//!
+//! let mut spec = default_spec();
+//! spec.process_mut().as_mut().unwrap().set_terminal(Some(true));
+//! let mut child = Container::builder(spec, "/rootfs").cgroup("kiln/c2").init(true).spawn()?;
+//! let master = child.pty.take().expect("terminal was requested");
+//! let stdin = std::io::stdin();
+//! let raw = pty::RawMode::enable(stdin.as_fd())?; // restored on drop
+//! pty::proxy(&master, stdin.as_fd(), std::io::stdout().as_fd(), Some(stdin.as_fd()))?;
+//! drop(raw);
+//! let code = child.wait()?.code();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![deny(unsafe_code)]
 
 pub mod cgroup;
