@@ -489,6 +489,26 @@ fn exec_joins_a_running_container() {
 }
 
 #[test]
+fn bind_tmpfs_and_read_only_root() {
+    let mut b = bundle!();
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("f"), "from host\n").unwrap();
+    let mut mounts = b.config["mounts"].as_array().unwrap().clone();
+    mounts.push(json!({"destination": "/data", "type": "bind", "source": host.path(), "options": ["rbind", "ro"]}));
+    mounts.push(json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev"]}));
+    b.set("/mounts", json!(mounts)).set("/root/readonly", json!(true)).args(&[
+        "sh",
+        "-c",
+        "cat /data/f; touch /data/x 2>/dev/null || echo ro-bind; touch /scratch/y && echo tmpfs-ok; \
+         touch /z 2>/dev/null || echo ro-root",
+    ]);
+    let out = b.run();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "from host\nro-bind\ntmpfs-ok\nro-root\n");
+    assert!(!host.path().join("x").exists());
+}
+
+#[test]
 fn default_spec_is_printed() {
     if !Path::new(kiln_bin()).exists() {
         return;
