@@ -128,6 +128,36 @@ mod tests {
         );
     }
 
+    /// Hands out one byte per read, as a slow pipe may.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let Some((first, rest)) = self.0.split_first() else {
+                return Ok(0);
+            };
+            if buf.is_empty() {
+                return Ok(0);
+            }
+            buf[0] = *first;
+            self.0 = rest;
+            Ok(1)
+        }
+    }
+
+    #[test]
+    fn short_reads_do_not_hide_the_magic() {
+        let zst = zstd::encode_all(&b"payload"[..], 3).unwrap();
+        let (mut r, found) = decoder(Trickle(&zst)).unwrap();
+        assert_eq!(found, Compression::Zstd);
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).unwrap();
+        assert_eq!(out, b"payload");
+        // Shorter than a magic number: a (broken) plain tar, not a panic.
+        let (_, found) = decoder(Trickle(&[0x1f])).unwrap();
+        assert_eq!(found, Compression::None);
+    }
+
     #[test]
     fn decodes_each_kind() {
         let plain = b"hello layer".to_vec();

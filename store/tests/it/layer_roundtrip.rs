@@ -377,3 +377,25 @@ fn media_types() {
         "application/vnd.oci.image.layer.v1.tar"
     );
 }
+
+#[test]
+fn odd_names_round_trip() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("tree");
+    fs::create_dir(&tree).unwrap();
+    // Not UTF-8, a newline, spaces, and a name past ustar's 100 bytes.
+    let names: [&[u8]; 4] = [b"caf\xe9", b"new\nline", b"with spaces", &[b'n'; 200]];
+    for name in names {
+        fs::write(tree.join(OsStr::from_bytes(name)), name).unwrap();
+    }
+    let (first, blob) = diff_to_vec(&tree, Compression::Gzip);
+    let dest = tmp.path().join("dest");
+    fs::create_dir(&dest).unwrap();
+    layer::apply(&blob[..], &dest).unwrap();
+    for name in names {
+        assert_eq!(fs::read(dest.join(OsStr::from_bytes(name))).unwrap(), name);
+    }
+    assert_eq!(diff_to_vec(&dest, Compression::Gzip).0, first);
+}
