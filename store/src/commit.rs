@@ -83,14 +83,25 @@ impl Store {
         }
         let config_bytes = serde_json::to_vec(config).expect("an image config serializes");
         let config_digest = self.write_leased(&config_bytes, lease)?;
+        let config = descriptor(
+            MediaType::ImageConfig,
+            &config_digest,
+            config_bytes.len() as u64,
+        );
+        self.write_manifest(config, layers, lease)
+    }
+
+    /// Writes an OCI image manifest for `config` and `layers`; returns its descriptor.
+    pub fn write_manifest(
+        &self,
+        config: Descriptor,
+        layers: &[Descriptor],
+        lease: &Lease,
+    ) -> Result<Descriptor> {
         let manifest = ImageManifestBuilder::default()
             .schema_version(2u32)
             .media_type(MediaType::ImageManifest)
-            .config(descriptor(
-                MediaType::ImageConfig,
-                &config_digest,
-                config_bytes.len() as u64,
-            ))
+            .config(config)
             .layers(layers.to_vec())
             .build()
             .expect("a manifest with config and layers builds");

@@ -119,19 +119,7 @@ impl ContentStore {
 
     /// Every blob digest present (names that are not digests are skipped).
     pub fn list(&self) -> Result<Vec<Digest>> {
-        let mut out = Vec::new();
-        for entry in fs::read_dir(&self.blobs).map_err(Error::io(&self.blobs))? {
-            let entry = entry.map_err(Error::io(&self.blobs))?;
-            if let Some(d) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| Digest::from_hex(n).ok())
-            {
-                out.push(d);
-            }
-        }
-        out.sort();
-        Ok(out)
+        crate::fsutil::digests_in(&self.blobs)
     }
 
     pub(crate) fn ingest_dir(&self) -> &Path {

@@ -282,12 +282,7 @@ impl Store {
                 Err(e) => found.push(e.to_string()),
             }
         }
-        let diff_ids: Vec<Digest> = config
-            .rootfs()
-            .diff_ids()
-            .iter()
-            .filter_map(|d| Digest::parse(d).ok())
-            .collect();
+        let diff_ids = crate::images::config_diff_ids(&config);
         if diff_ids.len() != manifest.layers().len() {
             found.push(format!(
                 "manifest lists {} layers, config {} diff ids",

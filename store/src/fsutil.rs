@@ -59,6 +59,23 @@ pub(crate) fn pid_alive(pid: i32) -> bool {
     pid > 0 && Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// The entries of `dir` whose names are 64-hex digests, sorted.
+pub(crate) fn digests_in(dir: &Path) -> crate::Result<Vec<crate::Digest>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(Error::io(dir))? {
+        let entry = entry.map_err(Error::io(dir))?;
+        if let Some(d) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| crate::Digest::from_hex(n).ok())
+        {
+            out.push(d);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// Size and count of everything below `dir` (not following symlinks).
 pub(crate) fn tree_usage(dir: &Path) -> (u64, u64) {
     let mut bytes = 0;

@@ -239,13 +239,9 @@ impl Store {
                     if let Ok(config) =
                         serde_json::from_slice::<oci_spec::image::ImageConfiguration>(&config_bytes)
                     {
-                        let diff_ids: Vec<Digest> = config
-                            .rootfs()
-                            .diff_ids()
-                            .iter()
-                            .filter_map(|d| Digest::parse(d).ok())
-                            .collect();
-                        marked.chains.extend(chain_ids(&diff_ids));
+                        marked
+                            .chains
+                            .extend(chain_ids(&crate::images::config_diff_ids(&config)));
                     }
                 }
             }

@@ -81,6 +81,16 @@ impl Image {
     }
 }
 
+/// The layers' uncompressed digests a config lists; malformed entries are skipped.
+pub(crate) fn config_diff_ids(config: &ImageConfiguration) -> Vec<Digest> {
+    config
+        .rootfs()
+        .diff_ids()
+        .iter()
+        .filter_map(|d| Digest::parse(d).ok())
+        .collect()
+}
+
 /// The digest a descriptor names.
 pub fn descriptor_digest(descriptor: &Descriptor) -> Result<Digest> {
     Digest::parse(descriptor.digest().as_ref())

@@ -75,20 +75,7 @@ impl Store {
 
     /// Every complete snapshot's chain id.
     pub fn snapshots(&self) -> Result<Vec<Digest>> {
-        let dir = self.root.join("snapshots");
-        let mut out = Vec::new();
-        for entry in fs::read_dir(&dir).map_err(Error::io(&dir))? {
-            let entry = entry.map_err(Error::io(&dir))?;
-            if let Some(d) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| Digest::from_hex(n).ok())
-            {
-                out.push(d);
-            }
-        }
-        out.sort();
-        Ok(out)
+        crate::fsutil::digests_in(&self.root.join("snapshots"))
     }
 
     /// Unpacks every layer of `image` that has no snapshot yet (in parallel)

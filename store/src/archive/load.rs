@@ -6,9 +6,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Component, Path, PathBuf};
 
-use oci_spec::image::{
-    Descriptor, ImageConfiguration, ImageIndex, ImageManifest, ImageManifestBuilder, MediaType,
-};
+use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
 use serde::Deserialize;
 
 use crate::commit::layer_media_type;
@@ -294,26 +292,15 @@ impl Store {
                     self.content.size(&digest)?,
                 ));
             }
-            let manifest = ImageManifestBuilder::default()
-                .schema_version(2u32)
-                .media_type(MediaType::ImageManifest)
-                .config(descriptor(
-                    MediaType::ImageConfig,
-                    &config_digest,
-                    config_bytes.len() as u64,
-                ))
-                .layers(layers)
-                .build()
-                .expect("a manifest with config and layers builds");
-            let bytes = serde_json::to_vec(&manifest).expect("a manifest serializes");
-            let manifest_digest = self.write_leased(&bytes, lease)?;
+            let config = descriptor(
+                MediaType::ImageConfig,
+                &config_digest,
+                config_bytes.len() as u64,
+            );
+            let target = self.write_manifest(config, &layers, lease)?;
             let names = normalize_all(&entry.repo_tags.unwrap_or_default(), normalize)?;
             out.push(LoadedImage {
-                target: descriptor(
-                    MediaType::ImageManifest,
-                    &manifest_digest,
-                    bytes.len() as u64,
-                ),
+                target,
                 names,
                 id: Some(config_digest),
             });
