@@ -56,21 +56,36 @@ impl Store {
 
     /// Records that `repository` (`registry/path`) holds the blob.
     pub fn record_blob_source(&self, digest: &crate::Digest, repository: &str) -> Result<()> {
-        let key = digest.to_string();
+        self.record_blob_sources(std::slice::from_ref(digest), repository)
+    }
+
+    /// Records that `repository` (`registry/path`) holds every one of
+    /// `digests`, in one metadata transaction (a pull or push records all
+    /// of an image's blobs at once).
+    pub fn record_blob_sources(&self, digests: &[crate::Digest], repository: &str) -> Result<()> {
+        if digests.is_empty() {
+            return Ok(());
+        }
         self.meta.write(|txn| {
-            let mut sources: Vec<String> = match meta::get(&self.meta, txn, BLOB_SOURCES, &key)? {
-                Some(bytes) => parse_json("blob sources", &bytes)?,
-                None => Vec::new(),
-            };
-            if !sources.iter().any(|s| s == repository) {
+            for digest in digests {
+                let key = digest.to_string();
+                let mut sources: Vec<String> = match meta::get(&self.meta, txn, BLOB_SOURCES, &key)?
+                {
+                    Some(bytes) => parse_json("blob sources", &bytes)?,
+                    None => Vec::new(),
+                };
+                if sources.iter().any(|s| s == repository) {
+                    continue;
+                }
                 sources.push(repository.to_string());
                 // The newest few are enough to find a mount source.
                 if sources.len() > 8 {
                     sources.remove(0);
                 }
+                let bytes = serde_json::to_vec(&sources).expect("serializes");
+                meta::put(&self.meta, txn, BLOB_SOURCES, &key, &bytes)?;
             }
-            let bytes = serde_json::to_vec(&sources).expect("serializes");
-            meta::put(&self.meta, txn, BLOB_SOURCES, &key, &bytes)
+            Ok(())
         })
     }
 

@@ -75,7 +75,11 @@ pub fn read_patterns(text: &str) -> Vec<String> {
         if cleaned.len() > 1 && cleaned.starts_with('/') {
             cleaned.remove(0);
         }
-        out.push(if invert { format!("!{cleaned}") } else { cleaned });
+        out.push(if invert {
+            format!("!{cleaned}")
+        } else {
+            cleaned
+        });
     }
     out
 }

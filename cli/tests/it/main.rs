@@ -3,3 +3,5 @@
 
 mod common;
 mod images;
+#[cfg(feature = "test-registry")]
+mod registry;

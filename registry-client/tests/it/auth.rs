@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use kiln_registry::{Client, Credential, CredentialStore, Error, Platform};
 
-use crate::harness::registry::{PASSWORD, USER};
-use crate::harness::{Auth, Registry, TestImage};
+use kiln_testkit::registry::{PASSWORD, USER};
+use kiln_testkit::{Auth, Registry, TestImage};
 
 const WRONG: &str = "wrong-password-d0nt-print";
 
