@@ -47,6 +47,8 @@ pub enum Direction {
 }
 
 struct Line {
+    /// The id shown (a pushed twin keeps its local layer's id).
+    shown: String,
     status: String,
     bar: Option<ProgressBar>,
 }
@@ -112,8 +114,9 @@ impl Progress {
         }
         let mut lines = self.lines.lock().expect("progress lock is never poisoned");
         lines.insert(
-            id,
+            id.clone(),
             Line {
+                shown: id,
                 status: status.to_string(),
                 bar,
             },
@@ -153,7 +156,7 @@ impl Progress {
                 }
             }
             (None, Mode::Lines) => {
-                let _ = writeln!(std::io::stdout(), "{id}: {status}");
+                let _ = writeln!(std::io::stdout(), "{}: {status}", line.shown);
             }
             _ => {}
         }

@@ -6,6 +6,7 @@
 //! mount from another repository of the same registry when the store knows
 //! one), the manifest last.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
@@ -39,43 +40,62 @@ pub async fn push(
         "The push refers to repository [{}]",
         reference.name()
     ));
-    let lease = Arc::new(store.lease()?);
-    let uncompressed =
-        image.manifest.layers().iter().any(|l| {
-            Compression::from_media_type(l.media_type().as_ref()) == Some(Compression::None)
-        });
+    let layers = image.manifest.layers();
+    let uncompressed = layers
+        .iter()
+        .any(|l| Compression::from_media_type(l.media_type().as_ref()) == Some(Compression::None));
+    // Metadata reads are batched: a push with nothing to move should cost
+    // a few store reads and one HEAD per blob.
+    let known = store.known_compressed_layers(layers)?;
+    let lease = if known.iter().any(Option::is_none) {
+        Some(Arc::new(store.lease()?))
+    } else {
+        None
+    };
+    let config = image.manifest.config().clone();
+    let mut known_blobs = vec![store_digest(config.digest())?];
+    for twin in known.iter().flatten() {
+        known_blobs.push(store_digest(twin.digest())?);
+    }
+    let sources: HashMap<Digest, Vec<String>> = known_blobs
+        .iter()
+        .cloned()
+        .zip(store.blob_sources_of(&known_blobs)?)
+        .collect();
+    let sources = Arc::new(sources);
 
     // Layers, top first as docker lists them; each compresses (when needed)
     // and uploads on its own, so compression and upload overlap.
-    let layer_pushes = image.manifest.layers().iter().rev().map(|layer| {
+    let layer_pushes = layers.iter().zip(known).rev().map(|(layer, twin)| {
         let store = store.clone();
         let lease = lease.clone();
         let client = client.clone();
         let reference = reference.clone();
         let progress = progress.clone();
+        let sources = sources.clone();
         let layer = layer.clone();
         async move {
             let layer_digest = layer.digest().to_string();
             progress.add(&layer_digest, layer.size(), "Preparing");
-            let pushed = if uncompressed {
-                let twin = tokio::task::spawn_blocking({
+            let pushed = match (twin, lease) {
+                (Some(twin), _) => twin,
+                (None, Some(lease)) => tokio::task::spawn_blocking({
                     let store = store.clone();
-                    let lease = lease.clone();
+                    let layer = layer.clone();
                     move || compressed(&store, &layer, &lease)
                 })
                 .await
-                .map_err(|e| anyhow!("compressing a layer failed: {e}"))??;
-                progress.rename(&layer_digest, twin.digest().as_ref(), twin.size());
-                twin
-            } else {
-                layer
+                .map_err(|e| anyhow!("compressing a layer failed: {e}"))??,
+                (None, None) => unreachable!("a lease is taken when a layer needs compressing"),
             };
-            push_blob(&store, &client, &reference, &pushed, &progress).await?;
+            if pushed.digest() != layer.digest() {
+                progress.rename(&layer_digest, pushed.digest().as_ref(), pushed.size());
+            }
+            push_blob(&store, &client, &reference, &pushed, &sources, &progress).await?;
             Ok::<Descriptor, anyhow::Error>(pushed)
         }
     });
-    let config = image.manifest.config().clone();
-    let config_push = push_blob(store, client, reference, &config, progress);
+    let config_push = push_blob(store, client, reference, &config, &sources, progress);
     let (mut pushed_layers, ()) =
         futures_util::future::try_join(try_join_all(layer_pushes), config_push).await?;
     pushed_layers.reverse();
@@ -99,11 +119,19 @@ pub async fn push(
     let size = bytes.len() as u64;
     let digest = client.push_manifest(reference, &media_type, bytes).await?;
 
-    let mut blobs = vec![store_digest(config.digest())?];
-    for layer in &pushed_layers {
-        blobs.push(store_digest(layer.digest())?);
+    // Remember where the blobs are now; a push that moved nothing writes nothing.
+    let repository = source_name(reference);
+    let mut unrecorded = Vec::new();
+    for blob in std::iter::once(&config).chain(&pushed_layers) {
+        let digest = store_digest(blob.digest())?;
+        if !sources
+            .get(&digest)
+            .is_some_and(|known| known.contains(&repository))
+        {
+            unrecorded.push(digest);
+        }
     }
-    store.record_blob_sources(&blobs, &source_name(reference))?;
+    store.record_blob_sources(&unrecorded, &repository)?;
     drop(lease);
     Ok(Pushed {
         digest: digest.to_string(),
@@ -125,13 +153,15 @@ async fn push_blob(
     client: &Client,
     reference: &Reference,
     descriptor: &Descriptor,
+    sources: &HashMap<Digest, Vec<String>>,
     progress: &Arc<Progress>,
 ) -> Result<()> {
     let digest: Digest = store_digest(descriptor.digest())?;
     let prefix = format!("{}/", reference.registry());
-    let mount_from = store
-        .blob_sources(&digest)?
+    let mount_from = sources
+        .get(&digest)
         .into_iter()
+        .flatten()
         .filter_map(|source| source.strip_prefix(&prefix).map(str::to_string))
         .rfind(|repository| repository != reference.repository());
     let source = BlobSource::File(store.content().path(&digest));
