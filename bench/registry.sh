@@ -92,6 +92,14 @@ image=$src/bench:v1
 skopeo copy --quiet --dest-tls-verify=false "oci:$work/layout:bench" "docker://$image"
 echo "registry at $src; docker: $have_docker; $REPS cold / $WARM_REPS warm repetitions" >&2
 
+# Removes the bench image from docker under every tag (earlier pushes tagged
+# it too), so its layers go and the next docker pull is cold.
+docker_forget() {
+  local id
+  id=$(docker image inspect --format '{{.Id}}' "$image" 2>/dev/null) || return 0
+  docker rmi -f "$id" >/dev/null 2>&1 || true
+}
+
 sync_drop() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
 
 for rep in $(seq "$REPS"); do
@@ -103,7 +111,7 @@ for rep in $(seq "$REPS"); do
   rm -rf "$work/oci2"; sync_drop
   record skopeo_pull "$(ms skopeo copy --quiet --src-tls-verify=false "docker://$image" "oci:$work/oci2:v1")"
   if $have_docker; then
-    docker rmi -f "$image" >/dev/null 2>&1 || true
+    docker_forget
     sync_drop
     record docker_pull "$(ms docker pull -q "$image")"
   fi
@@ -135,7 +143,7 @@ for rep in $(seq "$WARM_REPS"); do
   fi
 done
 if $have_docker; then
-  docker rmi -f "$image" "$docker_push_target" >/dev/null 2>&1 || true
+  docker_forget
 fi
 
 row() { printf '%-28s %10s\n' "$1" "$2"; }
