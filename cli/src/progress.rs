@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -59,6 +60,8 @@ pub struct Progress {
     direction: Direction,
     multi: Option<MultiProgress>,
     lines: Mutex<HashMap<String, Line>>,
+    /// Set by [`Progress::finish`]: the bars are done, print below them.
+    finished: AtomicBool,
 }
 
 /// The 12-hex-digit id docker shows for a blob.
@@ -77,6 +80,7 @@ impl Progress {
             direction,
             multi,
             lines: Mutex::new(HashMap::new()),
+            finished: AtomicBool::new(false),
         })
     }
 
@@ -90,10 +94,10 @@ impl Progress {
     pub fn println(&self, text: &str) {
         match (&self.multi, self.mode) {
             (_, Mode::Quiet) => {}
-            (Some(multi), _) => {
+            (Some(multi), _) if !self.finished.load(Ordering::SeqCst) => {
                 let _ = multi.println(text);
             }
-            (None, _) => {
+            (_, _) => {
                 let _ = writeln!(std::io::stdout(), "{text}");
             }
         }
@@ -194,8 +198,10 @@ impl Progress {
         }
     }
 
-    /// Ends every bar (after an error, bars stop where they were).
+    /// Ends every bar (after an error, bars stop where they were); later
+    /// lines print below them.
     pub fn finish(&self) {
+        self.finished.store(true, Ordering::SeqCst);
         let lines = self.lines.lock().expect("progress lock is never poisoned");
         for line in lines.values() {
             if let Some(bar) = &line.bar {
@@ -203,6 +209,10 @@ impl Progress {
                     bar.abandon();
                 }
             }
+        }
+        // indicatif leaves the cursor at the end of the last bar.
+        if self.multi.is_some() && !lines.is_empty() {
+            let _ = writeln!(std::io::stdout());
         }
     }
 }
