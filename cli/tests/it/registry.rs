@@ -295,7 +295,7 @@ fn errors_are_one_line_and_leave_nothing_behind() {
 }
 
 #[test]
-fn a_cut_download_resumes_and_a_flipped_byte_is_refused() {
+fn a_cut_download_resumes_and_bad_content_is_refused() {
     let Some(live) = Live::start(Auth::None) else {
         return;
     };
@@ -311,6 +311,23 @@ fn a_cut_download_resumes_and_a_flipped_byte_is_refused() {
     live.ok(target.path(), &["pull", &through]);
     assert_fsck_clean(target.path());
     assert_snapshots_present(target.path(), &through);
+
+    // A registry serving something that is not a manifest.
+    proxy.inject(
+        "GET",
+        "/manifests/",
+        Fault::ReplaceBody(b"{\"schemaVersion\": 2, \"layers\": 7}".to_vec()),
+        1000,
+    );
+    let fresh = tempfile::tempdir().unwrap();
+    let stderr = live.err(fresh.path(), &["pull", &through]);
+    assert_one_line_error(&stderr, &format!("kiln: pulling {through}: "));
+    assert!(stderr.contains("manifest"), "{stderr}");
+    assert!(kiln_ok(fresh.path(), &["images", "-q"]).trim().is_empty());
+    assert_fsck_clean(fresh.path());
+    drop(proxy);
+    let proxy = live.runtime.block_on(FaultProxy::start(live.host()));
+    let through = format!("{}/bb:v1", proxy.host);
 
     proxy.inject("GET", "/blobs/sha256:", Fault::FlipByte, 1000);
     let fresh = tempfile::tempdir().unwrap();
