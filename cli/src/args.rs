@@ -32,6 +32,23 @@ pub struct Cli {
     #[arg(long, global = true, env = "KILN_LOG", default_value = "warn")]
     pub log_level: String,
 
+    /// A registry (`host[:port]`) that may be reached over plain HTTP or
+    /// with unverified TLS; repeatable. Also env KILN_INSECURE_REGISTRIES
+    /// (comma-separated). Loopback registries may always use plain HTTP.
+    #[arg(long = "insecure-registry", global = true, value_name = "HOST[:PORT]")]
+    pub insecure_registry: Vec<String>,
+
+    /// Directories holding `HOST:PORT/ca.crt` files, instead of
+    /// /etc/kiln/certs.d and /etc/docker/certs.d (for tests).
+    #[arg(
+        long = "certs-dir",
+        global = true,
+        hide = true,
+        env = "KILN_CERTS_DIR",
+        value_delimiter = ':'
+    )]
+    pub certs_dir: Vec<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -54,6 +71,16 @@ pub enum Command {
     Save(commands::save::SaveArgs),
     /// Load images from a docker-archive or OCI archive tar.
     Load(commands::load::LoadArgs),
+    /// Download an image from a registry.
+    Pull(commands::pull::PullArgs),
+    /// Upload an image to a registry.
+    Push(commands::push::PushArgs),
+    /// Log in to a registry.
+    Login(commands::login::LoginArgs),
+    /// Log out from a registry.
+    Logout(commands::login::LogoutArgs),
+    /// Search a registry's repositories.
+    Search(commands::search::SearchArgs),
     /// Manage kiln's store: disk usage, pruning.
     System(commands::system::SystemArgs),
     /// Check every blob, image and snapshot in the store.

@@ -5,6 +5,9 @@ mod args;
 mod commands;
 mod names;
 mod output;
+mod progress;
+mod settings;
+mod transfer;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -37,6 +40,11 @@ fn main() -> ExitCode {
         args::Command::Inspect(a) => with_store(&cli, |s| commands::inspect::run(s, a)),
         args::Command::Save(a) => with_store(&cli, |s| commands::save::run(s, a)),
         args::Command::Load(a) => with_store(&cli, |s| commands::load::run(s, a)),
+        args::Command::Pull(a) => with_store(&cli, |s| commands::pull::run(&cli, s, a)),
+        args::Command::Push(a) => with_store(&cli, |s| commands::push::run(&cli, s, a)),
+        args::Command::Login(a) => commands::login::run(&cli, a),
+        args::Command::Logout(a) => commands::login::logout(&cli, a),
+        args::Command::Search(a) => commands::search::run(&cli, a),
         args::Command::System(a) => with_store(&cli, |s| commands::system::run(s, a)),
         args::Command::Fsck(a) => with_store(&cli, |s| commands::fsck::run(s, a)),
         args::Command::Version => {

@@ -49,6 +49,7 @@ impl BlobStream {
             stream: self,
             current: Bytes::new(),
             handle,
+            ended: false,
         }
     }
 }
@@ -58,15 +59,27 @@ pub struct BlockingBlobReader {
     stream: BlobStream,
     current: Bytes,
     handle: tokio::runtime::Handle,
+    /// The stream ended (or failed): it must not be polled again, and
+    /// further reads return end of file, as `Read` callers expect.
+    ended: bool,
 }
 
 impl std::io::Read for BlockingBlobReader {
     fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
         while self.current.is_empty() {
+            if self.ended {
+                return Ok(0);
+            }
             match self.handle.block_on(self.stream.next()) {
-                None => return Ok(0),
+                None => {
+                    self.ended = true;
+                    return Ok(0);
+                }
                 Some(Ok(chunk)) => self.current = chunk,
-                Some(Err(error)) => return Err(std::io::Error::other(error)),
+                Some(Err(error)) => {
+                    self.ended = true;
+                    return Err(std::io::Error::other(error));
+                }
             }
         }
         let n = buffer.len().min(self.current.len());

@@ -24,16 +24,9 @@ impl Store {
         }
         let digest = descriptor_digest(layer)?;
         let key = digest.to_string();
-        let known = self
-            .meta
-            .read(|txn| meta::read_one(&self.meta, txn, COMPRESSED, &key))?;
-        if let Some(bytes) = known {
-            let twin: Descriptor = parse_json("compressed layer record", &bytes)?;
-            let twin_digest = descriptor_digest(&twin)?;
-            if self.content.contains(&twin_digest) {
-                lease.protect(&twin_digest)?;
-                return Ok(twin);
-            }
+        if let Some(twin) = self.known_compressed_layer(layer)? {
+            lease.protect(&descriptor_digest(&twin)?)?;
+            return Ok(twin);
         }
         let mut source = self.content.open(&digest)?;
         let mut writer = self.content.writer()?;
@@ -54,24 +47,98 @@ impl Store {
         Ok(twin)
     }
 
+    /// The gzip twin of an uncompressed layer when it was made before and
+    /// is present; a read only, taking no lease (collection keeps the twins
+    /// of named images' layers). A compressed layer is returned unchanged.
+    pub fn known_compressed_layer(&self, layer: &Descriptor) -> Result<Option<Descriptor>> {
+        Ok(self
+            .known_compressed_layers(std::slice::from_ref(layer))?
+            .pop()
+            .flatten())
+    }
+
+    /// [`Store::known_compressed_layer`] for many layers in one metadata read.
+    pub fn known_compressed_layers(
+        &self,
+        layers: &[Descriptor],
+    ) -> Result<Vec<Option<Descriptor>>> {
+        let records = self.meta.read(|txn| {
+            layers
+                .iter()
+                .map(|layer| {
+                    let media = layer.media_type().to_string();
+                    if Compression::from_media_type(&media) != Some(Compression::None) {
+                        return Ok(Some(
+                            serde_json::to_vec(layer).expect("a descriptor serializes"),
+                        ));
+                    }
+                    let key = descriptor_digest(layer)?.to_string();
+                    meta::read_one(&self.meta, txn, COMPRESSED, &key)
+                })
+                .collect::<Result<Vec<_>>>()
+        })?;
+        records
+            .into_iter()
+            .map(|record| {
+                let Some(bytes) = record else {
+                    return Ok(None);
+                };
+                let twin: Descriptor = parse_json("compressed layer record", &bytes)?;
+                let present = self.content.contains(&descriptor_digest(&twin)?);
+                Ok(present.then_some(twin))
+            })
+            .collect()
+    }
+
     /// Records that `repository` (`registry/path`) holds the blob.
     pub fn record_blob_source(&self, digest: &crate::Digest, repository: &str) -> Result<()> {
-        let key = digest.to_string();
+        self.record_blob_sources(std::slice::from_ref(digest), repository)
+    }
+
+    /// Records that `repository` (`registry/path`) holds every one of
+    /// `digests`, in one metadata transaction (a pull or push records all
+    /// of an image's blobs at once).
+    pub fn record_blob_sources(&self, digests: &[crate::Digest], repository: &str) -> Result<()> {
+        if digests.is_empty() {
+            return Ok(());
+        }
         self.meta.write(|txn| {
-            let mut sources: Vec<String> = match meta::get(&self.meta, txn, BLOB_SOURCES, &key)? {
-                Some(bytes) => parse_json("blob sources", &bytes)?,
-                None => Vec::new(),
-            };
-            if !sources.iter().any(|s| s == repository) {
+            for digest in digests {
+                let key = digest.to_string();
+                let mut sources: Vec<String> = match meta::get(&self.meta, txn, BLOB_SOURCES, &key)?
+                {
+                    Some(bytes) => parse_json("blob sources", &bytes)?,
+                    None => Vec::new(),
+                };
+                if sources.iter().any(|s| s == repository) {
+                    continue;
+                }
                 sources.push(repository.to_string());
                 // The newest few are enough to find a mount source.
                 if sources.len() > 8 {
                     sources.remove(0);
                 }
+                let bytes = serde_json::to_vec(&sources).expect("serializes");
+                meta::put(&self.meta, txn, BLOB_SOURCES, &key, &bytes)?;
             }
-            let bytes = serde_json::to_vec(&sources).expect("serializes");
-            meta::put(&self.meta, txn, BLOB_SOURCES, &key, &bytes)
+            Ok(())
         })
+    }
+
+    /// [`Store::blob_sources`] of many blobs in one metadata read.
+    pub fn blob_sources_of(&self, digests: &[crate::Digest]) -> Result<Vec<Vec<String>>> {
+        let rows = self.meta.read(|txn| {
+            digests
+                .iter()
+                .map(|d| meta::read_one(&self.meta, txn, BLOB_SOURCES, &d.to_string()))
+                .collect::<Result<Vec<_>>>()
+        })?;
+        rows.into_iter()
+            .map(|row| match row {
+                Some(bytes) => parse_json("blob sources", &bytes),
+                None => Ok(Vec::new()),
+            })
+            .collect()
     }
 
     /// Repositories (`registry/path`) known to hold the blob.

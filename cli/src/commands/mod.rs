@@ -6,9 +6,13 @@ pub mod images;
 pub mod import;
 pub mod inspect;
 pub mod load;
+pub mod login;
+pub mod pull;
+pub mod push;
 pub mod rmi;
 pub mod runtime;
 pub mod save;
+pub mod search;
 pub mod system;
 pub mod tag;
 

@@ -6,3 +6,5 @@ mod common;
 mod images;
 #[cfg(feature = "test-root")]
 mod runtime;
+#[cfg(feature = "test-registry")]
+mod registry;

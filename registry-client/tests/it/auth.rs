@@ -7,9 +7,9 @@ use kiln_registry::{
     BlobSource, Client, Credential, CredentialStore, Error, Platform, PushOutcome, Secret,
 };
 
-use crate::harness::registry::{PASSWORD, USER};
-use crate::harness::token_server::REFRESH_TOKEN;
-use crate::harness::{Auth, Registry, TestImage};
+use kiln_testkit::registry::{PASSWORD, USER};
+use kiln_testkit::token_server::REFRESH_TOKEN;
+use kiln_testkit::{Auth, Registry, TestImage};
 
 const WRONG: &str = "wrong-password-d0nt-print";
 

@@ -4,7 +4,7 @@
 use futures_util::StreamExt;
 use kiln_registry::{BlobSource, Error, Platform, PushOutcome, OCI_MANIFEST};
 
-use crate::harness::{Auth, Blob, Fault, FaultProxy, Registry, TestImage};
+use kiln_testkit::{Auth, Blob, Fault, FaultProxy, Registry, TestImage};
 
 async fn setup() -> Option<(Registry, FaultProxy, TestImage)> {
     let registry = Registry::start(Auth::None).await?;

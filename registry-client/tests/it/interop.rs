@@ -6,7 +6,7 @@ use std::process::Command;
 
 use kiln_registry::{Platform, OCI_MANIFEST};
 
-use crate::harness::{require, run, Auth, Registry, TestImage};
+use kiln_testkit::{require, run, Auth, Registry, TestImage};
 
 /// Writes `image` as an OCI image layout in `dir`, tagged `tag`.
 fn write_layout(dir: &Path, image: &TestImage, tag: &str) {

@@ -6,6 +6,5 @@
 
 mod auth;
 mod faults;
-mod harness;
 mod interop;
 mod roundtrip;

@@ -8,7 +8,7 @@ use kiln_registry::{
     DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST,
 };
 
-use crate::harness::{content, Auth, Blob, Registry, TestImage};
+use kiln_testkit::{content, Auth, Blob, Registry, TestImage};
 
 async fn collect(
     client: &Client,
@@ -285,7 +285,7 @@ async fn unknown_names_and_bad_content_are_clear_errors() {
     assert!(error.is_corrupt(), "{error}");
 
     // No registry on that port.
-    let port = crate::harness::registry::free_port();
+    let port = kiln_testkit::registry::free_port();
     let nowhere = Reference::parse(&format!("127.0.0.1:{port}/x:1")).unwrap();
     let error = client
         .resolve(&nowhere, &Platform::host())
@@ -462,8 +462,13 @@ async fn blocking_reader_for_synchronous_consumers() {
         .fetch_blob(&reference, &layer.descriptor)
         .into_blocking_reader(handle.clone());
     let bytes = tokio::task::spawn_blocking(move || {
+        let mut reader = reader;
         let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut { reader }, &mut bytes).map(|_| bytes)
+        std::io::Read::read_to_end(&mut reader, &mut bytes)?;
+        // regression: reading on after the end (an unpacker, then a drain)
+        // gives end of file again instead of polling the finished stream.
+        assert_eq!(std::io::Read::read(&mut reader, &mut [0u8; 16])?, 0);
+        Ok::<_, std::io::Error>(bytes)
     })
     .await
     .unwrap()

@@ -11,7 +11,7 @@ use base64::Engine;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use super::registry::{PASSWORD, USER};
+use crate::registry::{PASSWORD, USER};
 
 pub const SERVICE: &str = "kiln-test-registry";
 pub const ISSUER: &str = "kiln-test-issuer";

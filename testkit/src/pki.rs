@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::run;
+use crate::run;
 
 /// A CA, a server certificate for 127.0.0.1 and localhost, and a client
 /// certificate.

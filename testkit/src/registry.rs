@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use kiln_registry::{Client, ClientBuilder, Credential};
 
-use super::pki;
-use super::token_server::TokenServer;
+use crate::pki;
+use crate::token_server::TokenServer;
 
 pub const REGISTRY_BINARY: &str = "/usr/bin/docker-registry";
 pub const USER: &str = "kiln";
@@ -51,7 +51,7 @@ impl Registry {
         if auth == Auth::Basic {
             tools.push("htpasswd");
         }
-        if !super::require(&tools) {
+        if !crate::require(&tools) {
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -87,7 +87,7 @@ impl Registry {
             Auth::None | Auth::MutualTls => {}
             Auth::Basic => {
                 let htpasswd = dir.path().join("htpasswd");
-                let line = super::run(
+                let line = crate::run(
                     Command::new("htpasswd").args(["-B", "-C", "4", "-b", "-n", USER, PASSWORD]),
                 );
                 std::fs::write(&htpasswd, line.trim()).unwrap();
@@ -104,8 +104,8 @@ impl Registry {
                 config += &format!(
                     "auth:\n  token:\n    realm: http://{}/token\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
                     server.addr,
-                    super::token_server::SERVICE,
-                    super::token_server::ISSUER,
+                    crate::token_server::SERVICE,
+                    crate::token_server::ISSUER,
                     signer.cert_pem_path.display()
                 );
                 token_server = Some(Arc::new(server));

@@ -1,6 +1,11 @@
-//! Test harness: real `docker-registry` processes on free loopback ports,
-//! certificates made with openssl at test time, a token server, a
-//! fault-injecting proxy, and generated images.
+//! kiln-testkit: dev-only test helpers shared by the integration suites of
+//! `registry-client` and `cli` (never a normal dependency).
+//!
+//! Real `docker-registry` processes on free loopback ports (plain HTTP,
+//! TLS + htpasswd, TLS + bearer tokens from [`token_server`]), certificates
+//! made with openssl at test time ([`pki`]), a fault-injecting proxy
+//! ([`proxy`]) and generated images ([`content`]). The servers run on tokio:
+//! start them inside a runtime that outlives them.
 
 pub mod content;
 pub mod pki;
