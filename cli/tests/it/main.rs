@@ -4,7 +4,7 @@
 mod build_check;
 mod common;
 mod images;
-#[cfg(feature = "test-root")]
-mod runtime;
 #[cfg(feature = "test-registry")]
 mod registry;
+#[cfg(feature = "test-root")]
+mod runtime;
