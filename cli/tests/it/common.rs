@@ -108,3 +108,20 @@ pub fn root_with_busybox() -> tempfile::TempDir {
     );
     root
 }
+
+/// The image id (config digest) `kiln inspect` reports for `name`.
+pub fn image_id(root: &Path, name: &str) -> String {
+    let json = kiln_ok(root, &["inspect", name]);
+    let records: serde_json::Value = serde_json::from_str(&json).unwrap();
+    records[0]["Id"].as_str().unwrap().to_string()
+}
+
+/// Panics with fsck's report unless `kiln fsck` finds the store consistent.
+pub fn assert_fsck_clean(root: &Path) {
+    let out = kiln(root, &["fsck"]);
+    assert!(
+        out.status.success(),
+        "fsck found problems:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

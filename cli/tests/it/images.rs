@@ -7,21 +7,6 @@ use std::process::Command;
 
 use crate::common::*;
 
-fn image_id(root: &Path, name: &str) -> String {
-    let json = kiln_ok(root, &["inspect", name]);
-    let records: serde_json::Value = serde_json::from_str(&json).unwrap();
-    records[0]["Id"].as_str().unwrap().to_string()
-}
-
-fn assert_fsck_clean(root: &Path) {
-    let out = kiln(root, &["fsck"]);
-    assert!(
-        out.status.success(),
-        "fsck found problems:\n{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-}
-
 #[test]
 fn import_lists_and_inspects() {
     let root = root_with_busybox();

@@ -91,21 +91,6 @@ impl Live {
     }
 }
 
-fn image_id(root: &Path, name: &str) -> String {
-    let json = kiln_ok(root, &["inspect", name]);
-    let records: serde_json::Value = serde_json::from_str(&json).unwrap();
-    records[0]["Id"].as_str().unwrap().to_string()
-}
-
-fn assert_fsck_clean(root: &Path) {
-    let out = kiln(root, &["fsck"]);
-    assert!(
-        out.status.success(),
-        "fsck found problems:\n{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-}
-
 /// Every chain id of the image has a complete snapshot.
 fn assert_snapshots_present(root: &Path, name: &str) {
     let json = kiln_ok(root, &["inspect", name]);
