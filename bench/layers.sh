@@ -8,7 +8,7 @@
 # jq coreutils umoci python3). Optional: zstd (adds the zstd rows). Run as
 # root: umoci unpack and kiln apply keep owners.
 # Env: BENCH_DIR (scratch space, default /var/tmp/kiln-bench-layers; the tree
-# is kept there between runs), CARGO_TARGET_DIR (default /work/target-layer).
+# is kept there between runs), CARGO_TARGET_DIR (default: the project's target/).
 #
 # Each repetition runs every tool once, interleaved, after `sync`, with warm
 # page caches; the figures are medians. Compare ratios, not absolute times:
@@ -18,7 +18,7 @@ set -euo pipefail
 REPS=${1:-5}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 BENCH_DIR=${BENCH_DIR:-/var/tmp/kiln-bench-layers}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-layer}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$(cd "$(dirname "$0")/.." && pwd)/target}
 
 for tool in python3 tar gzip jq bc sha256sum umoci; do
     command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 1; }

@@ -78,7 +78,7 @@ median() { python3 -c 'import statistics,sys; v=[float(x) for x in sys.argv[1:]]
 have_docker=false
 docker() { /usr/bin/docker "$@"; }
 if [ -z "${NO_DOCKER:-}" ]; then
-  dockerd_script=${DOCKERD_SCRIPT:-/work/shared/peers/dockerd.sh}
+  dockerd_script=${DOCKERD_SCRIPT:-$(cd "$(dirname "$0")/../.." && pwd)/shared/peers/dockerd.sh}
   if [ -x "$dockerd_script" ] && eval "$("$dockerd_script")" && /usr/bin/docker info >/dev/null 2>&1; then
     have_docker=true
   fi
