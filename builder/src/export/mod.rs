@@ -265,7 +265,7 @@ mod tests {
             v["config"]["Env"][0].as_str().unwrap().split('=').next(),
             Some("PATH")
         );
-        assert_eq!(v["config"]["Healthcheck"]["Test"][0], "CMD");
+        assert_eq!(v["config"]["Healthcheck"]["Test"][0], "CMD-SHELL");
         assert_eq!(v["config"]["Shell"][0], "/bin/ash");
         assert_eq!(v["config"]["Labels"]["k"], "v");
         assert_eq!(v["rootfs"]["type"], "layers");
