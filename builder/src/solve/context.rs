@@ -112,6 +112,9 @@ struct StatCache {
     files: HashMap<String, StatEntry>,
 }
 
+/// A hashed path: its entry and, for files, the stat cache line to keep.
+type Hashed = (String, Entry, Option<(String, StatEntry)>);
+
 /// Walks `root`, drops what `exclude` (.dockerignore) ignores and what
 /// `include` does not name (empty: everything), and hashes the files.
 pub(crate) fn index(
@@ -183,7 +186,7 @@ pub(crate) fn index(
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
-    let hashed: Vec<Result<(String, Entry, Option<(String, StatEntry)>), SolveError>> = listed
+    let hashed: Vec<Result<Hashed, SolveError>> = listed
         .par_iter()
         .map(|(rel, path, meta)| {
             let mode = meta.mode() & 0o7777;

@@ -405,10 +405,8 @@ impl Ctx {
         match &node.op {
             Op::Exec(op) => {
                 let cgroup = format!("kiln-build/{}-{}", std::process::id(), self.steps[id]);
-                let started = Instant::now();
                 let emit = |event: StepEvent| self.emit(id, event);
                 exec::run(op, workspace.merged(), &workspace.upper(), &cgroup, &emit)?;
-                let _ = started;
             }
             Op::File(op) => self.file_actions(workspace.merged(), &op.actions, inputs)?,
             _ => unreachable!("only exec and file ops make layers"),

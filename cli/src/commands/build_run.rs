@@ -173,7 +173,7 @@ pub fn build(
         Some(secs) => chrono::DateTime::from_timestamp(secs, 0).unwrap_or_default(),
         None => chrono::Utc::now(),
     }
-    .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
     let config =
         kiln_builder::export::config_json(graph.target_stage(), &solved, &created, &labels);
     let exported = kiln_builder::export::commit(store, &lease, &config, &solved.layers, &names)

@@ -375,3 +375,40 @@ fn independent_stages_run_at_once() {
     );
     assert_clean(root.path());
 }
+
+#[test]
+fn source_date_epoch_gives_the_same_image_on_two_roots() {
+    if !ready() {
+        return;
+    }
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let root = root_with_busybox();
+        // A fresh copy each time: other mtimes, same content.
+        let ctx = case("basic");
+        let iid = ctx.path().join("iid");
+        let out = std::process::Command::new(crate::common::kiln_bin())
+            .arg("--root")
+            .arg(root.path())
+            .args([
+                "build",
+                "--iidfile",
+                iid.to_str().unwrap(),
+                ctx.path().to_str().unwrap(),
+            ])
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ids.push(std::fs::read_to_string(&iid).unwrap());
+        let config = config_of(root.path(), ids.last().unwrap());
+        assert_eq!(config["created"], "2023-11-14T22:13:20Z");
+        assert_clean(root.path());
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    assert_eq!(ids[0], ids[1]);
+}
