@@ -412,3 +412,47 @@ fn source_date_epoch_gives_the_same_image_on_two_roots() {
     }
     assert_eq!(ids[0], ids[1]);
 }
+
+#[test]
+fn two_builds_at_once_share_the_store() {
+    if !ready() {
+        return;
+    }
+    let root = root_with_busybox();
+    let contexts = [case("basic"), case("basic")];
+    let children: Vec<std::process::Child> = contexts
+        .iter()
+        .enumerate()
+        .map(|(i, ctx)| {
+            std::process::Command::new(crate::common::kiln_bin())
+                .arg("--root")
+                .arg(root.path())
+                .args([
+                    "build",
+                    "-t",
+                    &format!("same:{i}"),
+                    ctx.path().to_str().unwrap(),
+                ])
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Both results are usable and the cache holds for a third build.
+    check_in_image(
+        root.path(),
+        "same:1",
+        &["test \"$(cat /app/version)\" = 'version 1'"],
+    );
+    let again = build_ok(root.path(), &[contexts[0].path().to_str().unwrap()]);
+    assert!(!again.contains("cache miss"), "{again}");
+    assert_clean(root.path());
+}
