@@ -117,7 +117,9 @@ impl OverlayMount {
     }
 }
 
-fn unmount(target: &Path) -> Result<()> {
+/// Unmounts whatever is mounted at `target` (lazily when busy): for
+/// mounts a killed process left behind.
+pub fn unmount(target: &Path) -> Result<()> {
     match umount2(target, MntFlags::empty()) {
         Ok(()) => Ok(()),
         // Something still has it open (a process being torn down): detach it.

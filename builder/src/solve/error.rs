@@ -96,6 +96,9 @@ pub enum SolveError {
         /// The feature.
         what: String,
     },
+    /// The build got SIGINT or SIGTERM; running steps were killed.
+    #[error("interrupted")]
+    Interrupted,
     /// Another step failed first; this one did not run.
     #[error("cancelled because another step failed")]
     Cancelled,

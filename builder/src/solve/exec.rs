@@ -105,6 +105,7 @@ pub(crate) fn run(
     upper: &Path,
     cgroup: &str,
     emit: &dyn Fn(StepEvent),
+    running: &std::sync::Mutex<Vec<i32>>,
 ) -> Result<(), SolveError> {
     check_supported(op)?;
     let spec = spec_for(op, root)?;
@@ -132,6 +133,8 @@ pub(crate) fn run(
         .stderr(Stdio::Fd(write2))
         .spawn()
         .map_err(|source| SolveError::Runner { source })?;
+    // Registered so an interrupted build can kill it.
+    running.lock().expect("not poisoned").push(child.pid());
     let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
     let mut reader = BufReader::new(std::fs::File::from(read));
     let mut buf = Vec::new();

@@ -96,6 +96,8 @@ struct Ctx {
     steps: Vec<usize>,
     failed: AtomicBool,
     first_error: Mutex<Option<SolveError>>,
+    /// Host pids of running RUN containers.
+    running: Mutex<Vec<i32>>,
 }
 
 /// The nodes the target stage needs, in graph order.
@@ -121,6 +123,7 @@ pub fn solve(
     resolver: Arc<dyn ImageResolver>,
     progress: Arc<dyn Progress>,
 ) -> Result<Solved, SolveError> {
+    rootfs::remove_stale_mounts(store);
     let order = needed(graph);
     let mut steps = vec![0; graph.nodes.len()];
     for (n, &id) in order.iter().enumerate() {
@@ -136,6 +139,7 @@ pub fn solve(
         steps,
         failed: AtomicBool::new(false),
         first_error: Mutex::new(None),
+        running: Mutex::new(Vec::new()),
     });
     let jobs = options.jobs.max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -149,6 +153,7 @@ pub fn solve(
         ))?;
     let target = graph.target_stage().root;
     let result = runtime.block_on(async {
+        let interrupt = tokio::spawn(interrupted(ctx.clone()));
         let semaphore = Arc::new(tokio::sync::Semaphore::new(jobs));
         let mut futures: Vec<Option<NodeFuture>> = vec![None; graph.nodes.len()];
         let mut handles = Vec::new();
@@ -183,6 +188,7 @@ pub fn solve(
         for handle in handles {
             let _ = handle.await;
         }
+        interrupt.abort();
         match target {
             Some(t) => futures[t].clone().expect("the target is needed").await,
             None => Ok(Output::Rootfs(Arc::new(RootfsOut {
@@ -202,6 +208,36 @@ pub fn solve(
         }),
         Ok(Output::Context(_)) => Err(SolveError::unsupported("a build context as the target")),
         Err(()) => Err(SolveError::Cancelled),
+    }
+}
+
+/// On SIGINT or SIGTERM: no new steps start, running RUN containers are
+/// killed, and every step unwinds (unmounting its overlay) before the
+/// solver returns [`SolveError::Interrupted`].
+async fn interrupted(ctx: Arc<Ctx>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    {
+        let mut first = ctx.first_error.lock().expect("not poisoned");
+        if first.is_none() {
+            *first = Some(SolveError::Interrupted);
+        }
+    }
+    ctx.failed.store(true, Ordering::SeqCst);
+    for &pid in ctx.running.lock().expect("not poisoned").iter() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }
 
@@ -406,7 +442,14 @@ impl Ctx {
             Op::Exec(op) => {
                 let cgroup = format!("kiln-build/{}-{}", std::process::id(), self.steps[id]);
                 let emit = |event: StepEvent| self.emit(id, event);
-                exec::run(op, workspace.merged(), &workspace.upper(), &cgroup, &emit)?;
+                exec::run(
+                    op,
+                    workspace.merged(),
+                    &workspace.upper(),
+                    &cgroup,
+                    &emit,
+                    &self.running,
+                )?;
             }
             Op::File(op) => self.file_actions(workspace.merged(), &op.actions, inputs)?,
             _ => unreachable!("only exec and file ops make layers"),

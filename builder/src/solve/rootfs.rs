@@ -40,6 +40,39 @@ pub(crate) fn lower_dirs(
     Ok(chains.iter().rev().map(|c| store.snapshot_fs(c)).collect())
 }
 
+/// Unmounts and removes mount points under `cache/mnt/` whose process
+/// (the pid in their name) is gone: a build killed by a signal leaves its
+/// overlays mounted.
+pub(crate) fn remove_stale_mounts(store: &Store) {
+    let dir = store.cache_dir().join("mnt");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .trim_start_matches("empty-")
+            .split('-')
+            .next()
+            .and_then(|p| p.parse::<u32>().ok());
+        let Some(pid) = pid else { continue };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let path = entry.path();
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let text = path.to_string_lossy();
+        if mounts
+            .lines()
+            .any(|l| l.split(' ').nth(1) == Some(text.as_ref()))
+        {
+            let _ = kiln_runner::overlay::unmount(&path);
+        }
+        // Only an empty directory: never delete through a mount.
+        let _ = std::fs::remove_dir(&path);
+    }
+}
+
 fn mount_point(store: &Store) -> Result<PathBuf, SolveError> {
     let dir = store.cache_dir().join("mnt").join(format!(
         "{}-{:016x}",
