@@ -80,12 +80,11 @@ pub(crate) fn miss_reason(
             y.remove("env");
         }
         if a != b && without_env.0 == without_env.1 {
-            let mut keys: Vec<&String> = a
+            let keys: std::collections::BTreeSet<&String> = a
                 .keys()
                 .chain(b.keys())
                 .filter(|k| a.get(*k) != b.get(*k))
                 .collect();
-            keys.dedup();
             let names: Vec<String> = keys
                 .iter()
                 .map(|k| {
