@@ -456,3 +456,36 @@ fn two_builds_at_once_share_the_store() {
     assert!(!again.contains("cache miss"), "{again}");
     assert_clean(root.path());
 }
+
+#[test]
+fn run_as_user_deletions_and_stage_copies() {
+    if !ready() {
+        return;
+    }
+    let root = root_with_busybox();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM busybox:latest AS base\n\
+         RUN rm /bin/vi && mkdir -p /data/sub && echo x > /data/sub/file\n\
+         USER www-data\n\
+         RUN test \"$(id -u):$(id -g)\" = 33:33\n\
+         USER root\n\
+         WORKDIR /made/by/workdir\n\
+         RUN test \"$(pwd)\" = /made/by/workdir\n\
+         FROM base\n\
+         COPY --from=base /data /copied\n\
+         RUN test ! -e /bin/vi && test \"$(cat /copied/sub/file)\" = x\n",
+    )
+    .unwrap();
+    build_ok(
+        root.path(),
+        &["-t", "steps:1", dir.path().to_str().unwrap()],
+    );
+    check_in_image(
+        root.path(),
+        "steps:1",
+        &["test ! -e /bin/vi && test -d /made/by/workdir && test -f /copied/sub/file"],
+    );
+    assert_clean(root.path());
+}
