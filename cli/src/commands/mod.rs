@@ -2,6 +2,7 @@
 
 pub mod build;
 pub mod build_run;
+pub mod builder;
 pub mod fsck;
 pub mod images;
 pub mod import;
