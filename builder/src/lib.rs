@@ -1,5 +1,5 @@
-//! kiln-builder: the Dockerfile frontend and the op graph (the solver comes
-//! with its own issue).
+//! kiln-builder: the Dockerfile frontend, the op graph, the solver that
+//! runs it with a build cache, and the export of the result as an image.
 //!
 //! It sits between the CLI and the solver: text in, a checked, typed graph
 //! of ops out (DESIGN.md, "How data flows: build", steps 1 and 2).
@@ -20,7 +20,9 @@
 pub mod check;
 pub mod dockerfile;
 mod error;
+pub mod export;
 pub mod graph;
+pub mod solve;
 
 pub use check::{lint, Level, Problem};
 pub use dockerfile::platform::Platform;
@@ -30,4 +32,7 @@ pub use graph::compile::{compile, compile_with_problems, CompileOptions};
 pub use graph::image::{HealthConfig, History, ImageConfig, ImageSource, NoImages};
 pub use graph::ops::{
     ExecMount, ExecOp, FileAction, FileOp, Graph, Input, Node, NodeId, Op, StageOutput,
+};
+pub use solve::{
+    solve, ImageResolver, NoProgress, Progress, SolveError, SolveOptions, Solved, StepEvent,
 };

@@ -57,6 +57,8 @@ pub struct Cli {
 pub enum Command {
     /// Build an image from a Dockerfile.
     Build(commands::build::BuildArgs),
+    /// Manage the build cache: disk usage, pruning.
+    Builder(commands::builder::BuilderArgs),
     /// Make a one-layer image from a root filesystem tar or directory.
     Import(commands::import::ImportArgs),
     /// List images.

@@ -33,6 +33,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         args::Command::Build(a) => commands::build::run(&cli, a),
         args::Command::Runtime(a) => commands::runtime::run(&cli, a),
+        args::Command::Builder(a) => with_store(&cli, |s| commands::builder::run(s, a)),
         args::Command::Import(a) => with_store(&cli, |s| commands::import::run(s, a)),
         args::Command::Images(a) => with_store(&cli, |s| commands::images::run(s, a)),
         args::Command::Tag(a) => with_store(&cli, |s| commands::tag::run(s, a)),

@@ -82,6 +82,20 @@ impl Store {
             });
         }
         let config_bytes = serde_json::to_vec(config).expect("an image config serializes");
+        self.commit_image_bytes(&config_bytes, layers, lease)
+    }
+
+    /// As [`Store::commit_image`] with the config as bytes, for configs
+    /// carrying fields oci-spec does not model (docker's `Healthcheck`,
+    /// `Shell`, `OnBuild`). The caller keeps the rootfs diff ids and
+    /// `layers` consistent.
+    pub fn commit_image_bytes(
+        &self,
+        config_bytes: &[u8],
+        layers: &[Descriptor],
+        lease: &Lease,
+    ) -> Result<Descriptor> {
+        let config_bytes = config_bytes.to_vec();
         let config_digest = self.write_leased(&config_bytes, lease)?;
         let config = descriptor(
             MediaType::ImageConfig,
@@ -112,6 +126,33 @@ impl Store {
             &manifest_digest,
             manifest_bytes.len() as u64,
         ))
+    }
+
+    /// A fresh temporary snapshot directory for the caller to fill: make
+    /// `fs/` (and e.g. an overlay `work/`) inside it, then hand it to
+    /// [`Store::adopt_snapshot`], or remove it. A killed process's leftover
+    /// is removed by the next prune.
+    pub fn new_snapshot_dir(&self) -> Result<std::path::PathBuf> {
+        self.snapshot_temp_dir()
+    }
+
+    /// Makes `temp` (from [`Store::new_snapshot_dir`], holding a complete
+    /// `fs/` and nothing else) the snapshot `chain_id` without copying it:
+    /// an overlay upper dir becomes the snapshot of the layer made from it.
+    /// Protect `chain_id` with a lease first. When the snapshot already
+    /// exists, `temp` is removed.
+    pub fn adopt_snapshot(
+        &self,
+        temp: &Path,
+        chain_id: &Digest,
+        parent: Option<Digest>,
+        diff_id: &Digest,
+    ) -> Result<()> {
+        let result = self.finish_snapshot(temp, chain_id, parent, diff_id);
+        if result.is_err() && temp.exists() {
+            let _ = fs::remove_dir_all(temp);
+        }
+        result
     }
 
     /// Stores small bytes under a lease.

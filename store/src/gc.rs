@@ -94,6 +94,7 @@ impl Store {
             }
         }
         let mut protected: HashSet<Digest> = options.extra_roots.iter().cloned().collect();
+        protected.extend(crate::cache::roots_in(&self.meta, &txn)?);
         for (id, bytes) in meta::all_in_write(&self.meta, &txn, LEASES)? {
             let lease: LeaseRecord = parse_json("lease", &bytes)?;
             if lease.is_alive() {

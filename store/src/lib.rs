@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 mod archive;
+mod cache;
 mod commit;
 mod content;
 mod digest;
@@ -30,6 +31,7 @@ mod store;
 mod transfer;
 
 pub use archive::LoadedImage;
+pub use cache::{CacheRecord, CachedLayer};
 pub use commit::{layer_media_type, NewLayer};
 pub use content::{BlobWriter, ContentStore};
 pub use digest::{Digest, HashingReader, HashingWriter};

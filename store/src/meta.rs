@@ -1,4 +1,5 @@
-//! Metadata in `meta.redb`: image names, snapshot records, leases.
+//! Metadata in `meta.redb`: image names, snapshot records, leases, build
+//! cache records.
 //!
 //! Several kiln processes may share one root. redb allows one open handle
 //! per file, so every operation takes `meta.lock` (flock, blocking) for the
@@ -22,6 +23,9 @@ pub(crate) const DANGLING: TableDefinition<&str, &[u8]> = TableDefinition::new("
 pub(crate) const COMPRESSED: TableDefinition<&str, &[u8]> = TableDefinition::new("compressed");
 /// blob digest -> JSON list of `registry/repository` known to hold it.
 pub(crate) const BLOB_SOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("blob_sources");
+/// build cache key -> JSON [`crate::CacheRecord`].
+pub(crate) const CACHE_RECORDS: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("cache_records");
 /// lease id -> JSON [`crate::lease::LeaseRecord`].
 pub(crate) const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("leases");
 

@@ -1,6 +1,6 @@
-//! `kiln build`: for now `--check` (parse, compile, lint) and
-//! `--print-graph` (show the op graph); running builds comes with the
-//! build engine.
+//! `kiln build`: builds an image (the solver with its cache, the result
+//! named in the store), or with `--check` parses, compiles and lints, or
+//! with `--print-graph` shows the op graph.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -54,6 +54,46 @@ pub struct BuildArgs {
     /// Print the op graph instead of building.
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub print_graph: Option<GraphFormat>,
+
+    /// Name (and tag) of the image, NAME[:TAG]; may repeat.
+    #[arg(short = 't', long = "tag", value_name = "NAME:TAG")]
+    pub tags: Vec<String>,
+
+    /// Do not use the build cache (new results are still recorded).
+    #[arg(long)]
+    pub no_cache: bool,
+
+    /// Write the image id to this file.
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
+
+    /// Progress output: auto and plain print BuildKit-style lines, json one
+    /// JSON object per event, quiet only the image id.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: ProgressMode,
+
+    /// Steps running at once (default: the number of cores).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+
+    /// Image label KEY=VALUE; may repeat.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+}
+
+/// `--progress` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressMode {
+    /// plain (a live terminal view is not available yet).
+    Auto,
+    /// A live terminal view (not supported yet).
+    Tty,
+    /// Lines like BuildKit's `--progress plain`.
+    Plain,
+    /// One JSON object per event (time, step, event, ...).
+    Json,
+    /// Nothing but the image id on stdout.
+    Quiet,
 }
 
 /// Base image configs for FROM and ONBUILD.
@@ -120,10 +160,15 @@ fn parse_build_args(raw: &[String]) -> anyhow::Result<Vec<(String, String)>> {
 }
 
 pub fn run(global: &crate::args::Cli, args: &BuildArgs) -> anyhow::Result<ExitStatus> {
-    if !args.check && args.print_graph.is_none() {
-        anyhow::bail!(
-            "building images is not available yet in this version; use --check or --print-graph"
-        );
+    let building = !args.check && args.print_graph.is_none();
+    if building && args.context == "-" {
+        anyhow::bail!("building from a Dockerfile on stdin (context \"-\") is not supported yet; give a context directory");
+    }
+    if building && args.progress == ProgressMode::Tty {
+        anyhow::bail!("--progress tty is not supported yet; use plain, json or quiet");
+    }
+    if building && args.platform.is_some() {
+        anyhow::bail!("--platform is not supported yet for builds (only the host's platform)");
     }
     let (text, name, path) = read_dockerfile(args)?;
     let platform = match &args.platform {
@@ -162,6 +207,22 @@ pub fn run(global: &crate::args::Cli, args: &BuildArgs) -> anyhow::Result<ExitSt
         }
     };
     let compiled = compile_with_problems(&dockerfile, &options, &images);
+    if building {
+        let graph = match compiled {
+            Ok((graph, _)) => graph,
+            Err(e) => {
+                write!(stderr, "{}", e.render())?;
+                return Ok(ExitStatus::FAILURE);
+            }
+        };
+        drop(stderr);
+        let store = match images.store {
+            Some(store) => store,
+            None => kiln_store::Store::open(&global.root)
+                .with_context(|| format!("opening the store at {}", global.root.display()))?,
+        };
+        return crate::commands::build_run::build(&store, args, &graph, &path, &options.build_args);
+    }
     let mut stdout = std::io::stdout().lock();
     if let Some(format) = args.print_graph {
         let (graph, _) = match compiled {

@@ -1,6 +1,8 @@
 //! One module per subcommand; each exposes `run(...) -> anyhow::Result<ExitStatus>`.
 
 pub mod build;
+pub mod build_run;
+pub mod builder;
 pub mod fsck;
 pub mod images;
 pub mod import;

@@ -69,14 +69,18 @@ fn ctx_arg(dir: &Path) -> &str {
 }
 
 #[test]
-fn plain_build_is_not_available_yet() {
+fn build_without_the_base_image_says_how_to_get_it() {
     let root = tempfile::tempdir().expect("temp root");
     let ctx = context(&[("Dockerfile", "FROM alpine\n")]);
     let out = kiln(root.path(), &["build", ctx_arg(ctx.path())]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("not available yet"), "{stderr}");
+    assert!(stderr.contains("kiln: failed to solve:"), "{stderr}");
+    assert!(stderr.contains("no such image: alpine"), "{stderr}");
+    assert!(
+        stderr.contains("pulling base images during a build is not supported yet"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! Integration tests of the `kiln` binary: each test spawns the built binary
 //! with its own temporary root.
 
+#[cfg(feature = "test-root")]
+mod build;
 mod build_check;
 mod common;
 mod images;

@@ -1,0 +1,166 @@
+//! Cache keys and miss reasons.
+//!
+//! A step's key is sha256 over its op definition, its inputs' keys, and the
+//! content of the context files it reads (path, kind, mode, digest; not
+//! mtimes, so `touch` keeps the cache). Each step's last definition is
+//! kept in `cache/steps/` by a stable identity (context, Dockerfile,
+//! description), so a miss can say what changed.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+/// What a step's key covers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct StepRecord {
+    /// The op, as JSON.
+    pub op: serde_json::Value,
+    /// (role, key) of each input; a context input shows as its file set.
+    pub inputs: Vec<(String, String)>,
+    /// Context files read: path -> `kind mode digest`.
+    pub files: BTreeMap<String, String>,
+}
+
+impl StepRecord {
+    /// The cache key.
+    pub fn key(&self) -> String {
+        let bytes =
+            serde_json::to_vec(&(1u32, &self.op, &self.inputs, &self.files)).expect("serializes");
+        format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
+    }
+}
+
+/// The file holding the last record of the step `identity`.
+pub(crate) fn record_path(cache_dir: &Path, identity: &str) -> std::path::PathBuf {
+    let hex = hex::encode(Sha256::digest(identity.as_bytes()));
+    cache_dir.join("steps").join(format!("{hex}.json"))
+}
+
+pub(crate) fn load(path: &Path) -> Option<StepRecord> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+pub(crate) fn save(path: &Path, record: &StepRecord) {
+    // Advisory only (miss reasons): a failed or lost write costs nothing.
+    let _ =
+        crate::solve::context::write_atomic(path, &serde_json::to_vec(record).expect("serializes"));
+}
+
+/// Why `now` missed, compared with the step's last record.
+pub(crate) fn miss_reason(
+    previous: Option<&StepRecord>,
+    now: &StepRecord,
+    build_args: &[String],
+) -> String {
+    let Some(prev) = previous else {
+        return "not built before".to_string();
+    };
+    if prev == now {
+        return "no cache record (pruned or --no-cache)".to_string();
+    }
+    if prev.op != now.op {
+        let env = |op: &serde_json::Value| -> BTreeMap<String, String> {
+            op.get("env")
+                .and_then(|e| e.as_array())
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str())
+                .map(|e| match e.split_once('=') {
+                    Some((k, v)) => (k.to_string(), v.to_string()),
+                    None => (e.to_string(), String::new()),
+                })
+                .collect()
+        };
+        let (a, b) = (env(&prev.op), env(&now.op));
+        let mut without_env = (prev.op.clone(), now.op.clone());
+        if let (Some(x), Some(y)) = (without_env.0.as_object_mut(), without_env.1.as_object_mut()) {
+            x.remove("env");
+            y.remove("env");
+        }
+        if a != b && without_env.0 == without_env.1 {
+            let keys: std::collections::BTreeSet<&String> = a
+                .keys()
+                .chain(b.keys())
+                .filter(|k| a.get(*k) != b.get(*k))
+                .collect();
+            let names: Vec<String> = keys
+                .iter()
+                .map(|k| {
+                    if build_args.iter().any(|b| b == *k) {
+                        format!("build-arg {k}")
+                    } else {
+                        format!("environment variable {k}")
+                    }
+                })
+                .collect();
+            return format!("{} changed", names.join(", "));
+        }
+        return "instruction changed".to_string();
+    }
+    if prev.inputs != now.inputs {
+        let changed: Vec<&str> = now
+            .inputs
+            .iter()
+            .filter(|i| !prev.inputs.contains(i))
+            .map(|(role, _)| role.as_str())
+            .collect();
+        return match changed.first() {
+            Some(&"rootfs") => "previous step changed".to_string(),
+            Some(role) => format!("input {role} changed"),
+            None => "inputs changed".to_string(),
+        };
+    }
+    let mut parts = Vec::new();
+    for (path, value) in &now.files {
+        match prev.files.get(path) {
+            None => parts.push(format!("{path} added")),
+            Some(old) if old != value => parts.push(format!("{path} changed")),
+            _ => {}
+        }
+    }
+    for path in prev.files.keys() {
+        if !now.files.contains_key(path) {
+            parts.push(format!("{path} removed"));
+        }
+    }
+    match parts.len() {
+        0 => "inputs changed".to_string(),
+        1..=3 => parts.join(", "),
+        n => format!("{} and {} more", parts[..3].join(", "), n - 3),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_in_words() {
+        let base = StepRecord {
+            op: serde_json::json!({"args": ["sh"], "env": ["A=1", "V=1"]}),
+            inputs: vec![("rootfs".into(), "k1".into())],
+            files: BTreeMap::from([("src/main.rs".to_string(), "file 644 aa".to_string())]),
+        };
+        assert_eq!(miss_reason(None, &base, &[]), "not built before");
+        let mut files = base.clone();
+        files
+            .files
+            .insert("src/main.rs".into(), "file 644 bb".into());
+        assert_eq!(miss_reason(Some(&base), &files, &[]), "src/main.rs changed");
+        assert_ne!(base.key(), files.key());
+        let mut arg = base.clone();
+        arg.op = serde_json::json!({"args": ["sh"], "env": ["A=1", "V=2"]});
+        assert_eq!(
+            miss_reason(Some(&base), &arg, &["V".to_string()]),
+            "build-arg V changed"
+        );
+        let mut parent = base.clone();
+        parent.inputs[0].1 = "k2".into();
+        assert_eq!(
+            miss_reason(Some(&base), &parent, &[]),
+            "previous step changed"
+        );
+    }
+}

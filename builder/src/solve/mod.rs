@@ -1,0 +1,650 @@
+//! The solver: runs the ops of a compiled [`Graph`] that the target stage
+//! needs, independent ones at once (tokio tasks; blocking work on
+//! `spawn_blocking`, at most `jobs` at a time), each looked up in the build
+//! cache first (DESIGN.md, "How data flows: build", step 3).
+
+mod cache;
+mod context;
+mod copy;
+mod error;
+mod exec;
+mod paths;
+mod progress;
+mod rootfs;
+mod users;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+use kiln_store::{CacheRecord, CachedLayer, DiffOptions, Lease, Store};
+
+pub use error::SolveError;
+pub use progress::{NoProgress, Progress, StepEvent};
+
+use crate::dockerfile::platform::Platform;
+use crate::graph::ops::{FileAction, Graph, NodeId, Op};
+use cache::StepRecord;
+use context::ContextIndex;
+
+/// Finds base images. The CLI implements it with the store (and, later,
+/// pulling); tests can serve fixed images.
+pub trait ImageResolver: Send + Sync {
+    /// The image `reference` (as written after FROM) for `platform`, present
+    /// in `store` with its blobs.
+    fn resolve(
+        &self,
+        store: &Store,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<kiln_store::Image, Box<dyn std::error::Error + Send + Sync>>;
+}
+
+/// How to solve.
+#[derive(Debug, Clone)]
+pub struct SolveOptions {
+    /// The build context directory.
+    pub context_dir: PathBuf,
+    /// The Dockerfile's path (part of each step's identity for miss reasons).
+    pub dockerfile: PathBuf,
+    /// Ignore cache records (still write new ones).
+    pub no_cache: bool,
+    /// Steps running at once (at least 1).
+    pub jobs: usize,
+    /// `SOURCE_DATE_EPOCH`: clamps layer mtimes.
+    pub source_date_epoch: Option<i64>,
+    /// Names given with `--build-arg`, for miss reasons.
+    pub build_arg_names: Vec<String>,
+}
+
+/// The solved target: its layer stack and, for each layer-making step
+/// since its base image, whether it made a layer.
+#[derive(Debug, Clone, Default)]
+pub struct Solved {
+    /// Layers, lowest first.
+    pub layers: Vec<CachedLayer>,
+    /// One flag per Exec/File step along the target's chain since its base
+    /// image, oldest first: false when the step changed nothing.
+    pub steps: Vec<bool>,
+}
+
+#[derive(Debug)]
+struct RootfsOut {
+    layers: Vec<CachedLayer>,
+    steps: Vec<bool>,
+    key: String,
+}
+
+#[derive(Debug, Clone)]
+enum Output {
+    Rootfs(Arc<RootfsOut>),
+    Context(Arc<ContextIndex>),
+}
+
+type NodeFuture = Shared<BoxFuture<'static, Result<Output, ()>>>;
+
+struct Ctx {
+    store: Store,
+    lease: Arc<Lease>,
+    graph: Graph,
+    options: SolveOptions,
+    resolver: Arc<dyn ImageResolver>,
+    progress: Arc<dyn Progress>,
+    steps: Vec<usize>,
+    failed: AtomicBool,
+    first_error: Mutex<Option<SolveError>>,
+    /// Host pids of running RUN containers.
+    running: Mutex<Vec<i32>>,
+}
+
+/// The nodes the target stage needs, in graph order.
+fn needed(graph: &Graph) -> Vec<NodeId> {
+    let mut need = vec![false; graph.nodes.len()];
+    let mut stack: Vec<NodeId> = graph.target_stage().root.into_iter().collect();
+    while let Some(id) = stack.pop() {
+        if !need[id] {
+            need[id] = true;
+            stack.extend(graph.nodes[id].inputs.iter().map(|i| i.node));
+        }
+    }
+    (0..graph.nodes.len()).filter(|&i| need[i]).collect()
+}
+
+/// Solves the target stage of `graph`. New blobs and snapshots are
+/// protected by `lease` until the caller names the image.
+pub fn solve(
+    store: &Store,
+    lease: Arc<Lease>,
+    graph: &Graph,
+    options: &SolveOptions,
+    resolver: Arc<dyn ImageResolver>,
+    progress: Arc<dyn Progress>,
+) -> Result<Solved, SolveError> {
+    rootfs::remove_stale_mounts(store);
+    let order = needed(graph);
+    let mut steps = vec![0; graph.nodes.len()];
+    for (n, &id) in order.iter().enumerate() {
+        steps[id] = n + 1;
+    }
+    let ctx = Arc::new(Ctx {
+        store: store.clone(),
+        lease,
+        graph: graph.clone(),
+        options: options.clone(),
+        resolver,
+        progress,
+        steps,
+        failed: AtomicBool::new(false),
+        first_error: Mutex::new(None),
+        running: Mutex::new(Vec::new()),
+    });
+    let jobs = options.jobs.max(1);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(jobs + 2)
+        .enable_all()
+        .build()
+        .map_err(SolveError::io(
+            "start the solver runtime in",
+            &options.context_dir,
+        ))?;
+    let target = graph.target_stage().root;
+    let result = runtime.block_on(async {
+        let interrupt = tokio::spawn(interrupted(ctx.clone()));
+        let semaphore = Arc::new(tokio::sync::Semaphore::new(jobs));
+        let mut futures: Vec<Option<NodeFuture>> = vec![None; graph.nodes.len()];
+        let mut handles = Vec::new();
+        for &id in &order {
+            let inputs: Vec<NodeFuture> = graph.nodes[id]
+                .inputs
+                .iter()
+                .map(|i| futures[i.node].clone().expect("inputs come first"))
+                .collect();
+            let ctx = ctx.clone();
+            let semaphore = semaphore.clone();
+            let future = async move {
+                let mut outputs = Vec::with_capacity(inputs.len());
+                for input in inputs {
+                    outputs.push(input.await?);
+                }
+                let _permit = semaphore.acquire().await.map_err(|_| ())?;
+                if ctx.failed.load(Ordering::SeqCst) {
+                    return Err(());
+                }
+                let worker = ctx.clone();
+                tokio::task::spawn_blocking(move || worker.run_step(id, outputs))
+                    .await
+                    .unwrap_or(Err(()))
+            }
+            .boxed()
+            .shared();
+            handles.push(tokio::spawn(future.clone()));
+            futures[id] = Some(future);
+        }
+        // Wait for everything started, so no step is left running.
+        for handle in handles {
+            let _ = handle.await;
+        }
+        interrupt.abort();
+        match target {
+            Some(t) => futures[t].clone().expect("the target is needed").await,
+            None => Ok(Output::Rootfs(Arc::new(RootfsOut {
+                layers: Vec::new(),
+                steps: Vec::new(),
+                key: String::new(),
+            }))),
+        }
+    });
+    if let Some(error) = ctx.first_error.lock().expect("not poisoned").take() {
+        return Err(error);
+    }
+    match result {
+        Ok(Output::Rootfs(out)) => Ok(Solved {
+            layers: out.layers.clone(),
+            steps: out.steps.clone(),
+        }),
+        Ok(Output::Context(_)) => Err(SolveError::unsupported("a build context as the target")),
+        Err(()) => Err(SolveError::Cancelled),
+    }
+}
+
+/// On SIGINT or SIGTERM: no new steps start, running RUN containers are
+/// killed, and every step unwinds (unmounting its overlay) before the
+/// solver returns [`SolveError::Interrupted`].
+async fn interrupted(ctx: Arc<Ctx>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    {
+        let mut first = ctx.first_error.lock().expect("not poisoned");
+        if first.is_none() {
+            *first = Some(SolveError::Interrupted);
+        }
+    }
+    ctx.failed.store(true, Ordering::SeqCst);
+    for &pid in ctx.running.lock().expect("not poisoned").iter() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+impl Ctx {
+    fn emit(&self, id: NodeId, event: StepEvent) {
+        self.progress.event(self.steps[id], event);
+    }
+
+    fn run_step(&self, id: NodeId, inputs: Vec<Output>) -> Result<Output, ()> {
+        let started = Instant::now();
+        let node = &self.graph.nodes[id];
+        self.emit(
+            id,
+            StepEvent::Started {
+                name: node.description.clone(),
+            },
+        );
+        match self.run_node(id, &inputs) {
+            Ok(output) => {
+                self.emit(
+                    id,
+                    StepEvent::Done {
+                        elapsed: started.elapsed(),
+                    },
+                );
+                Ok(output)
+            }
+            Err(error) => {
+                self.emit(
+                    id,
+                    StepEvent::Failed {
+                        message: error_chain(&error),
+                        elapsed: started.elapsed(),
+                    },
+                );
+                self.failed.store(true, Ordering::SeqCst);
+                let mut first = self.first_error.lock().expect("not poisoned");
+                if first.is_none() {
+                    *first = Some(SolveError::Step {
+                        step: node.description.clone(),
+                        source: Box::new(error),
+                    });
+                }
+                Err(())
+            }
+        }
+    }
+
+    fn run_node(&self, id: NodeId, inputs: &[Output]) -> Result<Output, SolveError> {
+        let node = &self.graph.nodes[id];
+        match &node.op {
+            Op::Image {
+                reference,
+                platform,
+            } => {
+                let image = self
+                    .resolver
+                    .resolve(&self.store, reference, platform)
+                    .map_err(|source| SolveError::Image {
+                        reference: reference.clone(),
+                        source,
+                    })?;
+                self.store
+                    .ensure_snapshots(&image)
+                    .map_err(SolveError::store("unpacking the base image"))?;
+                let diff_ids = image
+                    .diff_ids()
+                    .map_err(SolveError::store("reading the base image"))?;
+                let layers = image
+                    .manifest
+                    .layers()
+                    .iter()
+                    .zip(diff_ids)
+                    .map(|(d, diff_id)| CachedLayer {
+                        descriptor: d.clone(),
+                        diff_id,
+                    })
+                    .collect();
+                Ok(Output::Rootfs(Arc::new(RootfsOut {
+                    layers,
+                    steps: Vec::new(),
+                    key: format!("image {} {platform}", image.manifest_digest),
+                })))
+            }
+            Op::Context {
+                include, exclude, ..
+            } => {
+                let index = context::index(
+                    &self.options.context_dir,
+                    include,
+                    exclude,
+                    &self.store.cache_dir(),
+                )?;
+                Ok(Output::Context(Arc::new(index)))
+            }
+            Op::Exec(_) | Op::File(_) => self.run_layer_step(id, inputs),
+        }
+    }
+
+    fn step_record(&self, id: NodeId, inputs: &[Output]) -> StepRecord {
+        let node = &self.graph.nodes[id];
+        let mut record = StepRecord {
+            op: serde_json::to_value(&node.op).expect("ops serialize"),
+            ..StepRecord::default()
+        };
+        for (slot, (input, output)) in node.inputs.iter().zip(inputs).enumerate() {
+            match output {
+                Output::Rootfs(r) => record.inputs.push((input.role.clone(), r.key.clone())),
+                Output::Context(index) => {
+                    record
+                        .inputs
+                        .push((input.role.clone(), "context".to_string()));
+                    let mut sources: Vec<&str> = Vec::new();
+                    match &node.op {
+                        Op::File(f) => {
+                            for action in &f.actions {
+                                if let FileAction::Copy {
+                                    input: Some(s),
+                                    sources: list,
+                                    ..
+                                } = action
+                                {
+                                    if *s == slot {
+                                        sources.extend(list.iter().map(String::as_str));
+                                    }
+                                }
+                            }
+                        }
+                        _ => sources.push("."),
+                    }
+                    for source in sources {
+                        for (path, entry) in index.selection(source) {
+                            let kind = match entry.kind {
+                                context::Kind::File => "file",
+                                context::Kind::Dir => "dir",
+                                context::Kind::Symlink => "symlink",
+                            };
+                            record.files.insert(
+                                path.to_string(),
+                                format!("{kind} {:o} {}", entry.mode, entry.digest),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        record
+    }
+
+    fn run_layer_step(&self, id: NodeId, inputs: &[Output]) -> Result<Output, SolveError> {
+        let node = &self.graph.nodes[id];
+        if let Op::Exec(op) = &node.op {
+            exec::check_supported(op)?;
+        }
+        let record = self.step_record(id, inputs);
+        let key = record.key();
+        let identity = format!(
+            "{}\n{}\n{}",
+            self.options.context_dir.display(),
+            self.options.dockerfile.display(),
+            node.description
+        );
+        let record_path = cache::record_path(&self.store.cache_dir(), &identity);
+        if !self.options.no_cache {
+            if let Some(hit) = self.cached(&key)? {
+                self.emit(id, StepEvent::Cached);
+                cache::save(&record_path, &record);
+                return Ok(Output::Rootfs(Arc::new(RootfsOut {
+                    layers: hit.layers,
+                    steps: decode_steps(&hit.annotations),
+                    key,
+                })));
+            }
+        }
+        let reason = if self.options.no_cache {
+            "--no-cache".to_string()
+        } else {
+            cache::miss_reason(
+                cache::load(&record_path).as_ref(),
+                &record,
+                &self.options.build_arg_names,
+            )
+        };
+        self.emit(id, StepEvent::Miss { reason });
+        let empty = RootfsOut {
+            layers: Vec::new(),
+            steps: Vec::new(),
+            key: String::new(),
+        };
+        let parent = node
+            .inputs
+            .iter()
+            .zip(inputs)
+            .find(|(i, _)| i.role == "rootfs")
+            .and_then(|(_, o)| match o {
+                Output::Rootfs(r) => Some(r.as_ref()),
+                Output::Context(_) => None,
+            })
+            .unwrap_or(&empty);
+        let workspace = rootfs::Workspace::open(&self.store, &self.lease, &parent.layers)?;
+        match &node.op {
+            Op::Exec(op) => {
+                let cgroup = format!("kiln-build/{}-{}", std::process::id(), self.steps[id]);
+                let emit = |event: StepEvent| self.emit(id, event);
+                exec::run(
+                    op,
+                    workspace.merged(),
+                    &workspace.upper(),
+                    &cgroup,
+                    &emit,
+                    &self.running,
+                )?;
+            }
+            Op::File(op) => self.file_actions(workspace.merged(), &op.actions, inputs)?,
+            _ => unreachable!("only exec and file ops make layers"),
+        }
+        let options = DiffOptions {
+            compression: kiln_store::Compression::None,
+            source_date_epoch: self.options.source_date_epoch,
+        };
+        let layer = workspace.finish(&self.store, &self.lease, &parent.layers, &options)?;
+        let mut layers = parent.layers.clone();
+        let mut steps = parent.steps.clone();
+        steps.push(layer.is_some());
+        layers.extend(layer);
+        let cache_record = CacheRecord {
+            layers: layers.clone(),
+            annotations: encode_steps(&steps),
+            created: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0),
+        };
+        self.store
+            .put_cache_record(&key, &cache_record)
+            .map_err(SolveError::store("writing a cache record"))?;
+        cache::save(&record_path, &record);
+        Ok(Output::Rootfs(Arc::new(RootfsOut { layers, steps, key })))
+    }
+
+    /// A usable cache record: every blob still there.
+    fn cached(&self, key: &str) -> Result<Option<CacheRecord>, SolveError> {
+        let Some(record) = self
+            .store
+            .cache_record(key)
+            .map_err(SolveError::store("reading a cache record"))?
+        else {
+            return Ok(None);
+        };
+        for layer in &record.layers {
+            let present = kiln_store::descriptor_digest(&layer.descriptor)
+                .ok()
+                .is_some_and(|d| self.store.content().size(&d).is_ok());
+            if !present {
+                return Ok(None);
+            }
+        }
+        Ok(Some(record))
+    }
+
+    fn file_actions(
+        &self,
+        root: &std::path::Path,
+        actions: &[FileAction],
+        inputs: &[Output],
+    ) -> Result<(), SolveError> {
+        use users::{resolve_in, Purpose};
+        for action in actions {
+            match action {
+                FileAction::Copy {
+                    input,
+                    sources,
+                    dest,
+                    chown,
+                    chmod,
+                    parents,
+                    exclude,
+                    is_add,
+                    unpack,
+                    checksum,
+                    keep_git_dir,
+                    link: _,
+                } => {
+                    let keyword = if *is_add { "ADD" } else { "COPY" };
+                    if *parents {
+                        return Err(SolveError::unsupported(format!("{keyword} --parents")));
+                    }
+                    if sources
+                        .iter()
+                        .any(|s| s.contains("://") || s.starts_with("git@"))
+                    {
+                        return Err(SolveError::unsupported("ADD from a URL or git repository"));
+                    }
+                    if checksum.is_some() || *keep_git_dir || *unpack == Some(true) {
+                        return Err(SolveError::unsupported(format!(
+                            "{keyword} --checksum, --keep-git-dir and --unpack"
+                        )));
+                    }
+                    let owner = match chown {
+                        Some(c) => resolve_in(root, c, Purpose::Chown)?,
+                        None => users::Ids::default(),
+                    };
+                    let chmod = chmod.as_deref().map(copy::Chmod::parse).transpose()?;
+                    let spec = copy::CopySpec {
+                        keyword,
+                        sources,
+                        dest,
+                        owner,
+                        chmod: chmod.as_ref(),
+                        exclude,
+                        is_add: *is_add,
+                    };
+                    match input.map(|slot| &inputs[slot]) {
+                        Some(Output::Context(index)) => copy::copy(
+                            &copy::SourceTree {
+                                root: &index.root,
+                                index: Some(index),
+                            },
+                            root,
+                            &spec,
+                        )?,
+                        Some(Output::Rootfs(stack)) => {
+                            let view = rootfs::View::open(&self.store, &self.lease, &stack.layers)?;
+                            copy::copy(
+                                &copy::SourceTree {
+                                    root: view.root(),
+                                    index: None,
+                                },
+                                root,
+                                &spec,
+                            )?
+                        }
+                        None => {
+                            // A stage with no file system (FROM scratch, no changes).
+                            let empty = tempfile_dir(&self.store)?;
+                            let result = copy::copy(
+                                &copy::SourceTree {
+                                    root: &empty,
+                                    index: None,
+                                },
+                                root,
+                                &spec,
+                            );
+                            let _ = std::fs::remove_dir_all(&empty);
+                            result?
+                        }
+                    }
+                }
+                FileAction::Mkfile {
+                    path,
+                    data,
+                    mode,
+                    chown,
+                } => {
+                    let owner = match chown {
+                        Some(c) => resolve_in(root, c, Purpose::Chown)?,
+                        None => users::Ids::default(),
+                    };
+                    copy::make_file(root, path, data, *mode, owner)?;
+                }
+                FileAction::Mkdir {
+                    path, mode, chown, ..
+                } => {
+                    let owner = match chown {
+                        Some(c) => resolve_in(root, c, Purpose::Process)?,
+                        None => users::Ids::default(),
+                    };
+                    copy::make_dir(root, path, *mode, owner)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn tempfile_dir(store: &Store) -> Result<PathBuf, SolveError> {
+    let dir = store.cache_dir().join("mnt").join(format!(
+        "empty-{}-{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    std::fs::create_dir_all(&dir).map_err(SolveError::io("create directory", &dir))?;
+    Ok(dir)
+}
+
+const STEPS_ANNOTATION: &str = "kiln.build.steps";
+
+fn encode_steps(steps: &[bool]) -> BTreeMap<String, String> {
+    let text: String = steps.iter().map(|&s| if s { '1' } else { '0' }).collect();
+    BTreeMap::from([(STEPS_ANNOTATION.to_string(), text)])
+}
+
+fn decode_steps(annotations: &BTreeMap<String, String>) -> Vec<bool> {
+    annotations
+        .get(STEPS_ANNOTATION)
+        .map(|t| t.chars().map(|c| c == '1').collect())
+        .unwrap_or_default()
+}
+
+/// An error and its sources on one line (`a: b: c`).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,255 @@
+//! Root file systems of steps: a layer stack's snapshots as overlay lower
+//! directories, a fresh upper directory that becomes the step's layer (and,
+//! without copying, that layer's snapshot), and read-only views of stacks
+//! for `COPY --from`.
+
+use std::path::{Path, PathBuf};
+
+use kiln_runner::overlay::{OverlayMount, Writable};
+use kiln_store::{chain_ids, CachedLayer, DiffOptions, Digest, Lease, Store};
+
+use crate::solve::error::SolveError;
+
+/// Makes sure every layer of `layers` has its snapshot and returns their
+/// `fs/` directories, topmost first (as overlayfs wants lower dirs).
+pub(crate) fn lower_dirs(
+    store: &Store,
+    lease: &Lease,
+    layers: &[CachedLayer],
+) -> Result<Vec<PathBuf>, SolveError> {
+    let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id.clone()).collect();
+    let chains = chain_ids(&diff_ids);
+    for (i, layer) in layers.iter().enumerate() {
+        if store.has_snapshot(&chains[i]) {
+            continue;
+        }
+        lease
+            .protect(&chains[i])
+            .map_err(SolveError::store("protecting a snapshot"))?;
+        let digest = kiln_store::descriptor_digest(&layer.descriptor)
+            .map_err(SolveError::store("reading a layer descriptor"))?;
+        let blob = store
+            .content()
+            .open(&digest)
+            .map_err(SolveError::store("opening a cached layer"))?;
+        let parent = i.checked_sub(1).map(|p| chains[p].clone());
+        store
+            .create_snapshot(&chains[i], parent, &layer.diff_id, blob)
+            .map_err(SolveError::store("unpacking a cached layer"))?;
+    }
+    Ok(chains.iter().rev().map(|c| store.snapshot_fs(c)).collect())
+}
+
+/// Unmounts and removes mount points under `cache/mnt/` whose process
+/// (the pid in their name) is gone: a build killed by a signal leaves its
+/// overlays mounted.
+pub(crate) fn remove_stale_mounts(store: &Store) {
+    let dir = store.cache_dir().join("mnt");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .trim_start_matches("empty-")
+            .split('-')
+            .next()
+            .and_then(|p| p.parse::<u32>().ok());
+        let Some(pid) = pid else { continue };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let path = entry.path();
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let text = path.to_string_lossy();
+        if mounts
+            .lines()
+            .any(|l| l.split(' ').nth(1) == Some(text.as_ref()))
+        {
+            let _ = kiln_runner::overlay::unmount(&path);
+        }
+        // Only an empty directory: never delete through a mount.
+        let _ = std::fs::remove_dir(&path);
+    }
+}
+
+fn mount_point(store: &Store) -> Result<PathBuf, SolveError> {
+    let dir = store.cache_dir().join("mnt").join(format!(
+        "{}-{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    std::fs::create_dir_all(&dir).map_err(SolveError::io("create mount point", &dir))?;
+    Ok(dir)
+}
+
+/// A writable root for one step: lower = the parent stack, upper = a fresh
+/// snapshot directory. Dropping it unmounts and removes everything.
+pub(crate) struct Workspace {
+    temp: Option<PathBuf>,
+    mount: Option<OverlayMount>,
+    mount_dir: Option<PathBuf>,
+    merged: PathBuf,
+}
+
+impl Workspace {
+    /// Prepares the root for a step on top of `layers`.
+    pub fn open(
+        store: &Store,
+        lease: &Lease,
+        layers: &[CachedLayer],
+    ) -> Result<Workspace, SolveError> {
+        let lower = lower_dirs(store, lease, layers)?;
+        let temp = store
+            .new_snapshot_dir()
+            .map_err(SolveError::store("creating a snapshot directory"))?;
+        let mut ws = Workspace {
+            temp: Some(temp.clone()),
+            mount: None,
+            mount_dir: None,
+            merged: temp.join("fs"),
+        };
+        let upper = temp.join("fs");
+        let work = temp.join("work");
+        for dir in [&upper, &work] {
+            std::fs::create_dir(dir).map_err(SolveError::io("create directory", dir))?;
+        }
+        if !lower.is_empty() {
+            let target = mount_point(store)?;
+            ws.mount_dir = Some(target.clone());
+            let mount = OverlayMount::mount(
+                &lower,
+                Some(Writable {
+                    upper: &upper,
+                    work: &work,
+                }),
+                &target,
+            )
+            .map_err(|source| SolveError::Runner { source })?;
+            ws.mount = Some(mount);
+            ws.merged = target;
+        }
+        Ok(ws)
+    }
+
+    /// The merged tree the step works on.
+    pub fn merged(&self) -> &Path {
+        &self.merged
+    }
+
+    /// The upper directory (the step's changes).
+    pub fn upper(&self) -> PathBuf {
+        self.temp.as_ref().expect("open until finished").join("fs")
+    }
+
+    /// Unmounts, turns the changes into a layer and adopts the upper
+    /// directory as its snapshot. `None` when the step changed nothing.
+    pub fn finish(
+        mut self,
+        store: &Store,
+        lease: &Lease,
+        parent: &[CachedLayer],
+        options: &DiffOptions,
+    ) -> Result<Option<CachedLayer>, SolveError> {
+        if let Some(mount) = self.mount.take() {
+            mount
+                .unmount()
+                .map_err(|source| SolveError::Runner { source })?;
+        }
+        let temp = self.temp.clone().expect("open until finished");
+        let work = temp.join("work");
+        std::fs::remove_dir_all(&work).map_err(SolveError::io("remove", &work))?;
+        let upper = temp.join("fs");
+        let empty = std::fs::read_dir(&upper)
+            .map_err(SolveError::io("read", &upper))?
+            .next()
+            .is_none();
+        if empty {
+            return Ok(None);
+        }
+        let layer = store
+            .layer_from_dir(&upper, lease, options)
+            .map_err(SolveError::store("writing a layer"))?;
+        let mut diff_ids: Vec<Digest> = parent.iter().map(|l| l.diff_id.clone()).collect();
+        diff_ids.push(layer.diff_id.clone());
+        let chains = chain_ids(&diff_ids);
+        let chain = chains.last().expect("one layer at least").clone();
+        let parent_chain = chains.len().checked_sub(2).map(|i| chains[i].clone());
+        lease
+            .protect(&chain)
+            .map_err(SolveError::store("protecting a snapshot"))?;
+        if store.has_snapshot(&chain) {
+            // Same result as a step before: keep the existing snapshot.
+        } else {
+            store
+                .adopt_snapshot(&temp, &chain, parent_chain, &layer.diff_id)
+                .map_err(SolveError::store("adopting a snapshot"))?;
+            self.temp = None;
+        }
+        Ok(Some(CachedLayer {
+            descriptor: layer.descriptor,
+            diff_id: layer.diff_id,
+        }))
+    }
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        self.mount.take();
+        if let Some(dir) = self.mount_dir.take() {
+            let _ = std::fs::remove_dir(dir);
+        }
+        if let Some(temp) = self.temp.take() {
+            let _ = std::fs::remove_dir_all(temp);
+        }
+    }
+}
+
+/// A read-only view of a stack (for `COPY --from`): the single snapshot,
+/// an overlay of several, or an empty directory for none.
+pub(crate) struct View {
+    root: PathBuf,
+    _mount: Option<OverlayMount>,
+    owned_dir: Option<PathBuf>,
+}
+
+impl View {
+    pub fn open(store: &Store, lease: &Lease, layers: &[CachedLayer]) -> Result<View, SolveError> {
+        let lower = lower_dirs(store, lease, layers)?;
+        match lower.len() {
+            1 => Ok(View {
+                root: lower[0].clone(),
+                _mount: None,
+                owned_dir: None,
+            }),
+            _ => {
+                let dir = mount_point(store)?;
+                let mut view = View {
+                    root: dir.clone(),
+                    _mount: None,
+                    owned_dir: Some(dir.clone()),
+                };
+                if !lower.is_empty() {
+                    view._mount = Some(
+                        OverlayMount::mount(&lower, None, &dir)
+                            .map_err(|source| SolveError::Runner { source })?,
+                    );
+                }
+                Ok(view)
+            }
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+impl Drop for View {
+    fn drop(&mut self) {
+        self._mount.take();
+        if let Some(dir) = self.owned_dir.take() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
