@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what kiln needs (Debian packages), builds it, and runs the demo:
-# make the busybox base image, import it, list, inspect and save it.
+# make the busybox base image, import it, list, inspect and save it, build
+# testdata/hello on it.
 # Run as root: sudo ./demo.sh
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -10,7 +11,7 @@ apt-get update -qq
 # shellcheck disable=SC2046
 apt-get install -y -qq --no-install-recommends $(grep -v '^#' .ci/packages | grep -v '^docker.io$') >/dev/null
 cargo build --release -q
-kiln=target/release/kiln
+kiln=${CARGO_TARGET_DIR:-target}/release/kiln
 root=${KILN_ROOT:-/var/lib/kiln}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -21,5 +22,8 @@ $kiln --root "$root" images
 $kiln --root "$root" inspect busybox | head -20
 $kiln --root "$root" save -o "$work/busybox-saved.tar" busybox
 tar -tf "$work/busybox-saved.tar"
+$kiln --root "$root" build --progress plain -t hello:latest testdata/hello
+$kiln --root "$root" build --progress plain -t hello:latest testdata/hello     # again: every step CACHED
+$kiln --root "$root" images
 $kiln --root "$root" system df
 $kiln --root "$root" fsck

@@ -1,0 +1,2 @@
+#!/bin/sh
+echo "$(cat /app/greeting) from kiln, running as $(id -un) on $(hostname)"
