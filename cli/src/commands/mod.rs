@@ -1,16 +1,26 @@
 //! One module per subcommand; each exposes `run(...) -> anyhow::Result<ExitStatus>`.
 
 pub mod build;
+pub mod exec;
 pub mod fsck;
 pub mod images;
 pub mod import;
 pub mod inspect;
+pub mod kill;
 pub mod load;
+pub mod logs;
+pub mod monitor;
+pub mod ps;
+pub mod rm;
 pub mod rmi;
+pub mod run;
 pub mod runtime;
 pub mod save;
+pub mod start;
+pub mod stop;
 pub mod system;
 pub mod tag;
+pub mod wait;
 
 use anyhow::Result;
 use kiln_store::{Image, Store};

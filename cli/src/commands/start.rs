@@ -1,0 +1,37 @@
+//! `kiln start`: start created or exited containers in the background.
+
+use anyhow::{bail, Result};
+use clap::Args;
+
+use crate::containers::Status;
+use crate::ExitStatus;
+
+/// Arguments of `kiln start`.
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Containers: names or ids.
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+pub fn run(root: &std::path::Path, args: &StartArgs) -> Result<ExitStatus> {
+    let containers = super::run::containers_of(root);
+    for given in &args.containers {
+        let container = containers.find(given)?;
+        let state = container.state()?.effective();
+        if state.status == Status::Running {
+            println!("{given}");
+            continue;
+        }
+        if state.status == Status::Running || state.is_alive() {
+            bail!("container {given} is still running");
+        }
+        if let Err(err) = super::run::start_detached(root, &container) {
+            let code = super::run::start_exit_code(&err);
+            eprintln!("kiln: starting container {given}: {err:#}");
+            return Ok(ExitStatus(code));
+        }
+        println!("{given}");
+    }
+    Ok(ExitStatus::SUCCESS)
+}
