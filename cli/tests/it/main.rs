@@ -3,6 +3,8 @@
 
 mod build_check;
 mod common;
+#[cfg(feature = "test-root")]
+mod containers;
 mod images;
 #[cfg(feature = "test-root")]
 mod runtime;
