@@ -89,11 +89,24 @@ pub struct CreateArgs {
     /// Network: none (loopback only) or host.
     #[arg(long, default_value = "none")]
     pub network: String,
-    /// Image name or id.
-    pub image: String,
-    /// Command and arguments (default: the image's).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub command: Vec<String>,
+    /// The image (name or id), then the command and its arguments (default:
+    /// the image's). Everything after the image belongs to the command.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "IMAGE [COMMAND]..."
+    )]
+    pub image_and_command: Vec<String>,
+}
+
+impl CreateArgs {
+    fn image(&self) -> &str {
+        &self.image_and_command[0]
+    }
+    fn command(&self) -> &[String] {
+        &self.image_and_command[1..]
+    }
 }
 
 /// Arguments of `kiln run`.
@@ -346,7 +359,7 @@ fn options(args: &CreateArgs, containers: &Containers) -> Result<(RunOptions, Ve
     }
     Ok((
         RunOptions {
-            command: args.command.clone(),
+            command: args.command().to_vec(),
             entrypoint: args.entrypoint.clone(),
             env,
             workdir: args.workdir.clone(),
@@ -362,9 +375,17 @@ fn options(args: &CreateArgs, containers: &Containers) -> Result<(RunOptions, Ve
             privileged: args.privileged,
             network,
             mounts,
+            host_capabilities: host_capabilities(),
         },
         volumes,
     ))
+}
+
+/// The capability bounding set of this process (/proc/self/status CapBnd).
+fn host_capabilities() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("CapBnd:"))?;
+    u64::from_str_radix(line.split_whitespace().nth(1)?, 16).ok()
 }
 
 /// Creates a container (validates everything first, so a bad flag leaves
@@ -375,11 +396,11 @@ pub fn create(store: &Store, containers: &Containers, args: &CreateArgs) -> Resu
             bail!("invalid container name {name:?}: use [a-zA-Z0-9][a-zA-Z0-9_.-]+");
         }
     }
-    let image = crate::commands::find_image(store, &args.image)?;
+    let image = crate::commands::find_image(store, args.image())?;
     let (options, volumes) = options(args, containers)?;
     let lowers = store
         .ensure_snapshots(&image)
-        .with_context(|| format!("unpacking image {}", args.image))?;
+        .with_context(|| format!("unpacking image {}", args.image()))?;
     let id = new_id();
     let config = image.config.config().as_ref();
     let spec = spec::build(&id, config, &options, &image_accounts(&lowers))?;
@@ -405,7 +426,7 @@ pub fn create(store: &Store, containers: &Containers, args: &CreateArgs) -> Resu
     let record = Record {
         id,
         name,
-        image: args.image.clone(),
+        image: args.image().to_string(),
         image_digest: image.manifest_digest.to_string(),
         image_id: image.id().to_string(),
         lowers,

@@ -98,6 +98,9 @@ pub struct RunOptions {
     pub privileged: bool,
     pub network: Network,
     pub mounts: Vec<MountRequest>,
+    /// The host's capability bounding set (bit N = capability N): ALL and
+    /// `--privileged` mean every capability in it. `None`: all known.
+    pub host_capabilities: Option<u64>,
 }
 
 /// The image's account files, as text (empty when the image has none).
@@ -212,6 +215,20 @@ pub fn parse_memory(text: &str) -> Result<i64> {
     Ok(bytes)
 }
 
+/// Every known capability the host can grant (index in the list = number).
+fn all_capabilities(options: &RunOptions) -> Vec<String> {
+    ALL_CAPABILITIES
+        .iter()
+        .enumerate()
+        .filter(|(n, _)| {
+            options
+                .host_capabilities
+                .is_none_or(|mask| mask & (1 << n) != 0)
+        })
+        .map(|(_, c)| c.to_string())
+        .collect()
+}
+
 /// Normalises a capability name: `net_admin` -> `CAP_NET_ADMIN`.
 fn capability_name(name: &str) -> Result<String> {
     let upper = name.to_ascii_uppercase();
@@ -233,7 +250,7 @@ fn capability_name(name: &str) -> Result<String> {
 /// (drops apply after adds; ALL works in both, as in docker).
 pub fn capabilities(options: &RunOptions) -> Result<Vec<String>> {
     if options.privileged {
-        return Ok(ALL_CAPABILITIES.iter().map(|s| s.to_string()).collect());
+        return Ok(all_capabilities(options));
     }
     let add = options
         .cap_add
@@ -246,7 +263,7 @@ pub fn capabilities(options: &RunOptions) -> Result<Vec<String>> {
         .map(|c| capability_name(c))
         .collect::<Result<Vec<_>>>()?;
     let mut caps: Vec<String> = if add.iter().any(|c| c == "ALL") {
-        ALL_CAPABILITIES.iter().map(|s| s.to_string()).collect()
+        all_capabilities(options)
     } else {
         let mut caps: Vec<String> = kiln_runner::DEFAULT_CAPABILITIES
             .iter()
@@ -604,6 +621,14 @@ mod tests {
         let caps = capabilities(&o).unwrap();
         assert!(caps.contains(&"CAP_NET_ADMIN".to_string()));
         assert!(!caps.contains(&"CAP_CHOWN".to_string()));
+        let o = RunOptions {
+            privileged: true,
+            host_capabilities: Some(!(1 << 24)),
+            ..RunOptions::default()
+        };
+        let caps = capabilities(&o).unwrap();
+        assert!(caps.contains(&"CAP_SYS_ADMIN".to_string()));
+        assert!(!caps.contains(&"CAP_SYS_RESOURCE".to_string()));
         let o = RunOptions {
             cap_add: vec!["bogus".into()],
             ..RunOptions::default()
