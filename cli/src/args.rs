@@ -80,6 +80,10 @@ pub enum Command {
     Logs(commands::logs::LogsArgs),
     /// Run a command in a running container.
     Exec(commands::exec::ExecArgs),
+    /// Make an image from a container's changes.
+    Commit(commands::commit::CommitArgs),
+    /// Manage named volumes.
+    Volume(commands::volume::VolumeArgs),
     /// Per-container monitor of a detached container (internal).
     #[command(name = "container-monitor", hide = true)]
     ContainerMonitor(commands::monitor::MonitorArgs),

@@ -1,6 +1,7 @@
 //! One module per subcommand; each exposes `run(...) -> anyhow::Result<ExitStatus>`.
 
 pub mod build;
+pub mod commit;
 pub mod exec;
 pub mod fsck;
 pub mod images;
@@ -20,6 +21,7 @@ pub mod start;
 pub mod stop;
 pub mod system;
 pub mod tag;
+pub mod volume;
 pub mod wait;
 
 use anyhow::Result;

@@ -555,3 +555,65 @@ fn interactive_terminal() {
     assert!(out.contains("40 120"), "output: {out}");
     assert!(out.contains("DONE"), "output: {out}");
 }
+
+#[test]
+fn commit_then_run() {
+    let r = root!();
+    r.ok(&[
+        "run",
+        "--name",
+        "c1",
+        "busybox",
+        "sh",
+        "-c",
+        "echo new > /added; rm /etc/hostname",
+    ]);
+    r.ok(&["commit", "c1", "mine:v1"]);
+    r.ok(&["rm", "c1"]);
+    let out = r.run(&[
+        "run",
+        "--rm",
+        "mine:v1",
+        "sh",
+        "-c",
+        "cat /added; ls /etc/hostname",
+    ]);
+    assert_eq!(text(&out.stdout), "new\n");
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "the deletion did not carry over"
+    );
+    assert!(r.ok(&["images"]).contains("mine"));
+}
+
+#[test]
+fn volume_commands() {
+    let r = root!();
+    assert_eq!(r.ok(&["volume", "create", "v1"]), "v1\n");
+    assert!(r.ok(&["volume", "ls"]).contains("v1"));
+    let v: Value = serde_json::from_str(&r.ok(&["volume", "inspect", "v1"])).unwrap();
+    let mountpoint = PathBuf::from(v[0]["Mountpoint"].as_str().unwrap());
+    r.ok(&[
+        "run",
+        "--name",
+        "user",
+        "-v",
+        "v1:/v",
+        "busybox",
+        "sh",
+        "-c",
+        "echo x > /v/f",
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(mountpoint.join("f")).unwrap(),
+        "x\n"
+    );
+    assert!(
+        r.run(&["volume", "rm", "v1"]).status.code() != Some(0),
+        "in use"
+    );
+    r.ok(&["rm", "user"]);
+    assert!(r.ok(&["volume", "prune"]).contains("v1"));
+    assert_eq!(r.ok(&["volume", "ls", "-q"]), "");
+}
