@@ -80,6 +80,8 @@ pub enum Command {
     Logs(commands::logs::LogsArgs),
     /// Run a command in a running container.
     Exec(commands::exec::ExecArgs),
+    /// Show the processes of a running container.
+    Top(commands::top::TopArgs),
     /// Make an image from a container's changes.
     Commit(commands::commit::CommitArgs),
     /// Manage named volumes.

@@ -21,6 +21,7 @@ pub mod start;
 pub mod stop;
 pub mod system;
 pub mod tag;
+pub mod top;
 pub mod volume;
 pub mod wait;
 
