@@ -37,6 +37,7 @@ pub fn run(root: &std::path::Path, args: &MonitorArgs) -> Result<ExitStatus> {
         Err(e) => {
             let message = format!("{e:#}").replace('\n', " ");
             println!("{} {message}", exit_code_of(&e));
+            // `run -d --rm` removes the container itself after reading this.
             return Ok(ExitStatus(exit_code_of(&e)));
         }
     };

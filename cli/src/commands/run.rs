@@ -132,7 +132,14 @@ pub fn run(root: &std::path::Path, args: &RunArgs) -> Result<ExitStatus> {
     let container = create(&store, &containers, &args.create)?;
     drop(store);
     if args.detach {
-        start_detached(root, &container)?;
+        if let Err(err) = start_detached(root, &container) {
+            let _ = writeln!(std::io::stderr(), "kiln: {err:#}");
+            if args.create.rm {
+                let _lock = containers.lock()?;
+                containers.remove(&container)?;
+            }
+            return Ok(ExitStatus(start_exit_code(&err)));
+        }
         println!("{}", container.record.id);
         return Ok(ExitStatus::SUCCESS);
     }

@@ -138,6 +138,10 @@ fn exit_codes_follow_docker() {
     assert_eq!(code(&["run", "--rm", "busybox", "/no/such"]), Some(127));
     assert_eq!(code(&["run", "--rm", "busybox", "/etc/passwd"]), Some(126));
     assert_eq!(code(&["run", "--rm", "nosuchimage"]), Some(125));
+    assert_eq!(
+        code(&["run", "-d", "--rm", "busybox", "/no/such"]),
+        Some(127)
+    );
     assert!(r.ids().is_empty(), "--rm left containers");
 }
 
