@@ -8,7 +8,7 @@ use chrono::SecondsFormat;
 use clap::Args;
 
 use crate::containers::logs::{read_from, Entry};
-use crate::containers::Status;
+use crate::containers::{Container, Status};
 use crate::ExitStatus;
 
 /// Arguments of `kiln logs`.
@@ -48,22 +48,28 @@ fn print(entries: &[Entry], timestamps: bool) -> Result<()> {
 pub fn run(root: &std::path::Path, args: &LogsArgs) -> Result<ExitStatus> {
     let container = super::run::containers_of(root).find(&args.container)?;
     let path = container.log_path();
-    let (mut entries, mut offset) = read_from(&path, 0)?;
+    let (mut entries, offset) = read_from(&path, 0)?;
     if let Some(n) = args.tail {
         entries.drain(..entries.len().saturating_sub(n));
     }
     print(&entries, args.timestamps)?;
     if args.follow {
-        loop {
-            let running = container.state()?.effective().status == Status::Running;
-            let (entries, next) = read_from(&path, offset)?;
-            offset = next;
-            print(&entries, args.timestamps)?;
-            if !running {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        follow(&container, offset, args.timestamps)?;
     }
     Ok(ExitStatus::SUCCESS)
+}
+
+/// Prints log entries from byte `offset` on until the container stopped.
+pub fn follow(container: &Container, mut offset: u64, timestamps: bool) -> Result<()> {
+    let path = container.log_path();
+    loop {
+        let running = container.state()?.effective().status == Status::Running;
+        let (entries, next) = read_from(&path, offset)?;
+        offset = next;
+        print(&entries, timestamps)?;
+        if !running {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

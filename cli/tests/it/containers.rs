@@ -398,6 +398,10 @@ fn create_then_start_and_run_rm_detached() {
     r.ok(&["start", "later"]);
     assert_eq!(r.ok(&["wait", "later"]), "5\n");
     assert_eq!(r.ok(&["logs", "later"]), "hi\n");
+    // start -a prints only this run's output and exits with its code.
+    let out = r.run(&["start", "-a", "later"]);
+    assert_eq!(out.status.code(), Some(5));
+    assert_eq!(text(&out.stdout), "hi\n");
     r.ok(&["rm", id.trim()]);
     let id = r.ok(&["run", "-d", "--rm", "busybox", "true"]);
     for _ in 0..200 {
