@@ -182,9 +182,12 @@ impl Container {
         serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))
     }
 
-    /// Replaces the state atomically (temp file, fsync, rename).
+    /// Replaces the state atomically (temp file, rename). Not fsynced: a
+    /// killed process leaves the old or the new file (rename is atomic to
+    /// other processes), and after a power loss every container has stopped
+    /// anyway; the sync would cost a disk flush on every start and exit.
     pub fn set_state(&self, state: &State) -> Result<()> {
-        write_atomic(&self.state_path(), &serde_json::to_vec(state)?)
+        write_file(&self.state_path(), &serde_json::to_vec(state)?, false)
     }
 
     /// Polls until the container is not running; `None` when `timeout`
@@ -206,12 +209,18 @@ impl Container {
     }
 }
 
-/// Writes `bytes` to `path` atomically.
+/// Writes `bytes` to `path` atomically and durably (temp file, fsync, rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_file(path, bytes, true)
+}
+
+fn write_file(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let mut file = File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
     file.write_all(bytes)?;
-    file.sync_all()?;
+    if durable {
+        file.sync_all()?;
+    }
     std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
 }
 
