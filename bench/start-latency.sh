@@ -2,7 +2,10 @@
 # Container start latency: `kiln runtime run` against `crun run` and
 # `runc run` of the same busybox bundle (the spec `runc spec` writes, with
 # args ["true"] and no terminal), timed in one run; prints medians and
-# kiln/peer ratios.
+# kiln/peer ratios. Also `kiln run --rm busybox true` (image -> overlay
+# rootfs -> docker's default spec -> container record, log, removal), and
+# `docker run --rm --network none busybox true` when a docker engine answers
+# and has busybox (DOCKER_HOST as usual).
 #
 # Needs root, busybox-static, hyperfine, runc, crun (Debian packages) and a
 # release build of kiln (KILN=path, default target/release/kiln).
@@ -63,20 +66,42 @@ fi
 wrapped "$KILN" runtime run -b "$BUNDLE" bench-kiln-probe >/dev/null || { echo "kiln cannot run the bundle" >&2; exit 1; }
 wrapped runc run -b "$BUNDLE" bench-runc-probe >/dev/null || { echo "runc cannot run the bundle" >&2; exit 1; }
 
+# An image store with busybox:latest for `kiln run`.
+"$HERE/testdata/base/make-busybox-rootfs.sh" "$WORK/busybox.tar" >/dev/null
+"$KILN" --root "$WORK/root" import "$WORK/busybox.tar" busybox:latest >/dev/null
+wrapped "$KILN" --root "$WORK/root" run --rm busybox true || { echo "kiln run cannot run busybox" >&2; exit 1; }
+
 wrapped hyperfine -N --warmup 10 --runs "$RUNS" --export-json "$WORK/result.json" \
     -n kiln "$KILN runtime run -b $BUNDLE bench-kiln" \
+    -n kiln-run "$KILN --root $WORK/root run --rm busybox true" \
     -n crun "$CRUN" \
     -n runc "runc run -b $BUNDLE bench-runc" >"$WORK/hyperfine.txt" 2>&1 ||
     { cat "$WORK/hyperfine.txt"; exit 1; }
 
-python3 - "$WORK/result.json" <<'EOF'
+# docker, when an engine answers and has busybox (fewer runs: it is slow).
+echo '{"results": []}' >"$WORK/docker.json"
+if command -v docker >/dev/null && timeout 5 docker image inspect busybox >/dev/null 2>&1; then
+    hyperfine -N --warmup 3 --runs 20 --export-json "$WORK/docker.json" \
+        -n docker-run "docker run --rm --network none busybox true" >/dev/null 2>&1 ||
+        echo '{"results": []}' >"$WORK/docker.json"
+else
+    echo "note: no docker engine with busybox answered; no docker row."
+fi
+
+python3 - "$WORK/result.json" "$WORK/docker.json" <<'EOF'
 import json, sys
 results = {r["command"]: r for r in json.load(open(sys.argv[1]))["results"]}
+results.update({r["command"]: r for r in json.load(open(sys.argv[2]))["results"]})
 median = {name: r["median"] * 1000 for name, r in results.items()}
 print("container start, median of %d runs (ms):" % len(results["kiln"]["times"]))
-for name in ("kiln", "crun", "runc"):
-    print("  %-5s %7.2f ms  (mean %.2f, min %.2f)" % (
+for name in ("kiln", "crun", "runc", "kiln-run", "docker-run"):
+    if name not in median:
+        continue
+    print("  %-10s %7.2f ms  (mean %.2f, min %.2f)" % (
         name, median[name], results[name]["mean"] * 1000, results[name]["min"] * 1000))
 for peer in ("crun", "runc"):
     print("  kiln/%s = %.2f" % (peer, median["kiln"] / median[peer]))
+print("  kiln-run/runc = %.2f" % (median["kiln-run"] / median["runc"]))
+if "docker-run" in median:
+    print("  kiln-run/docker-run = %.3f" % (median["kiln-run"] / median["docker-run"]))
 EOF

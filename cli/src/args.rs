@@ -67,7 +67,7 @@ pub enum Command {
     Tag(commands::tag::TagArgs),
     /// Remove images.
     Rmi(commands::rmi::RmiArgs),
-    /// Show an image's record as JSON.
+    /// Show a container's or an image's record as JSON.
     Inspect(commands::inspect::InspectArgs),
     /// Write images to a tar archive (docker-archive and OCI layout in one).
     Save(commands::save::SaveArgs),
@@ -87,6 +87,37 @@ pub enum Command {
     System(commands::system::SystemArgs),
     /// Check every blob, image and snapshot in the store.
     Fsck(commands::fsck::FsckArgs),
+    /// Create a container from an image and start it.
+    Run(commands::run::RunArgs),
+    /// Create a container without starting it.
+    Create(commands::run::CreateArgs),
+    /// Start containers in the background.
+    Start(commands::start::StartArgs),
+    /// Stop running containers (stop signal, then SIGKILL).
+    Stop(commands::stop::StopArgs),
+    /// Stop and start containers again.
+    Restart(commands::stop::StopArgs),
+    /// Send a signal to running containers.
+    Kill(commands::kill::KillArgs),
+    /// Remove containers.
+    Rm(commands::rm::RmArgs),
+    /// Wait for containers to exit and print their exit codes.
+    Wait(commands::wait::WaitArgs),
+    /// List containers.
+    Ps(commands::ps::PsArgs),
+    /// Print a container's output.
+    Logs(commands::logs::LogsArgs),
+    /// Run a command in a running container.
+    Exec(commands::exec::ExecArgs),
+    /// Show the processes of a running container.
+    Top(commands::top::TopArgs),
+    /// Make an image from a container's changes.
+    Commit(commands::commit::CommitArgs),
+    /// Manage named volumes.
+    Volume(commands::volume::VolumeArgs),
+    /// Per-container monitor of a detached container (internal).
+    #[command(name = "container-monitor", hide = true)]
+    ContainerMonitor(commands::monitor::MonitorArgs),
     /// Low-level OCI runtime: run a bundle (config.json + rootfs), as runc does.
     #[command(hide = true)]
     Runtime(commands::runtime::RuntimeArgs),

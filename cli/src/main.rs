@@ -3,6 +3,7 @@
 
 mod args;
 mod commands;
+mod containers;
 mod names;
 mod output;
 mod progress;
@@ -38,7 +39,7 @@ fn main() -> ExitCode {
         args::Command::Images(a) => with_store(&cli, |s| commands::images::run(s, a)),
         args::Command::Tag(a) => with_store(&cli, |s| commands::tag::run(s, a)),
         args::Command::Rmi(a) => with_store(&cli, |s| commands::rmi::run(s, a)),
-        args::Command::Inspect(a) => with_store(&cli, |s| commands::inspect::run(s, a)),
+        args::Command::Inspect(a) => commands::inspect::run(&cli.root, a),
         args::Command::Save(a) => with_store(&cli, |s| commands::save::run(s, a)),
         args::Command::Load(a) => with_store(&cli, |s| commands::load::run(s, a)),
         args::Command::Pull(a) => with_store(&cli, |s| commands::pull::run(&cli, s, a)),
@@ -48,6 +49,21 @@ fn main() -> ExitCode {
         args::Command::Search(a) => commands::search::run(&cli, a),
         args::Command::System(a) => with_store(&cli, |s| commands::system::run(s, a)),
         args::Command::Fsck(a) => with_store(&cli, |s| commands::fsck::run(s, a)),
+        args::Command::Run(a) => commands::run::run(&cli.root, a),
+        args::Command::Create(a) => commands::run::run_create(&cli.root, a),
+        args::Command::Start(a) => commands::start::run(&cli.root, a),
+        args::Command::Stop(a) => commands::stop::run(&cli.root, a),
+        args::Command::Restart(a) => commands::stop::restart(&cli.root, a),
+        args::Command::Kill(a) => commands::kill::run(&cli.root, a),
+        args::Command::Rm(a) => commands::rm::run(&cli.root, a),
+        args::Command::Wait(a) => commands::wait::run(&cli.root, a),
+        args::Command::Ps(a) => commands::ps::run(&cli.root, a),
+        args::Command::Logs(a) => commands::logs::run(&cli.root, a),
+        args::Command::Exec(a) => commands::exec::run(&cli.root, a),
+        args::Command::Commit(a) => with_store(&cli, |s| commands::commit::run(s, a)),
+        args::Command::Volume(a) => commands::volume::run(&cli.root, a),
+        args::Command::Top(a) => commands::top::run(&cli.root, a),
+        args::Command::ContainerMonitor(a) => commands::monitor::run(&cli.root, a),
         args::Command::Version => {
             println!("kiln {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitStatus::SUCCESS)
@@ -60,7 +76,15 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             let _ = writeln!(std::io::stderr(), "kiln: {err:#}");
-            ExitCode::from(1)
+            // docker: 125 when the engine itself fails a container command.
+            let code = match &cli.command {
+                args::Command::Run(_)
+                | args::Command::Create(_)
+                | args::Command::Start(_)
+                | args::Command::Exec(_) => 125,
+                _ => 1,
+            };
+            ExitCode::from(code)
         }
     }
 }

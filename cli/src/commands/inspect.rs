@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use kiln_store::Store;
 use serde_json::json;
@@ -17,9 +17,23 @@ pub struct InspectArgs {
     pub names: Vec<String>,
 }
 
-pub fn run(store: &Store, args: &InspectArgs) -> Result<ExitStatus> {
+pub fn run(root: &std::path::Path, args: &InspectArgs) -> Result<ExitStatus> {
+    let containers = super::run::containers_of(root);
+    let mut store: Option<Store> = None;
     let mut records = Vec::new();
     for given in &args.names {
+        // Containers first, as docker does; then images.
+        if let Some(container) = containers.try_find(given)? {
+            records.push(container_record(&container)?);
+            continue;
+        }
+        if store.is_none() {
+            store = Some(
+                Store::open(root)
+                    .with_context(|| format!("opening the store at {}", root.display()))?,
+            );
+        }
+        let store = store.as_ref().expect("opened above");
         let image = crate::commands::find_image(store, given)?;
         let config = serde_json::to_value(&image.config)?;
         let repo_tags: Vec<&str> = image
@@ -46,4 +60,44 @@ pub fn run(store: &Store, args: &InspectArgs) -> Result<ExitStatus> {
     serde_json::to_writer_pretty(&mut out, &records)?;
     writeln!(out)?;
     Ok(ExitStatus::SUCCESS)
+}
+
+fn container_record(container: &crate::containers::Container) -> Result<serde_json::Value> {
+    let r = &container.record;
+    let state = container.state()?.effective();
+    let process = r.spec.process().as_ref();
+    Ok(json!({
+        "Id": r.id,
+        "Name": format!("/{}", r.name),
+        "Created": r.created,
+        "Path": r.command().first(),
+        "Args": r.command().get(1..),
+        "State": {
+            "Status": state.status.as_str(),
+            "Running": state.status == crate::containers::Status::Running,
+            "Pid": if state.status == crate::containers::Status::Running { state.pid } else { 0 },
+            "ExitCode": state.exit_code,
+            "OOMKilled": state.oom_killed,
+            "Error": state.error,
+            "StartedAt": state.started_at,
+            "FinishedAt": state.finished_at,
+        },
+        "Image": r.image_id,
+        "ImageName": r.image,
+        "ImageManifestDigest": r.image_digest,
+        "LogPath": container.log_path(),
+        "Config": {
+            "Hostname": r.spec.hostname(),
+            "User": process.map(|p| format!("{}:{}", p.user().uid(), p.user().gid())),
+            "Env": process.and_then(|p| p.env().clone()),
+            "Cmd": r.command(),
+            "WorkingDir": process.map(|p| p.cwd().clone()),
+            "Tty": r.tty(),
+            "StopSignal": r.stop_signal,
+        },
+        "Mounts": r.spec.mounts(),
+        "Volumes": r.volumes,
+        "HostConfig": { "AutoRemove": r.auto_remove, "Init": r.init },
+        "Spec": r.spec,
+    }))
 }

@@ -63,9 +63,18 @@ pub fn run(store: &Store, args: &SystemArgs) -> Result<ExitStatus> {
             write_table(&mut std::io::stdout().lock(), &rows)?;
         }
         SystemCommand::Prune(prune) => {
+            // Images that containers use stay, with their snapshots.
+            let containers =
+                crate::containers::Containers::new(store.containers_dir().to_path_buf());
+            let in_use = containers
+                .image_digests()?
+                .iter()
+                .filter_map(|d| d.parse().ok())
+                .collect();
             let report = store.prune(&PruneOptions {
                 dangling: true,
                 all: prune.all,
+                in_use,
                 ..PruneOptions::default()
             })?;
             for name in &report.images_removed {

@@ -5,6 +5,8 @@
 mod build;
 mod build_check;
 mod common;
+#[cfg(feature = "test-root")]
+mod containers;
 mod images;
 #[cfg(feature = "test-registry")]
 mod registry;

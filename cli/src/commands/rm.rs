@@ -1,0 +1,40 @@
+//! `kiln rm`: remove containers (their rw layer, mounts and cgroups; named
+//! volumes stay).
+
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::Args;
+use kiln_runner::Signal;
+
+use crate::containers::Status;
+use crate::ExitStatus;
+
+/// Arguments of `kiln rm`.
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Kill a running container first.
+    #[arg(short, long)]
+    pub force: bool,
+    /// Containers: names or ids.
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+pub fn run(root: &std::path::Path, args: &RmArgs) -> Result<ExitStatus> {
+    let containers = super::run::containers_of(root);
+    for given in &args.containers {
+        let container = containers.find(given)?;
+        if container.state()?.effective().status == Status::Running {
+            if !args.force {
+                bail!("cannot remove running container {given}: stop it first or use rm -f");
+            }
+            super::stop::signal(&container, Signal::SIGKILL)?;
+            container.wait_stopped(Some(Duration::from_secs(30)))?;
+        }
+        let _lock = containers.lock()?;
+        containers.remove(&container)?;
+        println!("{given}");
+    }
+    Ok(ExitStatus::SUCCESS)
+}

@@ -1,0 +1,457 @@
+//! `kiln run`: create a container from an image and start it, in the
+//! foreground (this process waits for it) or detached (`-d`, a monitor
+//! process waits for it).
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::process::Stdio as ProcessStdio;
+
+use anyhow::{bail, Context, Result};
+use chrono::Utc;
+use clap::Args;
+use kiln_runner::Stdio;
+use kiln_store::Store;
+
+use crate::containers::logs::LogWriter;
+use crate::containers::spec::{self, Accounts, MountRequest, Network, RunOptions};
+use crate::containers::supervise::{self, exit_code_of};
+use crate::containers::{names, new_id, Container, Containers, Record};
+use crate::ExitStatus;
+
+/// Flags shared by `kiln create` and `kiln run`.
+#[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
+pub struct CreateArgs {
+    /// Print help (-h is --hostname, as in docker).
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+    /// Keep stdin open.
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Give the container a terminal.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// Container name (default: a random one).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Set an environment variable (KEY=VALUE, or KEY to copy it from here).
+    #[arg(short, long = "env")]
+    pub env: Vec<String>,
+    /// Read environment variables from a file (KEY=VALUE lines).
+    #[arg(long)]
+    pub env_file: Vec<PathBuf>,
+    /// Working directory inside the container.
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// User (name or uid), optionally :group.
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Replace the image's ENTRYPOINT.
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Container host name.
+    #[arg(short = 'h', long)]
+    pub hostname: Option<String>,
+    /// Mount HOSTDIR:CTRDIR[:ro] or a named volume NAME:CTRDIR[:ro].
+    #[arg(short, long = "volume")]
+    pub volume: Vec<String>,
+    /// Mount an empty tmpfs at this directory.
+    #[arg(long)]
+    pub tmpfs: Vec<String>,
+    /// Mount the root filesystem read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Memory limit (e.g. 64m, 1g).
+    #[arg(short, long)]
+    pub memory: Option<String>,
+    /// CPU limit in CPUs (e.g. 0.5).
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// Maximum number of processes.
+    #[arg(long)]
+    pub pids_limit: Option<i64>,
+    /// Add a capability (or ALL).
+    #[arg(long)]
+    pub cap_add: Vec<String>,
+    /// Drop a capability (or ALL).
+    #[arg(long)]
+    pub cap_drop: Vec<String>,
+    /// Every capability, no seccomp filter, no masked paths.
+    #[arg(long)]
+    pub privileged: bool,
+    /// Run an init as PID 1 that forwards signals and reaps zombies.
+    #[arg(long)]
+    pub init: bool,
+    /// Network: none (loopback only) or host.
+    #[arg(long, default_value = "none")]
+    pub network: String,
+    /// The image (name or id), then the command and its arguments (default:
+    /// the image's). Everything after the image belongs to the command.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "IMAGE [COMMAND]..."
+    )]
+    pub image_and_command: Vec<String>,
+}
+
+impl CreateArgs {
+    fn image(&self) -> &str {
+        &self.image_and_command[0]
+    }
+    fn command(&self) -> &[String] {
+        &self.image_and_command[1..]
+    }
+}
+
+/// Arguments of `kiln run`.
+#[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
+pub struct RunArgs {
+    /// Run in the background and print the container id.
+    #[arg(short, long)]
+    pub detach: bool,
+    #[command(flatten)]
+    pub create: CreateArgs,
+}
+
+/// The containers of the store at `root`.
+pub fn containers_of(root: &std::path::Path) -> Containers {
+    Containers::new(root.join("containers"))
+}
+
+pub fn run(root: &std::path::Path, args: &RunArgs) -> Result<ExitStatus> {
+    let store =
+        Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
+    let containers = containers_of(root);
+    let container = create(&store, &containers, &args.create)?;
+    drop(store);
+    if args.detach {
+        if let Err(err) = start_detached(root, &container) {
+            let _ = writeln!(std::io::stderr(), "kiln: {err:#}");
+            if args.create.rm {
+                let _lock = containers.lock()?;
+                containers.remove(&container)?;
+            }
+            return Ok(ExitStatus(start_exit_code(&err)));
+        }
+        println!("{}", container.record.id);
+        return Ok(ExitStatus::SUCCESS);
+    }
+    let result = run_foreground(&container, args.create.interactive);
+    if args.create.rm {
+        let _lock = containers.lock()?;
+        containers.remove(&container)?;
+    }
+    result
+}
+
+/// Runs a created container attached to this process's stdio and returns
+/// its exit code.
+fn run_foreground(container: &Container, interactive: bool) -> Result<ExitStatus> {
+    let log = LogWriter::open(&container.log_path())?;
+    let tty = container.record.tty();
+    let (stdin, stdout, stderr) = if tty {
+        (Stdio::Null, Stdio::Null, Stdio::Null)
+    } else if interactive {
+        (Stdio::Inherit, Stdio::Piped, Stdio::Piped)
+    } else {
+        (Stdio::Null, Stdio::Piped, Stdio::Piped)
+    };
+    let mut started = match supervise::start(container, stdin, stdout, stderr) {
+        Ok(s) => s,
+        Err(err) => {
+            let _ = writeln!(std::io::stderr(), "kiln: {err:#}");
+            return Ok(ExitStatus(exit_code_of(&err)));
+        }
+    };
+    let forwarder =
+        kiln_runner::forward_signals(started.child.pid()).context("forwarding signals")?;
+    if tty {
+        let master = started
+            .child
+            .pty
+            .take()
+            .context("the container has no terminal")?;
+        let host_stdin = std::io::stdin();
+        let null = std::fs::File::open("/dev/null")?;
+        let input = if interactive {
+            host_stdin.as_fd()
+        } else {
+            null.as_fd()
+        };
+        let raw = if interactive {
+            kiln_runner::pty::RawMode::enable(host_stdin.as_fd()).ok()
+        } else {
+            None
+        };
+        let host_stdout = std::io::stdout();
+        let host_terminal = if nix::unistd::isatty(host_stdout.as_fd()).unwrap_or(false) {
+            Some(host_stdout.as_fd())
+        } else {
+            None
+        };
+        let proxied = kiln_runner::pty::proxy(&master, input, host_stdout.as_fd(), host_terminal);
+        drop(raw);
+        if let Err(e) = proxied {
+            tracing::warn!("copying the container terminal: {e}");
+        }
+    } else {
+        let out = started.child.stdout.take().context("stdout pipe")?;
+        let err = started.child.stderr.take().context("stderr pipe")?;
+        let (log_out, log_err) = (log.clone(), log.clone());
+        let a = std::thread::spawn(move || {
+            log_out.pump("stdout", out, Some(Box::new(std::io::stdout())))
+        });
+        let b = std::thread::spawn(move || {
+            log_err.pump("stderr", err, Some(Box::new(std::io::stderr())))
+        });
+        let _ = a.join();
+        let _ = b.join();
+    }
+    let code = supervise::finish(container, started)?;
+    drop(forwarder);
+    Ok(ExitStatus(code))
+}
+
+/// Starts the monitor of `container` (a detached re-exec of kiln) and waits
+/// until it reports the program started or failed.
+pub fn start_detached(root: &std::path::Path, container: &Container) -> Result<()> {
+    let mut monitor = std::process::Command::new("/proc/self/exe")
+        .arg("--root")
+        .arg(root)
+        .arg("container-monitor")
+        .arg(&container.record.id)
+        .stdin(ProcessStdio::null())
+        .stdout(ProcessStdio::piped())
+        .stderr(ProcessStdio::null())
+        .spawn()
+        .context("starting the container monitor")?;
+    let mut line = String::new();
+    BufReader::new(monitor.stdout.take().context("monitor pipe")?)
+        .read_line(&mut line)
+        .context("reading from the container monitor")?;
+    match line.trim_end().split_once(' ') {
+        _ if line.trim_end() == "ok" => Ok(()),
+        Some((code, message)) if code.parse::<u8>().is_ok() => {
+            let code: u8 = code.parse().expect("checked above");
+            Err(anyhow::Error::new(MonitorError {
+                code,
+                message: message.to_string(),
+            }))
+        }
+        _ => {
+            let status = monitor.wait().ok();
+            bail!("the container monitor failed before starting the container ({status:?})")
+        }
+    }
+}
+
+/// Why the monitor could not start the program, with the exit code `run` returns.
+#[derive(Debug)]
+pub struct MonitorError {
+    pub code: u8,
+    pub message: String,
+}
+
+impl std::fmt::Display for MonitorError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for MonitorError {}
+
+/// Exit code for a failed detached start.
+pub fn start_exit_code(err: &anyhow::Error) -> u8 {
+    err.chain()
+        .find_map(|c| c.downcast_ref::<MonitorError>())
+        .map(|e| e.code)
+        .unwrap_or(125)
+}
+
+/// Reads the image's /etc/passwd and /etc/group from its topmost snapshot
+/// that has them.
+fn image_accounts(lowers: &[PathBuf]) -> Accounts {
+    let read = |name: &str| {
+        lowers
+            .iter()
+            .rev()
+            .find_map(|dir| std::fs::read_to_string(dir.join("etc").join(name)).ok())
+            .unwrap_or_default()
+    };
+    Accounts {
+        passwd: read("passwd"),
+        group: read("group"),
+    }
+}
+
+fn read_env_file(path: &PathBuf) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading env file {}", path.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect())
+}
+
+/// Turns the flags into run options; named volumes become their host
+/// directories (not created yet: see [`make_volume_dirs`]).
+fn options(args: &CreateArgs, containers: &Containers) -> Result<(RunOptions, Vec<String>)> {
+    let mut env = Vec::new();
+    for file in &args.env_file {
+        env.extend(read_env_file(file)?);
+    }
+    env.extend(args.env.iter().cloned());
+    let network = match args.network.as_str() {
+        "none" => Network::None,
+        "host" => Network::Host,
+        other => bail!("unsupported network {other:?}: use none or host"),
+    };
+    let mut mounts = Vec::new();
+    let mut volumes = Vec::new();
+    for v in &args.volume {
+        let parts: Vec<&str> = v.split(':').collect();
+        let (source, target, readonly) = match parts.as_slice() {
+            [s, t] => (*s, *t, false),
+            [s, t, "ro"] => (*s, *t, true),
+            [s, t, "rw"] => (*s, *t, false),
+            _ => bail!("invalid volume {v:?}: use SOURCE:TARGET[:ro]"),
+        };
+        if !target.starts_with('/') {
+            bail!("invalid volume {v:?}: the container path must be absolute");
+        }
+        let source = if source.starts_with('/') || source.starts_with('.') {
+            std::fs::canonicalize(source)
+                .with_context(|| format!("volume source {source} does not exist"))?
+        } else {
+            if !names::is_valid(source) {
+                bail!("invalid volume name {source:?}");
+            }
+            volumes.push(source.to_string());
+            containers.volumes_dir().join(source).join("_data")
+        };
+        mounts.push(MountRequest::Bind {
+            source,
+            target: target.to_string(),
+            readonly,
+        });
+    }
+    for t in &args.tmpfs {
+        let target = t.split(':').next().unwrap_or(t);
+        if !target.starts_with('/') {
+            bail!("invalid tmpfs {t:?}: the container path must be absolute");
+        }
+        mounts.push(MountRequest::Tmpfs {
+            target: target.to_string(),
+        });
+    }
+    if let Some(cpus) = args.cpus {
+        let available = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        if cpus.is_nan() || cpus <= 0.0 || cpus > available {
+            bail!("--cpus {cpus}: the range of CPUs is from 0.01 to {available}");
+        }
+    }
+    if let Some(limit) = args.pids_limit {
+        if limit == 0 || limit < -1 {
+            bail!("--pids-limit {limit}: use a positive number or -1 for unlimited");
+        }
+    }
+    Ok((
+        RunOptions {
+            command: args.command().to_vec(),
+            entrypoint: args.entrypoint.clone(),
+            env,
+            workdir: args.workdir.clone(),
+            user: args.user.clone(),
+            hostname: args.hostname.clone(),
+            tty: args.tty,
+            read_only: args.read_only,
+            memory: args.memory.as_deref().map(spec::parse_memory).transpose()?,
+            cpus: args.cpus,
+            pids_limit: args.pids_limit,
+            cap_add: args.cap_add.clone(),
+            cap_drop: args.cap_drop.clone(),
+            privileged: args.privileged,
+            network,
+            mounts,
+            host_capabilities: host_capabilities(),
+        },
+        volumes,
+    ))
+}
+
+/// The capability bounding set of this process (/proc/self/status CapBnd).
+fn host_capabilities() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("CapBnd:"))?;
+    u64::from_str_radix(line.split_whitespace().nth(1)?, 16).ok()
+}
+
+/// Creates a container (validates everything first, so a bad flag leaves
+/// nothing behind).
+pub fn create(store: &Store, containers: &Containers, args: &CreateArgs) -> Result<Container> {
+    if let Some(name) = &args.name {
+        if !names::is_valid(name) {
+            bail!("invalid container name {name:?}: use [a-zA-Z0-9][a-zA-Z0-9_.-]+");
+        }
+    }
+    let image = crate::commands::find_image(store, args.image())?;
+    let (options, volumes) = options(args, containers)?;
+    let lowers = store
+        .ensure_snapshots(&image)
+        .with_context(|| format!("unpacking image {}", args.image()))?;
+    let id = new_id();
+    let config = image.config.config().as_ref();
+    let spec = spec::build(&id, config, &options, &image_accounts(&lowers))?;
+    let _lock = containers.lock()?;
+    let name = match &args.name {
+        Some(name) => name.clone(),
+        None => {
+            let taken: Vec<String> = containers
+                .list()?
+                .into_iter()
+                .map(|c| c.record.name)
+                .collect();
+            (0..)
+                .map(names::random_name)
+                .find(|n| !taken.contains(n))
+                .expect("an endless iterator finds a free name")
+        }
+    };
+    for volume in &volumes {
+        let dir = containers.volumes_dir().join(volume).join("_data");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating volume {volume}"))?;
+    }
+    let record = Record {
+        id,
+        name,
+        image: args.image().to_string(),
+        image_digest: image.manifest_digest.to_string(),
+        image_id: image.id().to_string(),
+        lowers,
+        spec,
+        created: Utc::now(),
+        init: args.init,
+        auto_remove: args.rm,
+        stop_signal: config.and_then(|c| c.stop_signal().clone()),
+        volumes,
+    };
+    containers.create(&record)
+}
+
+/// `kiln create`: prints the new container's id.
+pub fn run_create(root: &std::path::Path, args: &CreateArgs) -> Result<ExitStatus> {
+    let store =
+        Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
+    let container = create(&store, &containers_of(root), args)?;
+    println!("{}", container.record.id);
+    Ok(ExitStatus::SUCCESS)
+}

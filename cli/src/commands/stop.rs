@@ -1,0 +1,94 @@
+//! `kiln stop` and `kiln restart`: the stop signal (the image's STOPSIGNAL,
+//! else SIGTERM), then SIGKILL after a grace period.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use kiln_runner::Signal;
+
+use crate::containers::{Container, Status};
+use crate::ExitStatus;
+
+/// Arguments of `kiln stop` and `kiln restart`.
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Seconds to wait after the stop signal before SIGKILL.
+    #[arg(short, long, default_value_t = 10)]
+    pub time: u64,
+    /// Containers: names or ids.
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+/// Parses a signal as docker does: `KILL`, `SIGKILL` or `9`.
+pub fn parse_signal(text: &str) -> Result<Signal> {
+    if let Ok(n) = text.parse::<i32>() {
+        return Signal::try_from(n).with_context(|| format!("invalid signal {text}"));
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    Signal::from_str(&name).with_context(|| format!("invalid signal {text}"))
+}
+
+/// Sends `signal` to the container's program; false when it is not running.
+pub fn signal(container: &Container, signal: Signal) -> Result<bool> {
+    let state = container.state()?;
+    if !state.is_alive() {
+        return Ok(false);
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(state.pid), signal)
+        .with_context(|| format!("signalling container {}", container.record.name))?;
+    Ok(true)
+}
+
+/// Stops one container and waits until it exited.
+pub fn stop(container: &Container, grace: Duration) -> Result<()> {
+    let first = match &container.record.stop_signal {
+        Some(s) => parse_signal(s)?,
+        None => Signal::SIGTERM,
+    };
+    if !signal(container, first)? {
+        container.wait_stopped(Some(Duration::from_secs(5)))?;
+        return Ok(());
+    }
+    if container.wait_stopped(Some(grace))?.is_none() {
+        signal(container, Signal::SIGKILL)?;
+        container
+            .wait_stopped(None)?
+            .context("waiting for the container to exit")?;
+    }
+    Ok(())
+}
+
+pub fn run(root: &std::path::Path, args: &StopArgs) -> Result<ExitStatus> {
+    let containers = super::run::containers_of(root);
+    for given in &args.containers {
+        let container = containers.find(given)?;
+        stop(&container, Duration::from_secs(args.time))?;
+        println!("{given}");
+    }
+    Ok(ExitStatus::SUCCESS)
+}
+
+pub fn restart(root: &std::path::Path, args: &StopArgs) -> Result<ExitStatus> {
+    let containers = super::run::containers_of(root);
+    for given in &args.containers {
+        let container = containers.find(given)?;
+        stop(&container, Duration::from_secs(args.time))?;
+        if container.state()?.effective().status == Status::Running {
+            anyhow::bail!("container {given} did not stop");
+        }
+        if let Err(err) = super::run::start_detached(root, &container) {
+            eprintln!("kiln: restarting container {given}: {err:#}");
+            return Ok(ExitStatus(super::run::start_exit_code(&err)));
+        }
+        println!("{given}");
+    }
+    Ok(ExitStatus::SUCCESS)
+}

@@ -1,0 +1,402 @@
+//! Containers: records on disk under `$ROOT/containers/<id>/`, their state,
+//! and the glue between the store (image snapshots) and the runner.
+//!
+//! Layout of one container directory:
+//! `config.json` (the [`Record`], written once), `state.json` (the
+//! [`State`], replaced atomically on every change), `upper/` and `work/`
+//! (the overlay's writable half), `rootfs/` (the merged mount point while it
+//! runs) and `log.json` (docker's json-file log format).
+
+pub mod logs;
+pub mod names;
+pub mod spec;
+pub mod supervise;
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, Utc};
+use kiln_runner::Spec;
+use serde::{Deserialize, Serialize};
+
+/// What a container was created from; written once at create time.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    /// 64 hex digits.
+    pub id: String,
+    /// Unique among this root's containers.
+    pub name: String,
+    /// The image as the user named it.
+    pub image: String,
+    /// The image's manifest digest (keeps it from garbage collection).
+    pub image_digest: String,
+    /// The image's id (config digest).
+    pub image_id: String,
+    /// Image snapshot directories, lowest first.
+    pub lowers: Vec<PathBuf>,
+    /// The OCI runtime spec the container runs with.
+    pub spec: Spec,
+    /// When it was created.
+    pub created: DateTime<Utc>,
+    /// Run kiln's init as PID 1.
+    pub init: bool,
+    /// Remove the container when it exits (`--rm`).
+    pub auto_remove: bool,
+    /// Signal for `stop` (the image's STOPSIGNAL), default SIGTERM.
+    pub stop_signal: Option<String>,
+    /// Named volumes the container mounts.
+    pub volumes: Vec<String>,
+}
+
+impl Record {
+    /// The command line the container runs.
+    pub fn command(&self) -> Vec<String> {
+        self.spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.args().clone())
+            .unwrap_or_default()
+    }
+
+    /// Whether the container has a terminal.
+    pub fn tty(&self) -> bool {
+        self.spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.terminal())
+            .unwrap_or(false)
+    }
+
+    /// The first 12 hex digits, as `ps` shows them.
+    pub fn short_id(&self) -> &str {
+        &self.id[..12]
+    }
+}
+
+/// Life cycle of a container.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Made, never started.
+    #[default]
+    Created,
+    /// Its program runs.
+    Running,
+    /// Its program ended.
+    Exited,
+}
+
+impl Status {
+    /// Docker's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Exited => "exited",
+        }
+    }
+}
+
+/// What the container is doing; replaced atomically on every change.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct State {
+    pub status: Status,
+    /// Host pid of the container's first process while it runs.
+    pub pid: i32,
+    /// That pid's start time (/proc/PID/stat field 22), so a reused pid is
+    /// not taken for the container.
+    pub pid_start: u64,
+    /// Pid of the process that waits for it (monitor or foreground `run`).
+    pub monitor_pid: i32,
+    /// Start time of the monitor pid.
+    pub monitor_start: u64,
+    /// Exit code; `None` when nobody saw the exit (the monitor was killed).
+    pub exit_code: Option<i32>,
+    pub oom_killed: bool,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The container's cgroup directories, removed with it.
+    pub cgroup_dirs: Vec<PathBuf>,
+    /// Why it failed to start.
+    pub error: Option<String>,
+}
+
+impl State {
+    /// Whether the recorded process still runs (checks pid and start time).
+    pub fn is_alive(&self) -> bool {
+        self.status == Status::Running && process_start_time(self.pid) == Some(self.pid_start)
+    }
+
+    /// Whether the monitor that owns the container still runs.
+    pub fn monitor_alive(&self) -> bool {
+        self.monitor_pid > 0 && process_start_time(self.monitor_pid) == Some(self.monitor_start)
+    }
+
+    /// The state as seen now: a "running" container whose process and
+    /// monitor are both gone has exited without a recorded code.
+    pub fn effective(mut self) -> State {
+        if self.status == Status::Running && !self.is_alive() && !self.monitor_alive() {
+            self.status = Status::Exited;
+        }
+        self
+    }
+}
+
+/// Start time of `pid` in clock ticks since boot, if it exists.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    if pid <= 0 {
+        return None;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    // rest starts at field 3 (state); starttime is field 22.
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// One container on disk.
+#[derive(Debug, Clone)]
+pub struct Container {
+    pub dir: PathBuf,
+    pub record: Record,
+}
+
+impl Container {
+    pub fn state_path(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("log.json")
+    }
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.join("rootfs")
+    }
+
+    /// The state as written last (see [`State::effective`] for "now").
+    pub fn state(&self) -> Result<State> {
+        let path = self.state_path();
+        let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// Replaces the state atomically (temp file, rename). Not fsynced: a
+    /// killed process leaves the old or the new file (rename is atomic to
+    /// other processes), and after a power loss every container has stopped
+    /// anyway; the sync would cost a disk flush on every start and exit.
+    pub fn set_state(&self, state: &State) -> Result<()> {
+        write_file(&self.state_path(), &serde_json::to_vec(state)?, false)
+    }
+
+    /// Polls until the container is not running; `None` when `timeout`
+    /// passed first.
+    pub fn wait_stopped(&self, timeout: Option<Duration>) -> Result<Option<State>> {
+        let start = std::time::Instant::now();
+        loop {
+            let state = self.state()?;
+            let running = state.status == Status::Running;
+            // A dead program whose monitor is still writing its exit: wait for it.
+            if !running || (!state.is_alive() && !state.monitor_alive()) {
+                return Ok(Some(state.effective()));
+            }
+            if timeout.is_some_and(|t| start.elapsed() >= t) {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Writes `bytes` to `path` atomically and durably (temp file, fsync, rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_file(path, bytes, true)
+}
+
+fn write_file(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut file = File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    file.write_all(bytes)?;
+    if durable {
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+}
+
+/// The containers of one store root.
+#[derive(Debug, Clone)]
+pub struct Containers {
+    dir: PathBuf,
+}
+
+impl Containers {
+    /// The containers under `dir` (`$ROOT/containers`).
+    pub fn new(dir: PathBuf) -> Containers {
+        Containers { dir }
+    }
+
+    /// Named volumes live beside the containers, in `$ROOT/volumes/<name>/_data`.
+    pub fn volumes_dir(&self) -> PathBuf {
+        self.dir
+            .parent()
+            .map(|p| p.join("volumes"))
+            .unwrap_or_else(|| self.dir.join("volumes"))
+    }
+
+    /// Takes the root's container lock (held until the file is dropped):
+    /// creating and removing containers happen one at a time, so names stay unique.
+    pub fn lock(&self) -> Result<File> {
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("creating {}", self.dir.display()))?;
+        let path = self.dir.join(".lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        file.lock()
+            .with_context(|| format!("locking {}", path.display()))?;
+        Ok(file)
+    }
+
+    /// Every container, oldest first.
+    pub fn list(&self) -> Result<Vec<Container>> {
+        let mut out = Vec::new();
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e).context(format!("reading {}", self.dir.display())),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.len() != 64 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                continue;
+            }
+            let path = entry.path().join("config.json");
+            let Ok(text) = std::fs::read(&path) else {
+                continue;
+            };
+            let record: Record = serde_json::from_slice(&text)
+                .with_context(|| format!("parsing {}", path.display()))?;
+            out.push(Container {
+                dir: entry.path(),
+                record,
+            });
+        }
+        out.sort_by_key(|c| c.record.created);
+        Ok(out)
+    }
+
+    /// Finds a container by name, full id or unique id prefix.
+    pub fn find(&self, given: &str) -> Result<Container> {
+        self.try_find(given)?
+            .ok_or_else(|| anyhow::anyhow!("no such container: {given}"))
+    }
+
+    /// Like [`Containers::find`], `None` when nothing matches.
+    pub fn try_find(&self, given: &str) -> Result<Option<Container>> {
+        let given = given.strip_prefix('/').unwrap_or(given);
+        let all = self.list()?;
+        if let Some(c) = all
+            .iter()
+            .find(|c| c.record.name == given || c.record.id == given)
+        {
+            return Ok(Some(c.clone()));
+        }
+        let mut matches = all.into_iter().filter(|c| c.record.id.starts_with(given));
+        match (matches.next(), matches.next()) {
+            (Some(c), None) if !given.is_empty() => Ok(Some(c)),
+            (Some(_), Some(_)) => bail!("container id prefix {given} is ambiguous"),
+            _ => Ok(None),
+        }
+    }
+
+    /// Writes a new container directory (config, state, empty upper, work and
+    /// rootfs dirs) atomically: it appears complete or not at all. Call with
+    /// the lock held.
+    pub fn create(&self, record: &Record) -> Result<Container> {
+        if self.list()?.iter().any(|c| c.record.name == record.name) {
+            bail!("the container name \"{}\" is already in use", record.name);
+        }
+        let dir = self.dir.join(&record.id);
+        let tmp = self.dir.join(format!(".creating-{}", record.id));
+        let made = (|| -> Result<()> {
+            std::fs::create_dir_all(&tmp)?;
+            for sub in ["upper", "work", "rootfs"] {
+                std::fs::create_dir(tmp.join(sub))?;
+            }
+            write_atomic(
+                &tmp.join("config.json"),
+                &serde_json::to_vec_pretty(record)?,
+            )?;
+            write_atomic(
+                &tmp.join("state.json"),
+                &serde_json::to_vec(&State::default())?,
+            )?;
+            std::fs::rename(&tmp, &dir)?;
+            Ok(())
+        })();
+        if let Err(e) = made {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e.context(format!("creating container directory {}", dir.display())));
+        }
+        Ok(Container {
+            dir,
+            record: record.clone(),
+        })
+    }
+
+    /// Removes a stopped container: its mount (if a killed monitor left
+    /// one), its cgroups, its directory. Call with the lock held.
+    pub fn remove(&self, container: &Container) -> Result<()> {
+        let state = container.state().unwrap_or_default();
+        supervise::unmount_stale(&container.rootfs())?;
+        for dir in &state.cgroup_dirs {
+            remove_cgroup(dir)?;
+        }
+        std::fs::remove_dir_all(&container.dir)
+            .with_context(|| format!("removing {}", container.dir.display()))
+    }
+
+    /// Manifest digests of every container's image, for garbage collection.
+    pub fn image_digests(&self) -> Result<Vec<String>> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .map(|c| c.record.image_digest)
+            .collect())
+    }
+}
+
+/// Kills what is left in a cgroup directory and removes it.
+fn remove_cgroup(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    for _ in 0..100 {
+        if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    std::fs::remove_dir(dir).with_context(|| format!("removing cgroup {}", dir.display()))
+}
+
+/// A new random container id: 64 hex digits.
+pub fn new_id() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

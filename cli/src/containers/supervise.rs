@@ -1,0 +1,145 @@
+//! Starting a container's program and seeing it to its end: overlay rootfs,
+//! runner spawn, state updates, logs. Used by the foreground `kiln run` and
+//! by the per-container monitor process of detached containers.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use chrono::Utc;
+use kiln_runner::overlay::{OverlayMount, Writable};
+use kiln_runner::{Child, Stdio};
+
+use super::{process_start_time, Container, State, Status};
+
+/// A running container program with its mounted root filesystem.
+#[derive(Debug)]
+pub struct Started {
+    pub child: Child,
+    mount: Option<OverlayMount>,
+}
+
+/// The exit code for an error of a container command: the runner's own
+/// (126 cannot execute, 127 not found) or 125 for everything else.
+pub fn exit_code_of(err: &anyhow::Error) -> u8 {
+    err.chain()
+        .find_map(|c| c.downcast_ref::<kiln_runner::Error>())
+        .map(|e| e.exit_code())
+        .unwrap_or(125)
+}
+
+/// Whether `target` is a mount point (per /proc/self/mountinfo).
+fn is_mounted(target: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let Some(target) = target.to_str() else {
+        return false;
+    };
+    info.lines()
+        .any(|l| l.split_whitespace().nth(4) == Some(target))
+}
+
+/// Unmounts a root filesystem left mounted by a killed monitor.
+pub fn unmount_stale(target: &Path) -> Result<()> {
+    let Ok(target) = std::fs::canonicalize(target) else {
+        return Ok(());
+    };
+    while is_mounted(&target) {
+        nix::mount::umount2(&target, nix::mount::MntFlags::MNT_DETACH)
+            .with_context(|| format!("unmounting {}", target.display()))?;
+    }
+    Ok(())
+}
+
+/// Mounts the rootfs, starts the program and records it as running. On
+/// failure the state says exited (with the runner's exit code) and nothing
+/// stays mounted.
+pub fn start(container: &Container, stdin: Stdio, stdout: Stdio, stderr: Stdio) -> Result<Started> {
+    let result = start_inner(container, stdin, stdout, stderr);
+    if let Err(err) = &result {
+        let state = State {
+            status: Status::Exited,
+            exit_code: Some(exit_code_of(err) as i32),
+            finished_at: Some(Utc::now()),
+            error: Some(format!("{err:#}")),
+            ..State::default()
+        };
+        let _ = container.set_state(&state);
+    }
+    result
+}
+
+fn start_inner(
+    container: &Container,
+    stdin: Stdio,
+    stdout: Stdio,
+    stderr: Stdio,
+) -> Result<Started> {
+    let record = &container.record;
+    let rootfs = container.rootfs();
+    unmount_stale(&rootfs)?;
+    // overlayfs wants the topmost lower first; the record keeps lowest first.
+    let lowers: Vec<_> = record.lowers.iter().rev().cloned().collect();
+    let upper = container.dir.join("upper");
+    let work = container.dir.join("work");
+    let mount = OverlayMount::mount(
+        &lowers,
+        Some(Writable {
+            upper: &upper,
+            work: &work,
+        }),
+        &rootfs,
+    )
+    .with_context(|| format!("mounting the root filesystem of {}", record.name))?;
+    // docker creates a missing working directory.
+    if let Some(process) = record.spec.process() {
+        let cwd = rootfs.join(process.cwd().strip_prefix("/").unwrap_or(process.cwd()));
+        let _ = std::fs::create_dir_all(cwd);
+    }
+    let child = kiln_runner::Container::builder(record.spec.clone(), &rootfs)
+        .cgroup(format!("kiln/{}", record.id))
+        .init(record.init)
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .with_context(|| format!("starting container {}", record.name))?;
+    let me = std::process::id() as i32;
+    let state = State {
+        status: Status::Running,
+        pid: child.pid(),
+        pid_start: process_start_time(child.pid()).unwrap_or(0),
+        monitor_pid: me,
+        monitor_start: process_start_time(me).unwrap_or(0),
+        started_at: Some(Utc::now()),
+        cgroup_dirs: child.cgroup_dirs(),
+        ..State::default()
+    };
+    container.set_state(&state)?;
+    Ok(Started {
+        child,
+        mount: Some(mount),
+    })
+}
+
+/// Waits for the program, unmounts the rootfs and records the exit.
+/// Returns the exit code (128+N for signal N).
+pub fn finish(container: &Container, mut started: Started) -> Result<u8> {
+    let status = started.child.wait();
+    let mut state = container.state().unwrap_or_default();
+    let unmounted = started.mount.take().map(|m| m.unmount());
+    state.status = Status::Exited;
+    state.finished_at = Some(Utc::now());
+    state.oom_killed = started.child.oom_killed();
+    let code = match &status {
+        Ok(s) => s.code(),
+        Err(_) => 125,
+    };
+    state.exit_code = Some(code as i32);
+    container.set_state(&state)?;
+    status.with_context(|| format!("waiting for container {}", container.record.name))?;
+    if let Some(result) = unmounted {
+        result.context("unmounting the container's root filesystem")?;
+    }
+    Ok(code)
+}
