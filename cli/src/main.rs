@@ -49,8 +49,12 @@ fn main() -> ExitCode {
         args::Command::Search(a) => commands::search::run(&cli, a),
         args::Command::System(a) => with_store(&cli, |s| commands::system::run(s, a)),
         args::Command::Fsck(a) => with_store(&cli, |s| commands::fsck::run(s, a)),
-        args::Command::Run(a) => commands::run::run(&cli.root, a),
-        args::Command::Create(a) => commands::run::run_create(&cli.root, a),
+        args::Command::Run(a) => {
+            commands::run::run(&cli.root, &settings::RegistrySettings::from_cli(&cli), a)
+        }
+        args::Command::Create(a) => {
+            commands::run::run_create(&cli.root, &settings::RegistrySettings::from_cli(&cli), a)
+        }
         args::Command::Start(a) => commands::start::run(&cli.root, a),
         args::Command::Stop(a) => commands::stop::run(&cli.root, a),
         args::Command::Restart(a) => commands::stop::restart(&cli.root, a),

@@ -17,6 +17,7 @@ use crate::containers::logs::LogWriter;
 use crate::containers::spec::{self, Accounts, MountRequest, Network, RunOptions};
 use crate::containers::supervise::{self, exit_code_of};
 use crate::containers::{names, new_id, Container, Containers, Record};
+use crate::settings::RegistrySettings;
 use crate::ExitStatus;
 
 /// Flags shared by `kiln create` and `kiln run`.
@@ -125,11 +126,15 @@ pub fn containers_of(root: &std::path::Path) -> Containers {
     Containers::new(root.join("containers"))
 }
 
-pub fn run(root: &std::path::Path, args: &RunArgs) -> Result<ExitStatus> {
+pub fn run(
+    root: &std::path::Path,
+    registries: &RegistrySettings,
+    args: &RunArgs,
+) -> Result<ExitStatus> {
     let store =
         Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
     let containers = containers_of(root);
-    let container = create(&store, &containers, &args.create)?;
+    let container = create(&store, registries, &containers, &args.create)?;
     drop(store);
     if args.detach {
         if let Err(err) = start_detached(root, &container) {
@@ -397,14 +402,20 @@ fn host_capabilities() -> Option<u64> {
 
 /// Creates a container (validates everything first, so a bad flag leaves
 /// nothing behind).
-pub fn create(store: &Store, containers: &Containers, args: &CreateArgs) -> Result<Container> {
+pub fn create(
+    store: &Store,
+    registries: &RegistrySettings,
+    containers: &Containers,
+    args: &CreateArgs,
+) -> Result<Container> {
     if let Some(name) = &args.name {
         if !names::is_valid(name) {
             bail!("invalid container name {name:?}: use [a-zA-Z0-9][a-zA-Z0-9_.-]+");
         }
     }
-    let image = crate::commands::find_image(store, args.image())?;
+    // Flags are checked before anything is pulled or made.
     let (options, volumes) = options(args, containers)?;
+    let image = crate::commands::pull::ensure_image(store, registries, args.image())?;
     let lowers = store
         .ensure_snapshots(&image)
         .with_context(|| format!("unpacking image {}", args.image()))?;
@@ -448,10 +459,14 @@ pub fn create(store: &Store, containers: &Containers, args: &CreateArgs) -> Resu
 }
 
 /// `kiln create`: prints the new container's id.
-pub fn run_create(root: &std::path::Path, args: &CreateArgs) -> Result<ExitStatus> {
+pub fn run_create(
+    root: &std::path::Path,
+    registries: &RegistrySettings,
+    args: &CreateArgs,
+) -> Result<ExitStatus> {
     let store =
         Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
-    let container = create(&store, &containers_of(root), args)?;
+    let container = create(&store, registries, &containers_of(root), args)?;
     println!("{}", container.record.id);
     Ok(ExitStatus::SUCCESS)
 }
