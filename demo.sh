@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what kiln needs (Debian packages), builds it, and runs the demo:
 # make the busybox base image, import it, list, inspect and save it, build
-# testdata/hello on it.
+# testdata/hello on it and run it.
 # Run as root: sudo ./demo.sh
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -25,5 +25,7 @@ tar -tf "$work/busybox-saved.tar"
 $kiln --root "$root" build --progress plain -t hello:latest testdata/hello
 $kiln --root "$root" build --progress plain -t hello:latest testdata/hello     # again: every step CACHED
 $kiln --root "$root" images
+$kiln --root "$root" run --rm hello:latest
+$kiln --root "$root" run --rm -e WHO=you busybox:latest sh -c 'echo "hi $WHO from $(hostname)"'
 $kiln --root "$root" system df
 $kiln --root "$root" fsck
