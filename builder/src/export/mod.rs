@@ -249,6 +249,7 @@ mod tests {
         let solved = Solved {
             layers: Vec::new(),
             steps: vec![false, true],
+            created: None,
         };
         let bytes = config_json(
             graph.target_stage(),

@@ -69,6 +69,10 @@ pub struct Solved {
     /// One flag per Exec/File step along the target's chain since its base
     /// image, oldest first: false when the step changed nothing.
     pub steps: Vec<bool>,
+    /// Unix seconds when the target's last step was first built (from its
+    /// cache record), so a fully cached rebuild exports the same config and
+    /// image id, as BuildKit does. `None` when the target ran no step.
+    pub created: Option<i64>,
 }
 
 #[derive(Debug)]
@@ -76,6 +80,7 @@ struct RootfsOut {
     layers: Vec<CachedLayer>,
     steps: Vec<bool>,
     key: String,
+    created: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -195,6 +200,7 @@ pub fn solve(
                 layers: Vec::new(),
                 steps: Vec::new(),
                 key: String::new(),
+                created: None,
             }))),
         }
     });
@@ -205,6 +211,7 @@ pub fn solve(
         Ok(Output::Rootfs(out)) => Ok(Solved {
             layers: out.layers.clone(),
             steps: out.steps.clone(),
+            created: out.created,
         }),
         Ok(Output::Context(_)) => Err(SolveError::unsupported("a build context as the target")),
         Err(()) => Err(SolveError::Cancelled),
@@ -320,6 +327,7 @@ impl Ctx {
                     layers,
                     steps: Vec::new(),
                     key: format!("image {} {platform}", image.manifest_digest),
+                    created: None,
                 })))
             }
             Op::Context {
@@ -409,6 +417,7 @@ impl Ctx {
                     layers: hit.layers,
                     steps: decode_steps(&hit.annotations),
                     key,
+                    created: Some(hit.created),
                 })));
             }
         }
@@ -426,6 +435,7 @@ impl Ctx {
             layers: Vec::new(),
             steps: Vec::new(),
             key: String::new(),
+            created: None,
         };
         let parent = node
             .inputs
@@ -475,7 +485,12 @@ impl Ctx {
             .put_cache_record(&key, &cache_record)
             .map_err(SolveError::store("writing a cache record"))?;
         cache::save(&record_path, &record);
-        Ok(Output::Rootfs(Arc::new(RootfsOut { layers, steps, key })))
+        Ok(Output::Rootfs(Arc::new(RootfsOut {
+            layers,
+            steps,
+            key,
+            created: Some(cache_record.created),
+        })))
     }
 
     /// A usable cache record: every blob still there.

@@ -169,7 +169,9 @@ pub fn build(
             return Err(anyhow::anyhow!("failed to solve: {}", error_chain(&error)));
         }
     };
-    let created = match source_date_epoch {
+    // SOURCE_DATE_EPOCH wins; otherwise the time the last step was first
+    // built, so a fully cached rebuild gives the same image id.
+    let created = match source_date_epoch.or(solved.created) {
         Some(secs) => chrono::DateTime::from_timestamp(secs, 0).unwrap_or_default(),
         None => chrono::Utc::now(),
     }

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::common::{is_root, kiln, kiln_ok, project_dir, root_with_busybox, skip_or_fail};
+use crate::common::{
+    image_id, is_root, kiln, kiln_ok, project_dir, root_with_busybox, skip_or_fail,
+};
 
 fn ready() -> bool {
     if !is_root() {
@@ -208,6 +210,7 @@ fn cache_rebuilds_only_what_changed() {
     let ctx = case("basic");
     let dir = ctx.path().to_str().unwrap();
     build_ok(root.path(), &["-t", "app:1", dir]);
+    let first_id = image_id(root.path(), "app:1");
 
     let again = build_ok(root.path(), &["-t", "app:1", dir]);
     assert!(
@@ -215,6 +218,11 @@ fn cache_rebuilds_only_what_changed() {
         "second build all cached:\n{again}"
     );
     assert!(is_cached(&again, "RUN echo \"version"));
+    // A fully cached rebuild is the same image (same config, same id), so
+    // re-tagging leaves no untagged image behind.
+    assert_eq!(image_id(root.path(), "app:1"), first_id);
+    let listing = kiln_ok(root.path(), &["images"]);
+    assert!(!listing.contains("<none>"), "{listing}");
 
     // touch without a change, and a change to an ignored file: cached.
     let hello = ctx.path().join("hello.txt");
