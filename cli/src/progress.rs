@@ -62,6 +62,8 @@ pub struct Progress {
     lines: Mutex<HashMap<String, Line>>,
     /// Set by [`Progress::finish`]: the bars are done, print below them.
     finished: AtomicBool,
+    /// Draw on stderr instead of stdout (a pull inside another command).
+    on_stderr: bool,
 }
 
 /// The 12-hex-digit id docker shows for a blob.
@@ -71,17 +73,42 @@ pub fn short_id(digest: &str) -> String {
 }
 
 impl Progress {
-    /// A display in `mode`.
+    /// A display in `mode` on stdout.
     pub fn new(mode: Mode, direction: Direction) -> Arc<Progress> {
-        let multi = (mode == Mode::Bars)
-            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stdout_with_hz(10)));
+        Progress::with_output(mode, direction, false)
+    }
+
+    /// A display in `mode` on stderr, for a pull that serves another
+    /// command (`kiln build`), whose stdout carries its own result.
+    pub fn on_stderr(mode: Mode, direction: Direction) -> Arc<Progress> {
+        Progress::with_output(mode, direction, true)
+    }
+
+    fn with_output(mode: Mode, direction: Direction, on_stderr: bool) -> Arc<Progress> {
+        let multi = (mode == Mode::Bars).then(|| {
+            MultiProgress::with_draw_target(if on_stderr {
+                ProgressDrawTarget::stderr_with_hz(10)
+            } else {
+                ProgressDrawTarget::stdout_with_hz(10)
+            })
+        });
         Arc::new(Progress {
             mode,
             direction,
             multi,
             lines: Mutex::new(HashMap::new()),
             finished: AtomicBool::new(false),
+            on_stderr,
         })
+    }
+
+    /// Where lines are written.
+    fn output(&self) -> Box<dyn Write> {
+        if self.on_stderr {
+            Box::new(std::io::stderr())
+        } else {
+            Box::new(std::io::stdout())
+        }
     }
 
     /// A callback for [`kiln_registry::ClientBuilder::progress`].
@@ -98,7 +125,7 @@ impl Progress {
                 let _ = multi.println(text);
             }
             (_, _) => {
-                let _ = writeln!(std::io::stdout(), "{text}");
+                let _ = writeln!(self.output(), "{text}");
             }
         }
     }
@@ -114,7 +141,7 @@ impl Progress {
             bar
         });
         if self.mode == Mode::Lines {
-            let _ = writeln!(std::io::stdout(), "{id}: {status}");
+            let _ = writeln!(self.output(), "{id}: {status}");
         }
         let mut lines = self.lines.lock().expect("progress lock is never poisoned");
         lines.insert(
@@ -160,7 +187,7 @@ impl Progress {
                 }
             }
             (None, Mode::Lines) => {
-                let _ = writeln!(std::io::stdout(), "{}: {status}", line.shown);
+                let _ = writeln!(self.output(), "{}: {status}", line.shown);
             }
             _ => {}
         }
@@ -212,7 +239,7 @@ impl Progress {
         }
         // indicatif leaves the cursor at the end of the last bar.
         if self.multi.is_some() && !lines.is_empty() {
-            let _ = writeln!(std::io::stdout());
+            let _ = writeln!(self.output());
         }
     }
 }

@@ -14,6 +14,8 @@ use kiln_builder::{
     Platform,
 };
 
+use crate::commands::pull::ensure_image;
+use crate::settings::RegistrySettings;
 use crate::ExitStatus;
 
 /// Output format of `--print-graph`.
@@ -96,9 +98,22 @@ pub enum ProgressMode {
     Quiet,
 }
 
+impl ProgressMode {
+    /// Whether pull progress lines would get in the way (json, quiet).
+    fn is_machine_or_quiet(self) -> bool {
+        matches!(self, ProgressMode::Json | ProgressMode::Quiet)
+    }
+}
+
 /// Base image configs for FROM and ONBUILD.
 struct StoreImages {
     store: Option<kiln_store::Store>,
+    /// Set when building: a base image missing from the store is pulled
+    /// (as `docker build` does), so its config (ENV, USER, ...) applies.
+    /// `--check` and `--print-graph` leave it unset and stay offline.
+    pull: Option<RegistrySettings>,
+    /// Pull without progress lines (`--progress quiet|json`).
+    quiet_pull: bool,
 }
 
 impl ImageSource for StoreImages {
@@ -107,14 +122,16 @@ impl ImageSource for StoreImages {
         reference: &str,
         _platform: &str,
     ) -> Result<Option<ImageConfig>, Box<dyn std::error::Error + Send + Sync>> {
-        // Only images already in the store are known here; the solver pulls
-        // the others when it runs.
         let Some(store) = &self.store else {
             return Ok(None);
         };
-        let image = match crate::commands::find_image(store, reference) {
-            Ok(image) => image,
-            Err(_) => return Ok(None),
+        let image = match &self.pull {
+            Some(settings) => ensure_image(store, settings, reference, self.quiet_pull)?,
+            // Offline: only images already in the store are known.
+            None => match crate::commands::find_image(store, reference) {
+                Ok(image) => image,
+                Err(_) => return Ok(None),
+            },
         };
         let bytes = store.content().read(&image.config_digest)?;
         Ok(Some(ImageConfig::from_config_json(&bytes)?))
@@ -189,39 +206,63 @@ pub fn run(global: &crate::args::Cli, args: &BuildArgs) -> anyhow::Result<ExitSt
         all_stages: args.check,
     };
     // A root that does not exist yet holds no images; checking a
-    // Dockerfile must not create one.
-    let images = StoreImages {
-        store: global
-            .root
-            .join("oci-layout")
-            .exists()
-            .then(|| kiln_store::Store::open(&global.root))
-            .transpose()?,
+    // Dockerfile must not create one. A build opens (or creates) the store
+    // first, since it may pull base images into it.
+    let images = if building {
+        let store = kiln_store::Store::open(&global.root)
+            .with_context(|| format!("opening the store at {}", global.root.display()))?;
+        StoreImages {
+            store: Some(store),
+            pull: Some(RegistrySettings::from_cli(global)),
+            quiet_pull: args.progress.is_machine_or_quiet(),
+        }
+    } else {
+        StoreImages {
+            store: global
+                .root
+                .join("oci-layout")
+                .exists()
+                .then(|| kiln_store::Store::open(&global.root))
+                .transpose()?,
+            pull: None,
+            quiet_pull: true,
+        }
     };
-    let mut stderr = std::io::stderr().lock();
     let dockerfile = match Dockerfile::parse(&name, &text) {
         Ok(df) => df,
         Err(e) => {
-            write!(stderr, "{}", e.render())?;
+            write!(std::io::stderr(), "{}", e.render())?;
             return Ok(ExitStatus::FAILURE);
         }
     };
+    // Compiling may pull a base image, whose progress writes to stderr from
+    // the pull's threads: stderr is locked only afterwards.
     let compiled = compile_with_problems(&dockerfile, &options, &images);
+    let mut stderr = std::io::stderr().lock();
     if building {
         let graph = match compiled {
             Ok((graph, _)) => graph,
             Err(e) => {
                 write!(stderr, "{}", e.render())?;
+                // Why a base image could not be read or pulled.
+                if let Some(cause) = std::error::Error::source(&e.kind) {
+                    writeln!(stderr, "{}", kiln_builder::solve::error_chain(cause))?;
+                }
                 return Ok(ExitStatus::FAILURE);
             }
         };
         drop(stderr);
-        let store = match images.store {
-            Some(store) => store,
-            None => kiln_store::Store::open(&global.root)
-                .with_context(|| format!("opening the store at {}", global.root.display()))?,
+        let (Some(store), Some(settings)) = (images.store, images.pull) else {
+            unreachable!("a build opens the store and resolves registry settings above");
         };
-        return crate::commands::build_run::build(&store, args, &graph, &path, &options.build_args);
+        return crate::commands::build_run::build(
+            &store,
+            &settings,
+            args,
+            &graph,
+            &path,
+            &options.build_args,
+        );
     }
     let mut stdout = std::io::stdout().lock();
     if let Some(format) = args.print_graph {

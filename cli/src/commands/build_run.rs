@@ -1,6 +1,6 @@
 //! Running a build: the solver with the store, progress output, export
-//! and names. Joins kiln-builder and kiln-store (pulling base images during
-//! a build comes later: base images must be in the store).
+//! and names. Joins kiln-builder and kiln-store; a missing base image is
+//! pulled from its registry.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -16,10 +16,16 @@ use kiln_builder::{
 use kiln_store::Store;
 
 use crate::commands::build::{BuildArgs, ProgressMode};
+use crate::commands::pull::ensure_image;
+use crate::settings::RegistrySettings;
 use crate::ExitStatus;
 
-/// Base images from the store.
-struct StoreResolver;
+/// Base images from the store, pulled first when missing.
+struct StoreResolver {
+    settings: RegistrySettings,
+    /// Pull without progress lines.
+    quiet: bool,
+}
 
 impl ImageResolver for StoreResolver {
     fn resolve(
@@ -28,13 +34,16 @@ impl ImageResolver for StoreResolver {
         reference: &str,
         _platform: &Platform,
     ) -> Result<kiln_store::Image, Box<dyn std::error::Error + Send + Sync>> {
-        crate::commands::find_image(store, reference).map_err(|e| {
-            anyhow::anyhow!(
-                "{e:#}; pulling base images during a build is not supported yet: \
-                 `kiln load` or `kiln import` it first"
-            )
-            .into()
+        // The solver calls this from `spawn_blocking` on its runtime; the
+        // pull starts a runtime of its own, so it runs on a plain thread
+        // rather than nesting one runtime in another.
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| ensure_image(store, &self.settings, reference, self.quiet))
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })
+        .map_err(|e| anyhow::anyhow!("{e:#}").into())
     }
 }
 
@@ -120,6 +129,7 @@ fn parse_labels(raw: &[String]) -> anyhow::Result<Vec<(String, String)>> {
 /// Builds the target of `graph` and names the result.
 pub fn build(
     store: &Store,
+    settings: &RegistrySettings,
     args: &BuildArgs,
     graph: &Graph,
     dockerfile: &Path,
@@ -160,7 +170,10 @@ pub fn build(
         lease.clone(),
         graph,
         &options,
-        Arc::new(StoreResolver),
+        Arc::new(StoreResolver {
+            settings: settings.clone(),
+            quiet: matches!(args.progress, ProgressMode::Json | ProgressMode::Quiet),
+        }),
         renderer,
     ) {
         Ok(solved) => solved,

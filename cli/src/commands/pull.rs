@@ -1,6 +1,8 @@
 //! `kiln pull NAME[:TAG|@DIGEST]`, and [`ensure_image`] for commands that
 //! need an image and pull it when it is absent (`kiln run`, `kiln build`).
 
+use std::io::IsTerminal;
+
 use anyhow::{Context, Result};
 use clap::Args;
 use kiln_registry::{Platform, Reference};
@@ -66,9 +68,14 @@ fn pull_with(
 }
 
 /// The image `name` names, pulled for the host platform first when the
-/// store does not have it (as `docker run` does, with its messages).
-#[allow(dead_code)] // for `kiln run` and `kiln build`
-pub fn ensure_image(store: &Store, settings: &RegistrySettings, name: &str) -> Result<Image> {
+/// store does not have it (as `docker run` does, with its messages, all on
+/// stderr; `quiet` leaves out the progress).
+pub fn ensure_image(
+    store: &Store,
+    settings: &RegistrySettings,
+    name: &str,
+    quiet: bool,
+) -> Result<Image> {
     match crate::commands::find_image(store, name) {
         Ok(image) => return Ok(image),
         Err(error) if !is_not_found(&error) => return Err(error),
@@ -76,7 +83,14 @@ pub fn ensure_image(store: &Store, settings: &RegistrySettings, name: &str) -> R
     }
     let reference = Reference::parse(name)?;
     eprintln!("Unable to find image '{}' locally", reference.familiar());
-    let progress = Progress::new(Mode::detect(false), Direction::Pull);
+    let mode = if quiet {
+        Mode::Quiet
+    } else if std::io::stderr().is_terminal() {
+        Mode::Bars
+    } else {
+        Mode::Lines
+    };
+    let progress = Progress::on_stderr(mode, Direction::Pull);
     let pulled = pull_with(store, settings, &reference, &Platform::host(), &progress)?;
     progress.println(&format!("Digest: {}", pulled.digest));
     progress.println(&format!(

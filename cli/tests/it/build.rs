@@ -306,11 +306,15 @@ fn missing_base_image_and_unsupported_flags_fail_clearly() {
     }
     let root = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("Dockerfile"), "FROM nothere:1\nRUN true\n").unwrap();
+    // A missing base is pulled; port 1 on loopback refuses, offline.
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM 127.0.0.1:1/nothere:1\nRUN true\n",
+    )
+    .unwrap();
     let (ok, stderr) = build(root.path(), &[dir.path().to_str().unwrap()]);
     assert!(!ok);
-    assert!(stderr.contains("nothere"), "{stderr}");
-    assert!(stderr.contains("not supported yet"), "{stderr}");
+    assert!(stderr.contains("pulling 127.0.0.1:1/nothere:1"), "{stderr}");
     let root = root_with_busybox();
     std::fs::write(
         dir.path().join("Dockerfile"),

@@ -410,3 +410,87 @@ fn pull_with_token_auth() {
     );
     assert_fsck_clean(target.path());
 }
+
+/// A context directory holding only `Dockerfile` with `text`.
+fn context_with(text: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("Dockerfile"), text).unwrap();
+    dir
+}
+
+#[cfg(feature = "test-root")]
+#[test]
+fn build_pulls_a_missing_base_image() {
+    let Some(live) = Live::start(Auth::None) else {
+        return;
+    };
+    let source = root_with_busybox();
+    let name = format!("{}/bb:v1", live.host());
+    kiln_ok(source.path(), &["tag", "busybox:latest", &name]);
+    live.ok(source.path(), &["push", &name]);
+
+    let target = tempfile::tempdir().unwrap();
+    let ctx = context_with(&format!("FROM {name}\nRUN true\n"));
+    let out = live.kiln(
+        target.path(),
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "built:v1",
+            ctx.path().to_str().unwrap(),
+        ],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("Unable to find image '{name}' locally")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("Status: Downloaded newer image for"),
+        "{stderr}"
+    );
+    assert_eq!(
+        image_id(target.path(), &name),
+        image_id(source.path(), "busybox:latest")
+    );
+    image_id(target.path(), "built:v1");
+    assert_fsck_clean(target.path());
+
+    // Now present: a second build pulls nothing.
+    let again = live.kiln(
+        target.path(),
+        &["build", "--progress", "plain", ctx.path().to_str().unwrap()],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{stderr}");
+    assert!(!stderr.contains("Unable to find image"), "{stderr}");
+}
+
+#[test]
+fn build_check_stays_offline() {
+    let Some(live) = Live::start(Auth::None) else {
+        return;
+    };
+    let source = root_with_busybox();
+    let name = format!("{}/bb:v1", live.host());
+    kiln_ok(source.path(), &["tag", "busybox:latest", &name]);
+    live.ok(source.path(), &["push", &name]);
+
+    let parent = tempfile::tempdir().unwrap();
+    let root = parent.path().join("root");
+    let ctx = context_with(&format!("FROM {name}\nRUN true\n"));
+    let out = live.kiln(
+        &root,
+        &["build", "--check", ctx.path().to_str().unwrap()],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("Unable to find image"), "{stderr}");
+    assert!(!root.exists(), "--check created a root");
+}
