@@ -415,7 +415,7 @@ pub fn create(
     }
     // Flags are checked before anything is pulled or made.
     let (options, volumes) = options(args, containers)?;
-    let image = crate::commands::pull::ensure_image(store, registries, args.image())?;
+    let image = crate::commands::pull::ensure_image(store, registries, args.image(), false)?;
     let lowers = store
         .ensure_snapshots(&image)
         .with_context(|| format!("unpacking image {}", args.image()))?;
