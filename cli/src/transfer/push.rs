@@ -40,6 +40,17 @@ pub async fn push(
         "The push refers to repository [{}]",
         reference.name()
     ));
+    if kiln_store::is_index(image.target.media_type()) {
+        match complete_index(store, &image.target)? {
+            Some(children) => {
+                return push_index(store, client, reference, image, &children, progress).await
+            }
+            None => progress.println(&format!(
+                "pushing only the {} manifest: the store does not hold every platform of this image",
+                platform_of(image)
+            )),
+        }
+    }
     let layers = image.manifest.layers();
     let uncompressed = layers
         .iter()
@@ -137,6 +148,90 @@ pub async fn push(
         digest: digest.to_string(),
         size,
     })
+}
+
+/// A child manifest of an index: its descriptor and exact bytes.
+type Child = (Descriptor, Vec<u8>);
+
+/// Each child manifest of the index `target` with its exact bytes, when the
+/// store holds every child and every blob they list; `None` otherwise.
+fn complete_index(store: &Store, target: &Descriptor) -> Result<Option<Vec<Child>>> {
+    let bytes = store.content().read(&store_digest(target.digest())?)?;
+    let index: oci_spec::image::ImageIndex =
+        serde_json::from_slice(&bytes).context("reading the image index")?;
+    let mut children = Vec::new();
+    for child in index.manifests() {
+        let digest = store_digest(child.digest())?;
+        if kiln_store::is_index(child.media_type()) || !store.content().contains(&digest) {
+            return Ok(None);
+        }
+        let child_bytes = store.content().read(&digest)?;
+        let manifest: oci_spec::image::ImageManifest =
+            serde_json::from_slice(&child_bytes).context("reading a child manifest")?;
+        for blob in std::iter::once(manifest.config()).chain(manifest.layers()) {
+            if !store.content().contains(&store_digest(blob.digest())?) {
+                return Ok(None);
+            }
+        }
+        children.push((child.clone(), child_bytes));
+    }
+    Ok(Some(children))
+}
+
+/// Pushes every child of a multi-platform image (blobs, then each manifest
+/// by digest) and then the index itself under the tag, all with their exact
+/// bytes, so every digest stays as it was.
+async fn push_index(
+    store: &Store,
+    client: &Client,
+    reference: &Reference,
+    image: &Image,
+    children: &[Child],
+    progress: &Arc<Progress>,
+) -> Result<Pushed> {
+    let no_sources = HashMap::new();
+    for (child, bytes) in children {
+        let manifest: oci_spec::image::ImageManifest = serde_json::from_slice(bytes)?;
+        let blobs: Vec<Descriptor> = std::iter::once(manifest.config().clone())
+            .chain(manifest.layers().iter().cloned())
+            .collect();
+        for blob in &blobs {
+            progress.add(blob.digest().as_ref(), blob.size(), "Preparing");
+        }
+        try_join_all(
+            blobs
+                .iter()
+                .map(|blob| push_blob(store, client, reference, blob, &no_sources, progress)),
+        )
+        .await?;
+        client
+            .push_manifest(
+                &reference.with_digest(child.digest().clone()),
+                child.media_type().as_ref(),
+                Bytes::from(bytes.clone()),
+            )
+            .await?;
+    }
+    let index_bytes = store
+        .content()
+        .read(&store_digest(image.target.digest())?)?;
+    let size = index_bytes.len() as u64;
+    let digest = client
+        .push_manifest(
+            reference,
+            image.target.media_type().as_ref(),
+            Bytes::from(index_bytes),
+        )
+        .await?;
+    Ok(Pushed {
+        digest: digest.to_string(),
+        size,
+    })
+}
+
+/// `os/arch` of the image's config, for messages.
+fn platform_of(image: &Image) -> String {
+    format!("{}/{}", image.config.os(), image.config.architecture())
 }
 
 /// The gzip twin of a local layer (made once; see `Store::compressed_layer`).

@@ -494,3 +494,87 @@ fn build_check_stays_offline() {
     assert!(!stderr.contains("Unable to find image"), "{stderr}");
     assert!(!root.exists(), "--check created a root");
 }
+
+#[test]
+fn multi_platform_image_is_pushed_whole() {
+    if !require(&["skopeo"]) {
+        return;
+    }
+    let Some(live) = Live::start(Auth::None) else {
+        return;
+    };
+    // A two-platform image in registry A, pushed with the client.
+    let client = live.registry.client();
+    let amd64 = kiln_testkit::TestImage::new("amd64", &[3000]);
+    let arm64 = kiln_testkit::TestImage::new("arm64", &[5000]);
+    let source = live.registry.reference("multi/arch:1");
+    let index = kiln_testkit::content::index(&[(&amd64, "amd64"), (&arm64, "arm64")]);
+    live.runtime.block_on(async {
+        for image in [&amd64, &arm64] {
+            image
+                .push(
+                    &client,
+                    &source.with_digest(image.digest().parse().unwrap()),
+                )
+                .await;
+        }
+        client
+            .push_manifest(&source, kiln_registry::OCI_INDEX, index.clone())
+            .await
+            .unwrap();
+    });
+
+    // Into a kiln root with every platform: skopeo --all to an OCI archive, kiln load.
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("multi.tar");
+    let status = Command::new("skopeo")
+        .args(["copy", "--quiet", "--all", "--src-tls-verify=false"])
+        .arg(format!("docker://{}/multi/arch:1", live.host()))
+        .arg(format!(
+            "oci-archive:{}:{}/copy/arch:1",
+            archive.display(),
+            live.host()
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let root = tempfile::tempdir().unwrap();
+    let target = format!("{}/copy/arch:1", live.host());
+    kiln_ok(root.path(), &["load", "-i", archive.to_str().unwrap()]);
+    let inspect: serde_json::Value =
+        serde_json::from_str(&kiln_ok(root.path(), &["inspect", &target])).unwrap();
+    let stored_index = inspect[0]["Target"]["digest"].as_str().unwrap().to_string();
+    assert!(
+        inspect[0]["Target"]["mediaType"]
+            .as_str()
+            .unwrap()
+            .contains("index"),
+        "{inspect}"
+    );
+
+    // kiln push sends both children and the index, with the bytes it holds.
+    let out = live.ok(root.path(), &["push", &target]);
+    assert_eq!(pushed_digest(&out), stored_index, "{out}");
+    let raw = |reference: String| {
+        let out = Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{reference}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{reference} missing in the registry");
+        out.stdout
+    };
+    let pushed_index = raw(target.clone());
+    assert_eq!(
+        kiln_store::Digest::of(&pushed_index).to_string(),
+        stored_index
+    );
+    let pushed_index: serde_json::Value = serde_json::from_slice(&pushed_index).unwrap();
+    let children = pushed_index["manifests"].as_array().unwrap();
+    assert_eq!(children.len(), 2, "{pushed_index}");
+    for child in children {
+        let digest = child["digest"].as_str().unwrap();
+        let bytes = raw(format!("{}/copy/arch@{digest}", live.host()));
+        assert_eq!(kiln_store::Digest::of(&bytes).to_string(), digest);
+    }
+}
