@@ -578,3 +578,37 @@ fn multi_platform_image_is_pushed_whole() {
         assert_eq!(kiln_store::Digest::of(&bytes).to_string(), digest);
     }
 }
+
+#[cfg(feature = "test-root")]
+#[test]
+fn run_pulls_a_missing_image() {
+    let Some(live) = Live::start(Auth::None) else {
+        return;
+    };
+    let source = root_with_busybox();
+    let name = format!("{}/runme:v1", live.host());
+    kiln_ok(source.path(), &["tag", "busybox:latest", &name]);
+    live.ok(source.path(), &["push", &name]);
+
+    let target = tempfile::tempdir().unwrap();
+    let out = live.kiln(
+        target.path(),
+        &["run", "--rm", &name, "echo", "pulled and ran"],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "pulled and ran"
+    );
+    assert!(
+        stderr.contains(&format!("Unable to find image '{name}' locally")),
+        "{stderr}"
+    );
+    assert_eq!(
+        image_id(target.path(), &name),
+        image_id(source.path(), "busybox:latest")
+    );
+    assert_fsck_clean(target.path());
+}
