@@ -238,36 +238,34 @@ impl Compiler<'_> {
             Some(c) => Some(self.expand(c, env, declared, line)?),
             None => None,
         };
-        let chmod = match &copy.chmod {
-            Some(c) => {
-                let v = self.expand(c, env, declared, line)?;
-                if !is_valid_chmod(&v) {
-                    return Err(self.flag_error(
-                        line,
-                        "chmod",
-                        v,
-                        "octal bits like 0755 or symbolic like u+x",
-                    ));
+        // A flag value after expansion, checked against its syntax.
+        let mut checked = |value: &Option<String>,
+                           flag: &'static str,
+                           valid: fn(&str) -> bool,
+                           hint: &'static str| {
+            match value {
+                Some(c) => {
+                    let v = self.expand(c, env, declared, line)?;
+                    if !valid(&v) {
+                        return Err(self.flag_error(line, flag, v, hint));
+                    }
+                    Ok(Some(v))
                 }
-                Some(v)
+                None => Ok(None),
             }
-            None => None,
         };
-        let checksum = match &copy.checksum {
-            Some(c) => {
-                let v = self.expand(c, env, declared, line)?;
-                if !is_valid_checksum(&v) {
-                    return Err(self.flag_error(
-                        line,
-                        "checksum",
-                        v,
-                        "sha256:<64 hex>, sha384:, sha512: or a git commit",
-                    ));
-                }
-                Some(v)
-            }
-            None => None,
-        };
+        let chmod = checked(
+            &copy.chmod,
+            "chmod",
+            is_valid_chmod,
+            "octal bits like 0755 or symbolic like u+x",
+        )?;
+        let checksum = checked(
+            &copy.checksum,
+            "checksum",
+            is_valid_checksum,
+            "sha256:<64 hex>, sha384:, sha512: or a git commit",
+        )?;
         let mut exclude = Vec::new();
         for e in &copy.exclude {
             exclude.push(self.expand(e, env, declared, line)?);

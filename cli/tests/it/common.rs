@@ -125,3 +125,29 @@ pub fn assert_fsck_clean(root: &Path) {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// Reads a pty master on a thread until `marker` shows up in the output
+/// (or the pty closes); the thread returns everything read.
+pub fn read_pty_until(
+    master: std::fs::File,
+    marker: &'static str,
+) -> std::thread::JoinHandle<Vec<u8>> {
+    use std::io::Read;
+    std::thread::spawn(move || {
+        let mut master = master;
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match master.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    out.extend_from_slice(&buf[..n]);
+                    if String::from_utf8_lossy(&out).contains(marker) {
+                        break;
+                    }
+                }
+            }
+        }
+        out
+    })
+}

@@ -5,7 +5,7 @@
 //!
 //! Needs: root, overlayfs, cgroups (v1 or v2), Debian's busybox-static.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -514,23 +514,7 @@ fn interactive_terminal() {
         .unwrap();
     drop(slave);
     let mut writer = master.try_clone().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut master = master;
-        let mut out = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            match master.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    out.extend_from_slice(&buf[..n]);
-                    if String::from_utf8_lossy(&out).contains("DONE") {
-                        break;
-                    }
-                }
-            }
-        }
-        out
-    });
+    let reader = crate::common::read_pty_until(master, "DONE");
     let pause = || std::thread::sleep(Duration::from_millis(400));
     pause();
     writer.write_all(b"tty; stty size\n").unwrap();

@@ -4,7 +4,7 @@
 //!
 //! Needs: root, cgroups (v1 or v2), Debian's busybox-static (/bin/busybox).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -309,23 +309,7 @@ fn pty_is_the_controlling_terminal() {
         .unwrap();
     drop(slave);
     let mut writer = master.try_clone().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut master = master;
-        let mut out = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            match master.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    out.extend_from_slice(&buf[..n]);
-                    if String::from_utf8_lossy(&out).contains("DONE") {
-                        break;
-                    }
-                }
-            }
-        }
-        out
-    });
+    let reader = crate::common::read_pty_until(master, "DONE");
     let pause = || std::thread::sleep(Duration::from_millis(400));
     writer.write_all(b"tty; stty size\n").unwrap();
     pause();
