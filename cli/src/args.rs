@@ -115,6 +115,10 @@ pub enum Command {
     Commit(commands::commit::CommitArgs),
     /// Manage named volumes.
     Volume(commands::volume::VolumeArgs),
+    /// Manage networks.
+    Network(commands::network::NetworkArgs),
+    /// List a container's published ports.
+    Port(commands::network::PortArgs),
     /// Per-container monitor of a detached container (internal).
     #[command(name = "container-monitor", hide = true)]
     ContainerMonitor(commands::monitor::MonitorArgs),

@@ -66,6 +66,8 @@ fn main() -> ExitCode {
         args::Command::Exec(a) => commands::exec::run(&cli.root, a),
         args::Command::Commit(a) => with_store(&cli, |s| commands::commit::run(s, a)),
         args::Command::Volume(a) => commands::volume::run(&cli.root, a),
+        args::Command::Network(a) => commands::network::run(&cli.root, a),
+        args::Command::Port(a) => commands::network::port(&cli.root, a),
         args::Command::Top(a) => commands::top::run(&cli.root, a),
         args::Command::ContainerMonitor(a) => commands::monitor::run(&cli.root, a),
         args::Command::Version => {

@@ -48,6 +48,7 @@ pub mod cgroup;
 mod container;
 mod error;
 mod init;
+pub mod network;
 pub mod overlay;
 mod protocol;
 pub mod pty;

@@ -14,6 +14,7 @@ pub mod load;
 pub mod login;
 pub mod logs;
 pub mod monitor;
+pub mod network;
 pub mod ps;
 pub mod pull;
 pub mod push;

@@ -87,9 +87,25 @@ pub struct CreateArgs {
     /// Run an init as PID 1 that forwards signals and reaps zombies.
     #[arg(long)]
     pub init: bool,
-    /// Network: none (loopback only) or host.
-    #[arg(long, default_value = "none")]
+    /// Network: bridge (the default), a user network's name, none
+    /// (loopback only), host, or container:NAME (share its namespace).
+    #[arg(long, alias = "net", default_value = "bridge")]
     pub network: String,
+    /// Another name of the container on its user network.
+    #[arg(long = "network-alias")]
+    pub network_alias: Vec<String>,
+    /// Publish a port: [HOSTIP:][HOSTPORT:]CTRPORT[/tcp|udp].
+    #[arg(short = 'p', long = "publish")]
+    pub publish: Vec<String>,
+    /// Publish every port the image EXPOSEs on a free host port.
+    #[arg(short = 'P', long = "publish-all")]
+    pub publish_all: bool,
+    /// DNS server for the container's /etc/resolv.conf.
+    #[arg(long)]
+    pub dns: Vec<String>,
+    /// Add a line to /etc/hosts: HOST:IP.
+    #[arg(long = "add-host")]
+    pub add_host: Vec<String>,
     /// The image (name or id), then the command and its arguments (default:
     /// the image's). Everything after the image belongs to the command.
     #[arg(
@@ -318,7 +334,8 @@ fn options(args: &CreateArgs, containers: &Containers) -> Result<(RunOptions, Ve
     let network = match args.network.as_str() {
         "none" => Network::None,
         "host" => Network::Host,
-        other => bail!("unsupported network {other:?}: use none or host"),
+        other if other.starts_with("container:") => Network::Container,
+        _ => Network::Bridge,
     };
     let mut mounts = Vec::new();
     let mut volumes = Vec::new();
@@ -400,6 +417,15 @@ fn host_capabilities() -> Option<u64> {
     u64::from_str_radix(line.split_whitespace().nth(1)?, 16).ok()
 }
 
+/// The kiln root of a container collection.
+fn root_of(containers: &Containers) -> std::path::PathBuf {
+    containers
+        .volumes_dir()
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default()
+}
+
 /// Creates a container (validates everything first, so a bad flag leaves
 /// nothing behind).
 pub fn create(
@@ -422,6 +448,7 @@ pub fn create(
     let id = new_id();
     let config = image.config.config().as_ref();
     let spec = spec::build(&id, config, &options, &image_accounts(&lowers))?;
+    let net = crate::containers::net::settings(&root_of(containers), args, config)?;
     let _lock = containers.lock()?;
     let name = match &args.name {
         Some(name) => name.clone(),
@@ -454,6 +481,7 @@ pub fn create(
         auto_remove: args.rm,
         stop_signal: config.and_then(|c| c.stop_signal().clone()),
         volumes,
+        net,
     };
     containers.create(&record)
 }

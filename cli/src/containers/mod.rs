@@ -9,6 +9,7 @@
 
 pub mod logs;
 pub mod names;
+pub mod net;
 pub mod spec;
 pub mod supervise;
 
@@ -49,6 +50,9 @@ pub struct Record {
     pub stop_signal: Option<String>,
     /// Named volumes the container mounts.
     pub volumes: Vec<String>,
+    /// Network settings (`--network`, `-p`, `--dns`, ...).
+    #[serde(default)]
+    pub net: net::NetSettings,
 }
 
 impl Record {
@@ -122,6 +126,12 @@ pub struct State {
     pub cgroup_dirs: Vec<PathBuf>,
     /// Why it failed to start.
     pub error: Option<String>,
+    /// Addresses on its networks while it runs (network name, address).
+    #[serde(default)]
+    pub addresses: Vec<(String, String)>,
+    /// Published ports while it runs.
+    #[serde(default)]
+    pub ports: Vec<kiln_runner::network::PortMapping>,
 }
 
 impl State {
@@ -355,6 +365,10 @@ impl Containers {
     pub fn remove(&self, container: &Container) -> Result<()> {
         let state = container.state().unwrap_or_default();
         supervise::unmount_stale(&container.rootfs())?;
+        if !state.clone().effective().is_alive() {
+            kiln_runner::network::release(&container.record.id)
+                .context("releasing the container's network")?;
+        }
         for dir in &state.cgroup_dirs {
             remove_cgroup(dir)?;
         }

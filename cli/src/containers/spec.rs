@@ -63,6 +63,10 @@ pub enum Network {
     None,
     /// The host's network namespace.
     Host,
+    /// Its own network namespace on a bridge network (made at start).
+    Bridge,
+    /// Another container's network namespace (joined at start).
+    Container,
 }
 
 /// A mount asked for with `-v` or `--tmpfs`; named volumes already resolved

@@ -96,14 +96,38 @@ fn start_inner(
         let cwd = rootfs.join(process.cwd().strip_prefix("/").unwrap_or(process.cwd()));
         let _ = std::fs::create_dir_all(cwd);
     }
-    let child = kiln_runner::Container::builder(record.spec.clone(), &rootfs)
+    let mut spec = record.spec.clone();
+    let containers_dir = container.dir.parent().context("container directory")?;
+    let root = containers_dir.parent().context("kiln root")?;
+    let containers = super::Containers::new(containers_dir.to_path_buf());
+    let net = match super::net::setup(container, &containers, root, &mut spec) {
+        Ok(net) => net,
+        Err(e) => {
+            drop(mount);
+            return Err(e);
+        }
+    };
+    let spawned = kiln_runner::Container::builder(spec, &rootfs)
         .cgroup(format!("kiln/{}", record.id))
         .init(record.init)
         .stdin(stdin)
         .stdout(stdout)
         .stderr(stderr)
         .spawn()
-        .with_context(|| format!("starting container {}", record.name))?;
+        .with_context(|| format!("starting container {}", record.name));
+    let child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            if net.attached {
+                let _ = super::net::teardown(container);
+            }
+            drop(mount);
+            return Err(e);
+        }
+    };
+    if net.attached {
+        let _ = kiln_runner::network::set_pid(&record.id, child.pid());
+    }
     let me = std::process::id() as i32;
     let state = State {
         status: Status::Running,
@@ -113,6 +137,8 @@ fn start_inner(
         monitor_start: process_start_time(me).unwrap_or(0),
         started_at: Some(Utc::now()),
         cgroup_dirs: child.cgroup_dirs(),
+        addresses: net.addresses,
+        ports: net.ports,
         ..State::default()
     };
     container.set_state(&state)?;
@@ -128,6 +154,7 @@ pub fn finish(container: &Container, mut started: Started) -> Result<u8> {
     let status = started.child.wait();
     let mut state = container.state().unwrap_or_default();
     let unmounted = started.mount.take().map(|m| m.unmount());
+    let released = super::net::teardown(container);
     state.status = Status::Exited;
     state.finished_at = Some(Utc::now());
     state.oom_killed = started.child.oom_killed();
@@ -136,7 +163,10 @@ pub fn finish(container: &Container, mut started: Started) -> Result<u8> {
         Err(_) => 125,
     };
     state.exit_code = Some(code as i32);
+    state.ports.clear();
+    state.addresses.clear();
     container.set_state(&state)?;
+    released?;
     status.with_context(|| format!("waiting for container {}", container.record.name))?;
     if let Some(result) = unmounted {
         result.context("unmounting the container's root filesystem")?;
