@@ -97,7 +97,22 @@ fn container_record(container: &crate::containers::Container) -> Result<serde_js
         },
         "Mounts": r.spec.mounts(),
         "Volumes": r.volumes,
-        "HostConfig": { "AutoRemove": r.auto_remove, "Init": r.init },
+        "HostConfig": {
+            "AutoRemove": r.auto_remove,
+            "Init": r.init,
+            "NetworkMode": r.net.mode,
+            "Dns": r.net.dns,
+            "ExtraHosts": r.net.add_hosts.iter().map(|(n, a)| format!("{n}:{a}")).collect::<Vec<_>>(),
+        },
+        "NetworkSettings": {
+            "Networks": state.addresses.iter().map(|(n, a)| (n.clone(), json!({ "IPAddress": a, "Aliases": r.net.aliases })))
+                .collect::<serde_json::Map<_, _>>(),
+            "Ports": state.ports.iter().map(|p| json!({
+                "ContainerPort": format!("{}/{}", p.container_port, p.proto),
+                "HostIp": p.host_ip.map(|i| i.to_string()).unwrap_or_else(|| "0.0.0.0".into()),
+                "HostPort": p.host_port.to_string(),
+            })).collect::<Vec<_>>(),
+        },
         "Spec": r.spec,
     }))
 }

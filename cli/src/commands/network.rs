@@ -110,18 +110,22 @@ pub fn run(root: &std::path::Path, args: &NetworkArgs) -> Result<ExitStatus> {
             let subnet = subnet
                 .as_deref()
                 .map(|s| {
-                    s.parse::<ipnet::Ipv4Net>()
-                        .map_err(|_| anyhow::anyhow!("invalid --subnet {s:?}: use CIDR, e.g. 10.90.0.0/24"))
+                    s.parse::<ipnet::Ipv4Net>().map_err(|_| {
+                        anyhow::anyhow!("invalid --subnet {s:?}: use CIDR, e.g. 10.90.0.0/24")
+                    })
                 })
                 .transpose()?;
             let gateway = gateway
                 .as_deref()
                 .map(|g| {
-                    g.parse::<std::net::Ipv4Addr>()
-                        .map_err(|_| anyhow::anyhow!("invalid --gateway {g:?}: not an IPv4 address"))
+                    g.parse::<std::net::Ipv4Addr>().map_err(|_| {
+                        anyhow::anyhow!("invalid --gateway {g:?}: not an IPv4 address")
+                    })
                 })
                 .transpose()?;
-            let n = defs.create(name, subnet, gateway).map_err(anyhow::Error::new)?;
+            let n = defs
+                .create(name, subnet, gateway)
+                .map_err(anyhow::Error::new)?;
             writeln!(out, "{}", n.id)?;
         }
         NetworkCommand::Ls { quiet } => {
@@ -131,9 +135,16 @@ pub fn run(root: &std::path::Path, args: &NetworkArgs) -> Result<ExitStatus> {
                     writeln!(out, "{}", &n.id[..12])?;
                 }
             } else {
-                let mut rows = vec![["NETWORK ID", "NAME", "DRIVER", "SUBNET"].map(String::from).to_vec()];
+                let mut rows = vec![["NETWORK ID", "NAME", "DRIVER", "SUBNET"]
+                    .map(String::from)
+                    .to_vec()];
                 for n in all {
-                    rows.push(vec![n.id[..12].to_string(), n.name, "bridge".into(), n.subnet.to_string()]);
+                    rows.push(vec![
+                        n.id[..12].to_string(),
+                        n.name,
+                        "bridge".into(),
+                        n.subnet.to_string(),
+                    ]);
                 }
                 write_table(&mut out, &rows)?;
             }
@@ -203,10 +214,16 @@ pub fn run(root: &std::path::Path, args: &NetworkArgs) -> Result<ExitStatus> {
             let n = find(root, name)?;
             change_stopped(root, container, |net| {
                 if !net.is_bridge() {
-                    bail!("container {container} has network {}: it cannot join a bridge network", net.mode);
+                    bail!(
+                        "container {container} has network {}: it cannot join a bridge network",
+                        net.mode
+                    );
                 }
                 if net.mode == n.name || net.extra_networks.contains(&n.name) {
-                    bail!("container {container} is already connected to network {}", n.name);
+                    bail!(
+                        "container {container} is already connected to network {}",
+                        n.name
+                    );
                 }
                 net.extra_networks.push(n.name.clone());
                 net.aliases.extend(alias.iter().cloned());
@@ -228,7 +245,10 @@ pub fn run(root: &std::path::Path, args: &NetworkArgs) -> Result<ExitStatus> {
                         net.mode = net.extra_networks.remove(0);
                     }
                 } else {
-                    bail!("container {container} is not connected to network {}", n.name);
+                    bail!(
+                        "container {container} is not connected to network {}",
+                        n.name
+                    );
                 }
                 Ok(())
             })?;
@@ -293,11 +313,18 @@ pub fn port(root: &std::path::Path, args: &PortArgs) -> Result<ExitStatus> {
                     continue;
                 }
             }
-            let ip = p.host_ip.map(|i| i.to_string()).unwrap_or_else(|| "0.0.0.0".into());
+            let ip = p
+                .host_ip
+                .map(|i| i.to_string())
+                .unwrap_or_else(|| "0.0.0.0".into());
             if filter.is_some() {
                 writeln!(out, "{ip}:{}", p.host_port)?;
             } else {
-                writeln!(out, "{}/{} -> {ip}:{}", p.container_port, p.proto, p.host_port)?;
+                writeln!(
+                    out,
+                    "{}/{} -> {ip}:{}",
+                    p.container_port, p.proto, p.host_port
+                )?;
             }
             shown = true;
         }

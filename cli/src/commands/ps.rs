@@ -52,6 +52,8 @@ fn status_text(state: &State) -> String {
 }
 
 pub fn run(root: &std::path::Path, args: &PsArgs) -> Result<ExitStatus> {
+    // Gives back the network of containers whose monitor was killed.
+    let _ = kiln_runner::network::reap();
     if args.format != "table" && args.format != "json" {
         anyhow::bail!("unsupported format {:?}: use table or json", args.format);
     }

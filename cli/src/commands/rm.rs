@@ -22,6 +22,7 @@ pub struct RmArgs {
 }
 
 pub fn run(root: &std::path::Path, args: &RmArgs) -> Result<ExitStatus> {
+    let _ = kiln_runner::network::reap();
     let containers = super::run::containers_of(root);
     for given in &args.containers {
         let container = containers.find(given)?;

@@ -44,7 +44,8 @@ pub fn definitions(root: &Path) -> Definitions {
 
 /// Parses `[HOSTIP:][HOSTPORT:]CTRPORT[/tcp|udp]`.
 pub fn parse_publish(text: &str) -> Result<PortRequest> {
-    let bad = || anyhow::anyhow!("invalid port {text:?}: use [HOSTIP:][HOSTPORT:]CTRPORT[/tcp|udp]");
+    let bad =
+        || anyhow::anyhow!("invalid port {text:?}: use [HOSTIP:][HOSTPORT:]CTRPORT[/tcp|udp]");
     let (rest, proto) = match text.rsplit_once('/') {
         Some((r, p)) => (r, p.to_ascii_lowercase()),
         None => (text, "tcp".to_string()),
@@ -65,13 +66,13 @@ pub fn parse_publish(text: &str) -> Result<PortRequest> {
             _ => bail!("invalid port {text:?}: {p:?} is not a port number (1-65535)"),
         }
     };
-    let host_ip = match ip {
-        None | Some("") | Some("0.0.0.0") => None,
-        Some(i) => Some(
-            i.parse::<Ipv4Addr>()
-                .map_err(|_| anyhow::anyhow!("invalid port {text:?}: {i:?} is not an IPv4 address"))?,
-        ),
-    };
+    let host_ip =
+        match ip {
+            None | Some("") | Some("0.0.0.0") => None,
+            Some(i) => Some(i.parse::<Ipv4Addr>().map_err(|_| {
+                anyhow::anyhow!("invalid port {text:?}: {i:?} is not an IPv4 address")
+            })?),
+        };
     let host_port = match host {
         None | Some("") => None,
         Some(h) => Some(port(h)?),
@@ -93,11 +94,17 @@ pub fn settings(root: &Path, args: &CreateArgs, config: Option<&Config>) -> Resu
         .map(|p| parse_publish(p))
         .collect::<Result<Vec<_>>>()?;
     if args.publish_all {
-        for exposed in config.and_then(|c| c.exposed_ports().clone()).unwrap_or_default() {
-            let mut r = parse_publish(&exposed)
-                .with_context(|| format!("the image's EXPOSE {exposed}"))?;
+        for exposed in config
+            .and_then(|c| c.exposed_ports().clone())
+            .unwrap_or_default()
+        {
+            let mut r =
+                parse_publish(&exposed).with_context(|| format!("the image's EXPOSE {exposed}"))?;
             r.host_port = None;
-            if !publish.iter().any(|p| p.container_port == r.container_port && p.proto == r.proto) {
+            if !publish
+                .iter()
+                .any(|p| p.container_port == r.container_port && p.proto == r.proto)
+            {
                 publish.push(r);
             }
         }
@@ -158,7 +165,9 @@ pub struct NetUp {
 }
 
 fn hostname_of(spec: &Spec, id: &str) -> String {
-    spec.hostname().clone().unwrap_or_else(|| id[..12].to_string())
+    spec.hostname()
+        .clone()
+        .unwrap_or_else(|| id[..12].to_string())
 }
 
 /// The host's resolv.conf without loopback name servers (unreachable from
@@ -224,13 +233,26 @@ fn set_netns(spec: &mut Spec, path: &Path) -> Result<()> {
 
 /// Sets up the network of `container` before it starts and adjusts `spec`
 /// (namespace path, /etc files). On error nothing is left attached.
-pub fn setup(container: &Container, containers: &Containers, root: &Path, spec: &mut Spec) -> Result<NetUp> {
+pub fn setup(
+    container: &Container,
+    containers: &Containers,
+    root: &Path,
+    spec: &mut Spec,
+) -> Result<NetUp> {
     let record = &container.record;
     let net = &record.net;
-    let mode = if net.mode.is_empty() { "none" } else { net.mode.as_str() };
+    let mode = if net.mode.is_empty() {
+        "none"
+    } else {
+        net.mode.as_str()
+    };
     let hostname = hostname_of(spec, &record.id);
     let dir = &container.dir;
-    let (hosts, hostname_file, resolv) = (dir.join("hosts"), dir.join("hostname"), dir.join("resolv.conf"));
+    let (hosts, hostname_file, resolv) = (
+        dir.join("hosts"),
+        dir.join("hostname"),
+        dir.join("resolv.conf"),
+    );
     if mode == "host" {
         return Ok(NetUp::default());
     }
@@ -258,7 +280,8 @@ pub fn setup(container: &Container, containers: &Containers, root: &Path, spec: 
     bind_file(spec, &hosts, "/etc/hosts")?;
     let mut extra_hosts = Vec::new();
     if mode == "none" {
-        let mut text = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+        let mut text =
+            String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
         for (n, a) in &net.add_hosts {
             text.push_str(&format!("{a}\t{n}\n"));
         }
@@ -294,9 +317,17 @@ pub fn setup(container: &Container, containers: &Containers, root: &Path, spec: 
         let request = network::AttachRequest {
             id: record.id.clone(),
             name: record.name.clone(),
-            aliases: if network.resolve_names { net.aliases.clone() } else { Vec::new() },
+            aliases: if network.resolve_names {
+                net.aliases.clone()
+            } else {
+                Vec::new()
+            },
             hostname: hostname.clone(),
-            ports: if i == 0 { net.publish.clone() } else { Vec::new() },
+            ports: if i == 0 {
+                net.publish.clone()
+            } else {
+                Vec::new()
+            },
             hosts_file: (i == 0).then(|| hosts.clone()),
             extra_hosts: extra_hosts.clone(),
             netns: netns.clone(),
@@ -311,8 +342,10 @@ pub fn setup(container: &Container, containers: &Containers, root: &Path, spec: 
             }
             Err(e) => {
                 let _ = network::release(&record.id);
-                return Err(anyhow::Error::new(e)
-                    .context(format!("attaching {} to network {}", record.name, network.name)));
+                return Err(anyhow::Error::new(e).context(format!(
+                    "attaching {} to network {}",
+                    record.name, network.name
+                )));
             }
         }
     }

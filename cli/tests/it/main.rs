@@ -8,6 +8,8 @@ mod common;
 #[cfg(feature = "test-root")]
 mod containers;
 mod images;
+#[cfg(feature = "test-root")]
+mod network;
 #[cfg(feature = "test-registry")]
 mod registry;
 #[cfg(feature = "test-root")]

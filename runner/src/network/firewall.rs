@@ -93,9 +93,25 @@ pub fn ensure_base() -> Result<()> {
     ensure_chain("nat", POSTROUTING)?;
     ensure_chain("nat", DNAT)?;
     let established = [
-        "-o", "kiln+", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT",
+        "-o",
+        "kiln+",
+        "-m",
+        "conntrack",
+        "--ctstate",
+        "RELATED,ESTABLISHED",
+        "-j",
+        "ACCEPT",
     ];
-    let published = ["-o", "kiln+", "-m", "conntrack", "--ctstate", "DNAT", "-j", "ACCEPT"];
+    let published = [
+        "-o",
+        "kiln+",
+        "-m",
+        "conntrack",
+        "--ctstate",
+        "DNAT",
+        "-j",
+        "ACCEPT",
+    ];
     let isolate = ["-i", "kiln+", "-o", "kiln+", "-j", "DROP"];
     let outbound = ["-i", "kiln+", "-j", "ACCEPT"];
     for rule in [&established[..], &published, &isolate, &outbound] {
@@ -115,32 +131,56 @@ pub fn ensure_base() -> Result<()> {
     Ok(())
 }
 
-fn bridge_rules(bridge: &str, subnet: &str) -> (Vec<String>, Vec<String>) {
-    let intra = format!("-i {bridge} -o {bridge} -j ACCEPT");
-    let masquerade = format!("-s {subnet} ! -o {bridge} -j MASQUERADE");
-    (
-        intra.split(' ').map(String::from).collect(),
-        masquerade.split(' ').map(String::from).collect(),
-    )
+/// The rules of one bridge: (table, chain, rule, at the top).
+fn bridge_rules(
+    bridge: &str,
+    subnet: &str,
+) -> Vec<(&'static str, &'static str, Vec<String>, bool)> {
+    let split = |r: String| r.split(' ').map(String::from).collect::<Vec<_>>();
+    vec![
+        // Containers of one network reach each other.
+        (
+            "filter",
+            FORWARD,
+            split(format!("-i {bridge} -o {bridge} -j ACCEPT")),
+            true,
+        ),
+        // Out to the world under the host's address.
+        (
+            "nat",
+            POSTROUTING,
+            split(format!("-s {subnet} ! -o {bridge} -j MASQUERADE")),
+            false,
+        ),
+        // A container reaching a published port of its own network (hairpin).
+        (
+            "nat",
+            POSTROUTING,
+            split(format!(
+                "-s {subnet} -o {bridge} -m conntrack --ctstate DNAT -j MASQUERADE"
+            )),
+            false,
+        ),
+    ]
 }
 
 /// The rules of one network: traffic within its bridge, masquerade out.
 pub fn add_bridge(bridge: &str, subnet: &str) -> Result<()> {
     ensure_base()?;
-    let (intra, masquerade) = bridge_rules(bridge, subnet);
-    let intra: Vec<&str> = intra.iter().map(String::as_str).collect();
-    let masquerade: Vec<&str> = masquerade.iter().map(String::as_str).collect();
-    ensure("filter", FORWARD, &intra, true)?;
-    ensure("nat", POSTROUTING, &masquerade, false)
+    for (table, chain, rule, first) in bridge_rules(bridge, subnet) {
+        let rule: Vec<&str> = rule.iter().map(String::as_str).collect();
+        ensure(table, chain, &rule, first)?;
+    }
+    Ok(())
 }
 
 /// Removes the rules [`add_bridge`] added.
 pub fn remove_bridge(bridge: &str, subnet: &str) -> Result<()> {
-    let (intra, masquerade) = bridge_rules(bridge, subnet);
-    let intra: Vec<&str> = intra.iter().map(String::as_str).collect();
-    let masquerade: Vec<&str> = masquerade.iter().map(String::as_str).collect();
-    delete("filter", FORWARD, &intra)?;
-    delete("nat", POSTROUTING, &masquerade)
+    for (table, chain, rule, _) in bridge_rules(bridge, subnet) {
+        let rule: Vec<&str> = rule.iter().map(String::as_str).collect();
+        delete(table, chain, &rule)?;
+    }
+    Ok(())
 }
 
 /// The DNAT rule of one published port (a rule spec without the chain).

@@ -186,9 +186,11 @@ impl Definitions {
         }
         let subnet_text =
             std::env::var("KILN_BRIDGE_SUBNET").unwrap_or_else(|_| DEFAULT_SUBNET.to_string());
-        let subnet: Ipv4Net = subnet_text
-            .parse()
-            .map_err(|_| Error::new(format!("KILN_BRIDGE_SUBNET {subnet_text:?} is not a subnet")))?;
+        let subnet: Ipv4Net = subnet_text.parse().map_err(|_| {
+            Error::new(format!(
+                "KILN_BRIDGE_SUBNET {subnet_text:?} is not a subnet"
+            ))
+        })?;
         let subnet = subnet.trunc();
         let network = Network {
             name: DEFAULT_NETWORK.into(),
@@ -213,7 +215,12 @@ impl Definitions {
     /// Defines a user network; `subnet` None picks a free /24 in 10.89.0.0/16.
     /// Errors when the name is taken or the subnet overlaps another network or
     /// a host address.
-    pub fn create(&self, name: &str, subnet: Option<Ipv4Net>, gateway: Option<Ipv4Addr>) -> Result<Network> {
+    pub fn create(
+        &self,
+        name: &str,
+        subnet: Option<Ipv4Net>,
+        gateway: Option<Ipv4Addr>,
+    ) -> Result<Network> {
         if !crate_name_ok(name) || name == DEFAULT_NETWORK || name == "host" || name == "none" {
             return Err(Error::new(format!(
                 "invalid network name {name:?}: use [a-zA-Z0-9][a-zA-Z0-9_.-]+, not bridge, host or none"
@@ -221,7 +228,9 @@ impl Definitions {
         }
         let _lock = lock()?;
         if self.get(name)?.is_some() {
-            return Err(Error::new(format!("network with name {name} already exists")));
+            return Err(Error::new(format!(
+                "network with name {name} already exists"
+            )));
         }
         let mut used: Vec<(String, Ipv4Net)> = self
             .list()?
@@ -242,15 +251,21 @@ impl Definitions {
             }
             if let Ok(net) = Ipv4Net::new(ip, prefix) {
                 let dev = links.get(&index).cloned().unwrap_or_default();
-                used.push((format!("address {ip}/{prefix} of host interface {dev}"), net.trunc()));
+                used.push((
+                    format!("address {ip}/{prefix} of host interface {dev}"),
+                    net.trunc(),
+                ));
             }
         }
-        let overlaps = |a: &Ipv4Net, b: &Ipv4Net| a.contains(&b.network()) || b.contains(&a.network());
+        let overlaps =
+            |a: &Ipv4Net, b: &Ipv4Net| a.contains(&b.network()) || b.contains(&a.network());
         let subnet = match subnet {
             Some(s) => {
                 let s = s.trunc();
                 if s.prefix_len() > 30 {
-                    return Err(Error::new(format!("subnet {s} is too small: use at most /30")));
+                    return Err(Error::new(format!(
+                        "subnet {s} is too small: use at most /30"
+                    )));
                 }
                 if let Some((what, _)) = used.iter().find(|(_, u)| overlaps(u, &s)) {
                     return Err(Error::new(format!("subnet {s} overlaps with {what}")));
@@ -264,7 +279,9 @@ impl Definitions {
         };
         let gateway = match gateway {
             Some(g) if !subnet.contains(&g) || g == subnet.network() || g == subnet.broadcast() => {
-                return Err(Error::new(format!("gateway {g} is not a host address of {subnet}")))
+                return Err(Error::new(format!(
+                    "gateway {g} is not a host address of {subnet}"
+                )))
             }
             Some(g) => g,
             None => first_host(subnet)?,
@@ -287,7 +304,9 @@ impl Definitions {
     /// while a live container is attached.
     pub fn remove(&self, network: &Network) -> Result<()> {
         if network.name == DEFAULT_NETWORK {
-            return Err(Error::new("bridge is the default network and cannot be removed"));
+            return Err(Error::new(
+                "bridge is the default network and cannot be removed",
+            ));
         }
         let _lock = lock()?;
         reap_locked()?;
@@ -511,7 +530,8 @@ fn veth_name(id: &str, bridge: &str) -> String {
 
 /// Makes a network namespace bind-mounted at `/run/kiln/netns/<id>`, with lo up.
 pub fn create_netns(id: &str) -> Result<PathBuf> {
-    std::fs::create_dir_all(NETNS_DIR).map_err(|e| Error::io(&format!("creating {NETNS_DIR}"), e))?;
+    std::fs::create_dir_all(NETNS_DIR)
+        .map_err(|e| Error::io(&format!("creating {NETNS_DIR}"), e))?;
     let path = Path::new(NETNS_DIR).join(id);
     File::create(&path).map_err(|e| Error::io(&format!("creating {}", path.display()), e))?;
     let target = path.clone();
@@ -561,7 +581,10 @@ fn ensure_bridge(nl: &mut Netlink, network: &Network) -> Result<u32> {
             format!("/proc/sys/net/ipv4/conf/{}/route_localnet", network.bridge),
             "1",
         );
-        if std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").map(|s| s.trim() != "1").unwrap_or(true) {
+        if std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+            .map(|s| s.trim() != "1")
+            .unwrap_or(true)
+        {
             std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
                 .map_err(|e| Error::io("switching on ip forwarding", e))?;
         }
@@ -605,7 +628,10 @@ fn resolve_ports(requests: &[PortRequest], states: &[BridgeState]) -> Result<Vec
     let mut out = Vec::new();
     for r in requests {
         if r.proto != "tcp" && r.proto != "udp" {
-            return Err(Error::new(format!("unsupported protocol {:?}: use tcp or udp", r.proto)));
+            return Err(Error::new(format!(
+                "unsupported protocol {:?}: use tcp or udp",
+                r.proto
+            )));
         }
         let mapping = match r.host_port {
             Some(port) => {
@@ -694,11 +720,25 @@ pub fn attach(network: &Network, req: &AttachRequest) -> Result<Attachment> {
     let veth = veth_name(&req.id, &network.bridge);
     let rules: Vec<String> = ports
         .iter()
-        .map(|p| firewall::port_rule(p.host_ip, p.host_port, &p.proto, ip, p.container_port, &req.id))
+        .map(|p| {
+            firewall::port_rule(
+                p.host_ip,
+                p.host_port,
+                &p.proto,
+                ip,
+                p.container_port,
+                &req.id,
+            )
+        })
         .collect();
-    let ifname = if req.ifname.is_empty() { "eth0" } else { &req.ifname };
+    let ifname = if req.ifname.is_empty() {
+        "eth0"
+    } else {
+        &req.ifname
+    };
     let made = (|| -> Result<()> {
-        let ns = File::open(&netns).map_err(|e| Error::io(&format!("opening {}", netns.display()), e))?;
+        let ns = File::open(&netns)
+            .map_err(|e| Error::io(&format!("opening {}", netns.display()), e))?;
         nl.add_veth(&veth, ifname, ns.as_fd())
             .map_err(|e| e.context(&format!("creating veth {veth}")))?;
         let link = nl
@@ -786,7 +826,12 @@ pub fn hosts_text(state: &BridgeState, id: &str) -> String {
             text.push_str(&format!("{}\t{}\n", ep.ip, names.join(" ")));
         }
         if !me.aliases.is_empty() {
-            text.push_str(&format!("{}\t{} {}\n", me.ip, me.name, me.aliases.join(" ")));
+            text.push_str(&format!(
+                "{}\t{} {}\n",
+                me.ip,
+                me.name,
+                me.aliases.join(" ")
+            ));
         }
     }
     text

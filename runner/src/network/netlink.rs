@@ -6,8 +6,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
-    NLM_F_EXCL, NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
+    NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
@@ -65,7 +65,11 @@ impl Netlink {
         })
     }
 
-    fn request(&mut self, message: RouteNetlinkMessage, flags: u16) -> Result<Vec<RouteNetlinkMessage>> {
+    fn request(
+        &mut self,
+        message: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<Vec<RouteNetlinkMessage>> {
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | flags;
         header.sequence_number = self.seq;
@@ -146,7 +150,9 @@ impl Netlink {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.to_string()));
         msg.attributes
-            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]));
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+                InfoKind::Bridge,
+            )]));
         self.request(
             RouteNetlinkMessage::NewLink(msg),
             NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
@@ -157,7 +163,9 @@ impl Netlink {
     /// Creates a veth pair: `name` here, `peer` inside the namespace `peer_netns`.
     pub fn add_veth(&mut self, name: &str, peer: &str, peer_netns: BorrowedFd<'_>) -> Result<()> {
         let mut peer_msg = LinkMessage::default();
-        peer_msg.attributes.push(LinkAttribute::IfName(peer.to_string()));
+        peer_msg
+            .attributes
+            .push(LinkAttribute::IfName(peer.to_string()));
         peer_msg
             .attributes
             .push(LinkAttribute::NetNsFd(peer_netns.as_raw_fd()));
@@ -201,8 +209,7 @@ impl Netlink {
         msg.header.family = AddressFamily::Inet;
         msg.header.prefix_len = prefix;
         msg.header.index = index;
-        msg.attributes
-            .push(AddressAttribute::Local(IpAddr::V4(ip)));
+        msg.attributes.push(AddressAttribute::Local(IpAddr::V4(ip)));
         msg.attributes
             .push(AddressAttribute::Address(IpAddr::V4(ip)));
         let host_bits = 32 - u32::from(prefix);
@@ -304,4 +311,3 @@ fn link_of(l: &LinkMessage) -> Link {
     }
     link
 }
-

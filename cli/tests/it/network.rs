@@ -1,0 +1,438 @@
+//! Container networking, as root with real namespaces, bridges and
+//! iptables rules: published ports, user networks (names, isolation),
+//! unique addresses, `--network none`, bad input, and nothing left behind
+//! (links, netns mounts, rules) after removal or a killed monitor.
+//! Only loopback and addresses of kiln's own namespaces are used.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use crate::common::{has_tool, is_root, kiln, kiln_ok, root_with_busybox, skip_or_fail};
+
+struct Root {
+    dir: tempfile::TempDir,
+}
+
+impl Root {
+    fn new() -> Option<Root> {
+        if !is_root() {
+            skip_or_fail("network tests need root");
+            return None;
+        }
+        for tool in ["iptables", "ip"] {
+            if !has_tool(tool) {
+                skip_or_fail(&format!(
+                    "network tests need {tool} (Debian iptables, iproute2)"
+                ));
+                return None;
+            }
+        }
+        if !Path::new("/bin/busybox").exists() {
+            skip_or_fail("network tests need /bin/busybox (Debian package busybox-static)");
+            return None;
+        }
+        Some(Root {
+            dir: root_with_busybox(),
+        })
+    }
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    fn run(&self, args: &[&str]) -> Output {
+        kiln(self.path(), args)
+    }
+    fn ok(&self, args: &[&str]) -> String {
+        kiln_ok(self.path(), args)
+    }
+    fn inspect(&self, name: &str) -> Value {
+        let v: Value = serde_json::from_str(&self.ok(&["inspect", name])).unwrap();
+        v[0].clone()
+    }
+    /// The container's address on `network`.
+    fn ip(&self, name: &str, network: &str) -> String {
+        self.inspect(name)["NetworkSettings"]["Networks"][network]["IPAddress"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name} has no address on {network}"))
+            .to_string()
+    }
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        let ids = self.ok(&["ps", "-aq"]);
+        for id in ids.lines() {
+            let _ = self.run(&["rm", "-f", id]);
+        }
+        let _ = self.run(&["network", "prune", "-f"]);
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}{}", std::process::id() % 100000)
+}
+
+fn sh(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .expect("spawning a host tool");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every listing that could show what a container held: links, iptables
+/// rules (both tables), the nftables ruleset, netns mounts, kiln's state.
+fn host_listing() -> String {
+    [
+        sh("ip", &["-o", "link", "show"]),
+        sh("ip", &["-o", "addr", "show"]),
+        sh("iptables", &["-w", "-S"]),
+        sh("iptables", &["-w", "-t", "nat", "-S"]),
+        sh("nft", &["list", "ruleset"]),
+        std::fs::read_to_string("/proc/mounts").unwrap_or_default(),
+        std::fs::read_dir("/run/kiln/net")
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .unwrap_or_default(),
+    ]
+    .join("\n")
+}
+
+/// The host-side veth of a running container (from kiln's host state).
+fn veth_of(id: &str) -> String {
+    for entry in std::fs::read_dir("/run/kiln/net").unwrap().flatten() {
+        let Ok(text) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_str::<Value>(&text) else {
+            continue;
+        };
+        if let Some(veth) = v["endpoints"][id]["veth"].as_str() {
+            return veth.to_string();
+        }
+    }
+    panic!("no endpoint for {id}")
+}
+
+fn assert_gone(id: &str, veth: &str) {
+    let listing = host_listing();
+    assert!(!listing.contains(id), "{id} left in host state:\n{listing}");
+    assert!(!listing.contains(veth), "veth {veth} left:\n{listing}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// busybox wget from the host.
+fn wget(url: &str) -> Option<String> {
+    let out = Command::new("/bin/busybox")
+        .args(["wget", "-T", "5", "-qO-", url])
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn published_ports_answer_from_the_host_and_close_on_removal() {
+    let Some(root) = Root::new() else { return };
+    let port = free_port().to_string();
+    let id = root
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "-p",
+            &format!("{port}:80"),
+            "-p",
+            "8080",
+            "busybox",
+            "sh",
+            "-c",
+            "echo hello-web > /tmp/index.html; httpd -p 80 -h /tmp; httpd -f -p 8080 -h /tmp",
+        ])
+        .trim()
+        .to_string();
+    let veth = veth_of(&id);
+    // httpd forks into the background first: poll until it answers.
+    let url = format!("http://127.0.0.1:{port}/index.html");
+    let mut body = None;
+    for _ in 0..50 {
+        body = wget(&url);
+        if body.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(body.as_deref(), Some("hello-web\n"));
+    // `-p 8080`: a free host port, shown by `kiln port`.
+    let shown = root.ok(&["port", "web", "8080"]);
+    let chosen = shown.trim().rsplit(':').next().unwrap().to_string();
+    assert!(chosen.parse::<u16>().is_ok(), "kiln port printed {shown:?}");
+    assert!(root
+        .ok(&["port", "web"])
+        .contains(&format!("80/tcp -> 0.0.0.0:{port}")));
+    assert_eq!(
+        wget(&format!("http://127.0.0.1:{chosen}/index.html")).as_deref(),
+        Some("hello-web\n")
+    );
+    root.ok(&["rm", "-f", "web"]);
+    assert_eq!(wget(&url), None, "port still answers after removal");
+    assert_gone(&id, &veth);
+}
+
+#[test]
+fn user_networks_resolve_names_and_are_isolated() {
+    let Some(root) = Root::new() else { return };
+    let (front, back) = (unique("front"), unique("back"));
+    root.ok(&["network", "create", &front]);
+    root.ok(&["network", "create", &back]);
+    assert!(root.ok(&["network", "ls"]).contains(&front));
+    root.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "srv",
+        "--network",
+        &front,
+        "--network-alias",
+        "db",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    let srv_ip = root.ip("srv", &front);
+    // Same network: by name and by alias.
+    let out = root.run(&[
+        "run",
+        "--rm",
+        "--name",
+        "cli",
+        "--network",
+        &front,
+        "busybox",
+        "sh",
+        "-c",
+        "ping -c1 -W3 srv && ping -c1 -W3 db",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&srv_ip));
+    // Another network: neither the name nor the address.
+    let out = root.run(&[
+        "run",
+        "--rm",
+        "--network",
+        &back,
+        "busybox",
+        "ping",
+        "-c1",
+        "-W2",
+        &srv_ip,
+    ]);
+    assert!(
+        !out.status.success(),
+        "a container on {back} reached {srv_ip}"
+    );
+    let out = root.run(&[
+        "run",
+        "--rm",
+        "--network",
+        &back,
+        "busybox",
+        "ping",
+        "-c1",
+        "-W2",
+        "srv",
+    ]);
+    assert!(!out.status.success(), "a container on {back} resolved srv");
+    // A network in use cannot go; afterwards its bridge goes with it.
+    assert!(!root.run(&["network", "rm", &front]).status.success());
+    let bridge = root.ok(&["network", "inspect", &front]);
+    let v: Value = serde_json::from_str(&bridge).unwrap();
+    let bridge = v[0]["Options"]["com.docker.network.bridge.name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    root.ok(&["rm", "-f", "srv"]);
+    root.ok(&["network", "rm", &front, &back]);
+    let links = sh("ip", &["-o", "link", "show"]);
+    assert!(
+        !links.contains(&format!(" {bridge}:")),
+        "bridge {bridge} left:\n{links}"
+    );
+    assert!(!sh("iptables", &["-w", "-S"]).contains(&bridge));
+}
+
+#[test]
+fn parallel_runs_get_unique_addresses_and_give_them_back() {
+    let Some(root) = Root::new() else { return };
+    let path = root.path().to_path_buf();
+    let handles: Vec<_> = (0..20)
+        .map(|_| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                kiln_ok(&path, &["run", "-d", "busybox", "sleep", "60"])
+                    .trim()
+                    .to_string()
+            })
+        })
+        .collect();
+    let ids: Vec<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let mut ips: Vec<String> = ids.iter().map(|id| root.ip(id, "bridge")).collect();
+    let veths: Vec<String> = ids.iter().map(|id| veth_of(id)).collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 20, "addresses handed out twice: {ips:?}");
+    for id in &ids {
+        root.ok(&["rm", "-f", id]);
+    }
+    for (id, veth) in ids.iter().zip(&veths) {
+        assert_gone(id, veth);
+    }
+}
+
+#[test]
+fn network_none_has_only_loopback() {
+    let Some(root) = Root::new() else { return };
+    let out = root.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "ip route; ip -o link",
+    ]);
+    assert!(!out.contains("default"), "a route out:\n{out}");
+    let links: Vec<&str> = out.lines().filter(|l| l.contains(": ")).collect();
+    assert_eq!(links.len(), 1, "links besides lo:\n{out}");
+    assert!(links[0].contains("lo:"));
+    // The default bridge: a default route, hostname, hosts, resolv.conf.
+    let out = root.ok(&[
+        "run",
+        "--rm",
+        "--hostname",
+        "box1",
+        "--add-host",
+        "db.local:10.1.2.3",
+        "--dns",
+        "10.9.9.9",
+        "busybox",
+        "sh",
+        "-c",
+        "ip route; cat /etc/hostname /etc/hosts /etc/resolv.conf",
+    ]);
+    assert!(out.contains("default via"), "{out}");
+    assert!(out.contains("box1"), "{out}");
+    assert!(out.contains("10.1.2.3\tdb.local"), "{out}");
+    assert!(out.contains("nameserver 10.9.9.9"), "{out}");
+}
+
+#[test]
+fn bad_network_input_is_refused_and_leaves_nothing() {
+    let Some(root) = Root::new() else { return };
+    let before: Vec<String> = sh("ip", &["-o", "link", "show"])
+        .lines()
+        .filter(|l| l.contains(": kv"))
+        .map(String::from)
+        .collect();
+    // A host port in use.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let out = root.run(&[
+        "run",
+        "-d",
+        "--name",
+        "clash",
+        "-p",
+        &format!("{port}:80"),
+        "busybox",
+        "sleep",
+        "5",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&port.to_string()) && err.contains("in use"),
+        "{err}"
+    );
+    assert!(!sh("iptables", &["-w", "-t", "nat", "-S"]).contains(&format!("--dport {port} ")));
+    let id = root.inspect("clash")["Id"].as_str().unwrap().to_string();
+    assert!(!host_listing().contains(&id));
+    // An unknown network: no container at all.
+    let out = root.run(&[
+        "run",
+        "--name",
+        "lost",
+        "--network",
+        "nosuchnet",
+        "busybox",
+        "true",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("network nosuchnet not found"));
+    assert!(!root.run(&["inspect", "lost"]).status.success());
+    // An overlapping subnet.
+    let out = root.run(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.88.3.0/24",
+        &unique("over"),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("overlaps"));
+    assert!(!root.ok(&["network", "ls"]).contains(&unique("over")));
+    // Bad port syntax.
+    let out = root.run(&["run", "-p", "80:x", "busybox", "true"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid port"));
+    let after: Vec<String> = sh("ip", &["-o", "link", "show"])
+        .lines()
+        .filter(|l| l.contains(": kv"))
+        .map(String::from)
+        .collect();
+    assert!(after.iter().all(|l| before.contains(l)) || after.len() <= before.len());
+}
+
+#[test]
+fn a_killed_monitor_leaks_nothing() {
+    let Some(root) = Root::new() else { return };
+    let id = root
+        .ok(&["run", "-d", "-p", "8080", "busybox", "sleep", "60"])
+        .trim()
+        .to_string();
+    let veth = veth_of(&id);
+    let state: Value = serde_json::from_slice(
+        &std::fs::read(root.path().join("containers").join(&id).join("state.json")).unwrap(),
+    )
+    .unwrap();
+    for key in ["pid", "monitor_pid"] {
+        let pid = state[key].as_i64().unwrap() as i32;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The next kiln command gives the network back.
+    root.ok(&["ps", "-a"]);
+    assert_gone(&id, &veth);
+}
