@@ -90,7 +90,14 @@ fn host_listing() -> String {
         sh("iptables", &["-w", "-S"]),
         sh("iptables", &["-w", "-t", "nat", "-S"]),
         sh("nft", &["list", "ruleset"]),
-        std::fs::read_to_string("/proc/mounts").unwrap_or_default(),
+        // Network namespace mounts (the rootfs mount of a killed monitor
+        // is the container's, removed with it).
+        std::fs::read_to_string("/proc/mounts")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("/run/kiln/netns"))
+            .collect::<Vec<_>>()
+            .join("\n"),
         std::fs::read_dir("/run/kiln/net")
             .map(|d| {
                 d.flatten()
@@ -133,15 +140,23 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// busybox wget from the host.
+/// An HTTP GET from the host (std sockets): the body, or None when the
+/// connection fails.
 fn wget(url: &str) -> Option<String> {
-    let out = Command::new("/bin/busybox")
-        .args(["wget", "-T", "5", "-qO-", url])
-        .output()
-        .unwrap();
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://")?;
+    let (addr, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let addr: std::net::SocketAddr = addr.parse().ok()?;
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(3)).ok()?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    write!(stream, "GET /{path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.").then(|| body.to_string())
 }
 
 #[test]

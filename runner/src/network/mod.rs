@@ -508,6 +508,10 @@ fn start_time(pid: i32) -> Option<u64> {
     }
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 2..];
+    // A zombie (Z) or dead (X) process holds nothing.
+    if rest.starts_with('Z') || rest.starts_with('X') {
+        return None;
+    }
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
