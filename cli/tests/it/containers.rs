@@ -154,7 +154,7 @@ fn bad_input_leaves_nothing_behind() {
         vec!["run", "-v", "/no/such/dir:/x", "busybox", "true"],
         vec!["run", "--cap-add", "bogus", "busybox", "true"],
         vec!["run", "-u", "nosuchuser", "busybox", "true"],
-        vec!["run", "--network", "bridge", "busybox", "true"],
+        vec!["run", "--network", "nosuchnet", "busybox", "true"],
         vec!["run", "--name", "bad name", "busybox", "true"],
         vec!["run", "nosuchimage", "true"],
     ] {
@@ -220,6 +220,8 @@ fn isolation() {
     let out = r.ok(&[
         "run",
         "--rm",
+        "--network",
+        "none",
         "busybox",
         "sh",
         "-c",
@@ -558,7 +560,7 @@ fn commit_then_run() {
         "busybox",
         "sh",
         "-c",
-        "echo new > /added; rm /etc/hostname",
+        "echo new > /added; rm /etc/group",
     ]);
     r.ok(&["commit", "c1", "mine:v1"]);
     r.ok(&["rm", "c1"]);
@@ -568,7 +570,7 @@ fn commit_then_run() {
         "mine:v1",
         "sh",
         "-c",
-        "cat /added; ls /etc/hostname",
+        "cat /added; ls /etc/group",
     ]);
     assert_eq!(text(&out.stdout), "new\n");
     assert_ne!(
