@@ -74,6 +74,7 @@ pub use spec::{
 /// single-threaded process. Called first thing in `main`; returns when this
 /// process is not such a re-exec, and never returns when it is.
 pub fn init_if_requested() {
+    network::dns::serve_if_requested();
     let Some(value) = std::env::var_os(protocol::INIT_ENV) else {
         return;
     };

@@ -274,7 +274,12 @@ pub fn setup(
         return Ok(NetUp::default());
     }
     std::fs::write(&hostname_file, format!("{hostname}\n")).context("writing /etc/hostname")?;
-    std::fs::write(&resolv, resolv_conf(&net.dns)).context("writing /etc/resolv.conf")?;
+    let resolvers = match definitions(root).get(mode) {
+        // User networks: the network's embedded resolver, on its gateway.
+        Ok(Some(n)) if n.resolve_names && net.dns.is_empty() => vec![n.gateway.to_string()],
+        _ => net.dns.clone(),
+    };
+    std::fs::write(&resolv, resolv_conf(&resolvers)).context("writing /etc/resolv.conf")?;
     bind_file(spec, &hostname_file, "/etc/hostname")?;
     bind_file(spec, &resolv, "/etc/resolv.conf")?;
     bind_file(spec, &hosts, "/etc/hosts")?;

@@ -23,6 +23,7 @@
 //! once per network, plus one `iptables-restore` per container that
 //! publishes ports.
 
+pub mod dns;
 pub mod firewall;
 pub mod netlink;
 
@@ -414,6 +415,11 @@ pub struct BridgeState {
     pub resolve_names: bool,
     /// By owner id (a container id).
     pub endpoints: BTreeMap<String, Endpoint>,
+    /// The network's DNS resolver (user networks), pid and start time.
+    #[serde(default)]
+    pub dns_pid: i32,
+    #[serde(default)]
+    pub dns_start: u64,
 }
 
 /// What to attach.
@@ -797,6 +803,14 @@ pub fn attach(network: &Network, req: &AttachRequest) -> Result<Attachment> {
     );
     save(&state)?;
     write_hosts_files(&state);
+    if state.resolve_names {
+        if let Err(e) = dns::ensure_running(&mut state) {
+            drop(_lock);
+            let _ = release_from(&req.id, &network.bridge);
+            return Err(e);
+        }
+        save(&state)?;
+    }
     Ok(Attachment {
         netns,
         ip,

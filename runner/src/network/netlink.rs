@@ -260,32 +260,6 @@ impl Netlink {
         )
         .map(drop)
     }
-
-    /// Every IPv4 route of the main table: (destination, prefix, gateway).
-    pub fn routes(&mut self) -> Result<Vec<(Option<Ipv4Addr>, u8, Option<Ipv4Addr>)>> {
-        let mut msg = RouteMessage::default();
-        msg.header.address_family = AddressFamily::Inet;
-        let answers = self.request(RouteNetlinkMessage::GetRoute(msg), NLM_F_DUMP)?;
-        let mut out = Vec::new();
-        for m in answers {
-            if let RouteNetlinkMessage::NewRoute(r) = m {
-                if r.header.table != RouteHeader::RT_TABLE_MAIN {
-                    continue;
-                }
-                let mut dest = None;
-                let mut gw = None;
-                for attr in &r.attributes {
-                    match attr {
-                        RouteAttribute::Destination(RouteAddress::Inet(d)) => dest = Some(*d),
-                        RouteAttribute::Gateway(RouteAddress::Inet(g)) => gw = Some(*g),
-                        _ => {}
-                    }
-                }
-                out.push((dest, r.header.destination_prefix_length, gw));
-            }
-        }
-        Ok(out)
-    }
 }
 
 fn link_of(l: &LinkMessage) -> Link {
