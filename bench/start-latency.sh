@@ -3,9 +3,10 @@
 # `runc run` of the same busybox bundle (the spec `runc spec` writes, with
 # args ["true"] and no terminal), timed in one run; prints medians and
 # kiln/peer ratios. Also `kiln run --rm busybox true` (image -> overlay
-# rootfs -> docker's default spec -> container record, log, removal), and
-# `docker run --rm --network none busybox true` when a docker engine answers
-# and has busybox (DOCKER_HOST as usual).
+# rootfs -> docker's default spec -> container record, log, removal) on the
+# default bridge network and with `--network none`, and `docker run --rm
+# [--network none] busybox true` when a docker engine answers and has
+# busybox (DOCKER_HOST as usual).
 #
 # Needs root, busybox-static, hyperfine, runc, crun (Debian packages) and a
 # release build of kiln (KILN=path, default target/release/kiln).
@@ -74,6 +75,7 @@ wrapped "$KILN" --root "$WORK/root" run --rm busybox true || { echo "kiln run ca
 wrapped hyperfine -N --warmup 10 --runs "$RUNS" --export-json "$WORK/result.json" \
     -n kiln "$KILN runtime run -b $BUNDLE bench-kiln" \
     -n kiln-run "$KILN --root $WORK/root run --rm busybox true" \
+    -n kiln-run-none "$KILN --root $WORK/root run --rm --network none busybox true" \
     -n crun "$CRUN" \
     -n runc "runc run -b $BUNDLE bench-runc" >"$WORK/hyperfine.txt" 2>&1 ||
     { cat "$WORK/hyperfine.txt"; exit 1; }
@@ -82,7 +84,8 @@ wrapped hyperfine -N --warmup 10 --runs "$RUNS" --export-json "$WORK/result.json
 echo '{"results": []}' >"$WORK/docker.json"
 if command -v docker >/dev/null && timeout 5 docker image inspect busybox >/dev/null 2>&1; then
     hyperfine -N --warmup 3 --runs 20 --export-json "$WORK/docker.json" \
-        -n docker-run "docker run --rm --network none busybox true" >/dev/null 2>&1 ||
+        -n docker-run "docker run --rm --network none busybox true" \
+        -n docker-run-bridge "docker run --rm busybox true" >/dev/null 2>&1 ||
         echo '{"results": []}' >"$WORK/docker.json"
 else
     echo "note: no docker engine with busybox answered; no docker row."
@@ -94,7 +97,7 @@ results = {r["command"]: r for r in json.load(open(sys.argv[1]))["results"]}
 results.update({r["command"]: r for r in json.load(open(sys.argv[2]))["results"]})
 median = {name: r["median"] * 1000 for name, r in results.items()}
 print("container start, median of %d runs (ms):" % len(results["kiln"]["times"]))
-for name in ("kiln", "crun", "runc", "kiln-run", "docker-run"):
+for name in ("kiln", "crun", "runc", "kiln-run", "kiln-run-none", "docker-run", "docker-run-bridge"):
     if name not in median:
         continue
     print("  %-10s %7.2f ms  (mean %.2f, min %.2f)" % (
@@ -102,6 +105,9 @@ for name in ("kiln", "crun", "runc", "kiln-run", "docker-run"):
 for peer in ("crun", "runc"):
     print("  kiln/%s = %.2f" % (peer, median["kiln"] / median[peer]))
 print("  kiln-run/runc = %.2f" % (median["kiln-run"] / median["runc"]))
+print("  default bridge over --network none: %+.2f ms" % (median["kiln-run"] - median["kiln-run-none"]))
 if "docker-run" in median:
-    print("  kiln-run/docker-run = %.3f" % (median["kiln-run"] / median["docker-run"]))
+    print("  kiln-run-none/docker-run = %.3f" % (median["kiln-run-none"] / median["docker-run"]))
+if "docker-run-bridge" in median:
+    print("  kiln-run/docker-run-bridge = %.3f" % (median["kiln-run"] / median["docker-run-bridge"]))
 EOF

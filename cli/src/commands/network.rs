@@ -53,7 +53,7 @@ pub enum NetworkCommand {
         #[arg(required = true)]
         names: Vec<String>,
     },
-    /// Connect a stopped container to a network (from its next start on).
+    /// Connect a container to a network (a running one at once, as eth1...).
     Connect {
         /// Another name of the container on this network.
         #[arg(long)]
@@ -61,7 +61,7 @@ pub enum NetworkCommand {
         network: String,
         container: String,
     },
-    /// Disconnect a stopped container from a network.
+    /// Disconnect a container from a network.
     Disconnect { network: String, container: String },
     /// Remove every user network no container uses.
     Prune {
@@ -212,7 +212,8 @@ pub fn run(root: &std::path::Path, args: &NetworkArgs) -> Result<ExitStatus> {
             container,
         } => {
             let n = find(root, name)?;
-            change_stopped(root, container, |net| {
+            change(root, container, |c, running| {
+                let net = &mut c.record.net;
                 if !net.is_bridge() {
                     bail!(
                         "container {container} has network {}: it cannot join a bridge network",
@@ -225,6 +226,31 @@ pub fn run(root: &std::path::Path, args: &NetworkArgs) -> Result<ExitStatus> {
                         n.name
                     );
                 }
+                if let Some(state) = running {
+                    let held = network::endpoints_of(&c.record.id).map_err(anyhow::Error::new)?;
+                    let (_, first) = held
+                        .first()
+                        .with_context(|| format!("container {container} holds no network"))?;
+                    let attached = network::attach(
+                        &n,
+                        &network::AttachRequest {
+                            id: c.record.id.clone(),
+                            name: c.record.name.clone(),
+                            aliases: alias.clone(),
+                            hostname: first.hostname.clone(),
+                            netns: Some(first.netns.clone()),
+                            ifname: format!("eth{}", held.len()),
+                            default_route: false,
+                            ..network::AttachRequest::default()
+                        },
+                    )
+                    .map_err(anyhow::Error::new)?;
+                    network::set_pid(&c.record.id, state.pid).map_err(anyhow::Error::new)?;
+                    state
+                        .addresses
+                        .push((n.name.clone(), attached.ip.to_string()));
+                }
+                let net = &mut c.record.net;
                 net.extra_networks.push(n.name.clone());
                 net.aliases.extend(alias.iter().cloned());
                 Ok(())
@@ -235,7 +261,8 @@ pub fn run(root: &std::path::Path, args: &NetworkArgs) -> Result<ExitStatus> {
             container,
         } => {
             let n = find(root, name)?;
-            change_stopped(root, container, |net| {
+            change(root, container, |c, running| {
+                let net = &mut c.record.net;
                 if let Some(i) = net.extra_networks.iter().position(|x| *x == n.name) {
                     net.extra_networks.remove(i);
                 } else if net.mode == n.name {
@@ -249,6 +276,10 @@ pub fn run(root: &std::path::Path, args: &NetworkArgs) -> Result<ExitStatus> {
                         "container {container} is not connected to network {}",
                         n.name
                     );
+                }
+                if let Some(state) = running {
+                    network::release_from(&c.record.id, &n.bridge).map_err(anyhow::Error::new)?;
+                    state.addresses.retain(|(net, _)| *net != n.name);
                 }
                 Ok(())
             })?;
@@ -267,19 +298,25 @@ pub fn run(root: &std::path::Path, args: &NetworkArgs) -> Result<ExitStatus> {
     Ok(ExitStatus::SUCCESS)
 }
 
-/// Changes the network settings of a container that is not running.
-fn change_stopped(
+/// Changes the network settings of a container (and, when it runs, its
+/// live attachments: `change` gets its state then).
+fn change(
     root: &std::path::Path,
     name: &str,
-    change: impl FnOnce(&mut crate::containers::net::NetSettings) -> Result<()>,
+    change: impl FnOnce(
+        &mut crate::containers::Container,
+        Option<&mut crate::containers::State>,
+    ) -> Result<()>,
 ) -> Result<()> {
     let containers = super::run::containers_of(root);
     let _lock = containers.lock()?;
     let mut c = containers.find(name)?;
-    if c.state()?.effective().status == Status::Running {
-        bail!("container {name} is running: stop it first (kiln connects networks at start)");
+    let mut state = c.state()?;
+    let running = state.clone().effective().status == Status::Running;
+    change(&mut c, running.then_some(&mut state))?;
+    if running {
+        c.set_state(&state)?;
     }
-    change(&mut c.record.net)?;
     crate::containers::write_atomic(
         &c.dir.join("config.json"),
         &serde_json::to_vec_pretty(&c.record)?,

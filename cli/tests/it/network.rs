@@ -248,6 +248,22 @@ fn user_networks_resolve_names_and_are_isolated() {
         String::from_utf8_lossy(&out.stdout)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains(&srv_ip));
+    // The network's embedded DNS resolver answers names and aliases.
+    let out = root.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        &front,
+        "busybox",
+        "sh",
+        "-c",
+        "cat /etc/resolv.conf; nslookup srv; nslookup db",
+    ]);
+    assert_eq!(
+        out.matches(&format!("Address: {srv_ip}")).count(),
+        2,
+        "{out}"
+    );
     // Another network: neither the name nor the address.
     let out = root.run(&[
         "run",
@@ -450,4 +466,54 @@ fn a_killed_monitor_leaks_nothing() {
     // The next kiln command gives the network back.
     root.ok(&["ps", "-a"]);
     assert_gone(&id, &veth);
+}
+
+#[test]
+fn connect_and_disconnect_a_running_container() {
+    let Some(root) = Root::new() else { return };
+    let (left, right) = (unique("left"), unique("right"));
+    root.ok(&["network", "create", &left]);
+    root.ok(&["network", "create", &right]);
+    root.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "lhs",
+        "--network",
+        &left,
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    root.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "rhs",
+        "--network",
+        &right,
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    let rhs_ip = root.ip("rhs", &right);
+    let ping = ["exec", "lhs", "ping", "-c1", "-W2", rhs_ip.as_str()];
+    assert!(!root.run(&ping).status.success(), "reached another network");
+    let veth = veth_of(root.inspect("lhs")["Id"].as_str().unwrap());
+    root.ok(&["network", "connect", &right, "lhs"]);
+    assert!(
+        root.run(&ping).status.success(),
+        "connect gave no way to {rhs_ip}"
+    );
+    // Its resolver answers for the names of every network it is on.
+    let out = root.ok(&["exec", "lhs", "nslookup", "rhs"]);
+    assert!(out.contains(&format!("Address: {rhs_ip}")), "{out}");
+    root.ok(&["network", "disconnect", &right, "lhs"]);
+    assert!(!root.run(&ping).status.success(), "still reaches {rhs_ip}");
+    assert!(
+        sh("ip", &["-o", "link", "show"]).contains(&veth),
+        "first network lost"
+    );
+    root.ok(&["rm", "-f", "lhs", "rhs"]);
+    root.ok(&["network", "rm", &left, &right]);
 }

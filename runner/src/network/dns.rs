@@ -106,7 +106,7 @@ fn serve(bridge: &str) -> Result<()> {
                 let bridge = bridge.to_string();
                 let upstreams = upstreams.clone();
                 std::thread::spawn(move || {
-                    if let Some(answer) = answer(&bridge, &query, &upstreams) {
+                    if let Some(answer) = answer(&bridge, &query, from.ip(), &upstreams) {
                         let _ = reply_socket.send_to(&answer, from);
                     }
                 });
@@ -150,17 +150,40 @@ fn question(query: &[u8]) -> Option<(String, u16, usize)> {
     Some((labels.join("."), qtype, pos + 4))
 }
 
-fn lookup(bridge: &str, name: &str) -> Option<Ipv4Addr> {
-    let state = load(bridge).ok()?;
-    state.endpoints.values().find_map(|e| {
-        (e.name.eq_ignore_ascii_case(name) || e.aliases.iter().any(|a| a.eq_ignore_ascii_case(name)))
+/// The address of `name` as the container at `from` sees it: a container
+/// or alias on any network that container is on (this bridge's first).
+fn lookup(bridge: &str, name: &str, from: std::net::IpAddr) -> Option<Ipv4Addr> {
+    let own = load(bridge).ok()?;
+    let find = |state: &BridgeState| {
+        state.endpoints.values().find_map(|e| {
+            (e.name.eq_ignore_ascii_case(name)
+                || e.aliases.iter().any(|a| a.eq_ignore_ascii_case(name)))
             .then_some(e.ip)
-    })
+        })
+    };
+    if let Some(ip) = find(&own) {
+        return Some(ip);
+    }
+    let asker = own
+        .endpoints
+        .iter()
+        .find(|(_, e)| std::net::IpAddr::V4(e.ip) == from)
+        .map(|(id, _)| id.clone())?;
+    super::all_states()
+        .ok()?
+        .iter()
+        .filter(|s| s.bridge != bridge && s.resolve_names && s.endpoints.contains_key(&asker))
+        .find_map(find)
 }
 
-fn answer(bridge: &str, query: &[u8], upstreams: &[SocketAddr]) -> Option<Vec<u8>> {
+fn answer(
+    bridge: &str,
+    query: &[u8],
+    from: std::net::IpAddr,
+    upstreams: &[SocketAddr],
+) -> Option<Vec<u8>> {
     let (name, qtype, end) = question(query)?;
-    if let Some(ip) = lookup(bridge, &name) {
+    if let Some(ip) = lookup(bridge, &name, from) {
         let mut out = query[..end].to_vec();
         // QR, opcode copied, AA, RD copied, RA; rcode 0.
         out[2] = 0x84 | (query[2] & 0x79);
