@@ -100,8 +100,12 @@ fn start_inner(
     let containers_dir = container.dir.parent().context("container directory")?;
     let root = containers_dir.parent().context("kiln root")?;
     let containers = super::Containers::new(containers_dir.to_path_buf());
+    let t = std::time::Instant::now();
     let net = match super::net::setup(container, &containers, root, &mut spec) {
-        Ok(net) => net,
+        Ok(net) => {
+            tracing::debug!("network set up in {:?}", t.elapsed());
+            net
+        }
         Err(e) => {
             drop(mount);
             return Err(e);
@@ -154,7 +158,9 @@ pub fn finish(container: &Container, mut started: Started) -> Result<u8> {
     let status = started.child.wait();
     let mut state = container.state().unwrap_or_default();
     let unmounted = started.mount.take().map(|m| m.unmount());
+    let t = std::time::Instant::now();
     let released = super::net::teardown(container);
+    tracing::debug!("network given back in {:?}", t.elapsed());
     state.status = Status::Exited;
     state.finished_at = Some(Utc::now());
     state.oom_killed = started.child.oom_killed();

@@ -129,7 +129,17 @@ fn veth_of(id: &str) -> String {
 fn assert_gone(id: &str, veth: &str) {
     let listing = host_listing();
     assert!(!listing.contains(id), "{id} left in host state:\n{listing}");
-    assert!(!listing.contains(veth), "veth {veth} left:\n{listing}");
+    // The kernel destroys a released namespace (and the veth pair in it) in
+    // the background: wait for that, up to 20 s.
+    let mut listing = listing;
+    for _ in 0..200 {
+        if !listing.contains(veth) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        listing = host_listing();
+    }
+    panic!("veth {veth} left:\n{listing}");
 }
 
 fn free_port() -> u16 {

@@ -420,6 +420,9 @@ pub struct BridgeState {
     pub dns_pid: i32,
     #[serde(default)]
     pub dns_start: u64,
+    /// The address handed out last.
+    #[serde(default)]
+    pub last_ip: Option<Ipv4Addr>,
 }
 
 /// What to attach.
@@ -717,12 +720,21 @@ pub fn attach(network: &Network, req: &AttachRequest) -> Result<Attachment> {
         )));
     }
     let ports = resolve_ports(&req.ports, &states)?;
-    let used: Vec<Ipv4Addr> = state.endpoints.values().map(|e| e.ip).collect();
+    // The next free address after the last one handed out (wrapping), so a
+    // just-freed address (whose old namespace the kernel may still be
+    // tearing down) is not handed out again at once.
+    let used: std::collections::HashSet<Ipv4Addr> =
+        state.endpoints.values().map(|e| e.ip).collect();
+    let free = |h: &Ipv4Addr| *h != network.gateway && !used.contains(h);
+    let last = state.last_ip.filter(|l| network.subnet.contains(l));
     let ip = network
         .subnet
         .hosts()
-        .find(|h| *h != network.gateway && !used.contains(h))
+        .filter(|h| last.map_or(true, |l| *h > l))
+        .find(free)
+        .or_else(|| network.subnet.hosts().find(free))
         .ok_or_else(|| Error::new(format!("no free address left in network {}", network.name)))?;
+    state.last_ip = Some(ip);
     let (netns, owns_netns) = match &req.netns {
         Some(p) => (p.clone(), false),
         None => (create_netns(&req.id)?, true),
@@ -880,11 +892,14 @@ pub fn set_pid(id: &str, pid: i32) -> Result<()> {
 
 fn teardown(nl: &mut Netlink, ep: &Endpoint) {
     let _ = firewall::apply_ports(&ep.rules, false);
-    if let Ok(Some(link)) = nl.link(&ep.veth) {
-        let _ = nl.delete_link(link.index);
-    }
     if ep.owns_netns {
+        // The container's processes are gone: dropping the last reference
+        // to its namespace makes the kernel destroy it, veth pair included,
+        // in the background. Deleting the veth here would wait for an RCU
+        // grace period (tens of milliseconds) on every container exit.
         remove_netns(&ep.netns);
+    } else if let Ok(Some(link)) = nl.link(&ep.veth) {
+        let _ = nl.delete_link(link.index);
     }
 }
 
