@@ -21,7 +21,7 @@ impl Root {
             skip_or_fail("network tests need root");
             return None;
         }
-        for tool in ["iptables", "ip"] {
+        for tool in ["iptables", "ip", "nft"] {
             if !has_tool(tool) {
                 skip_or_fail(&format!(
                     "network tests need {tool} (Debian iptables, iproute2)"
