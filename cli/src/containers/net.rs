@@ -136,6 +136,10 @@ pub fn settings(root: &Path, args: &CreateArgs, config: Option<&Config>) -> Resu
             if !settings.publish.is_empty() && mode == "none" {
                 bail!("conflicting options: port publishing and --network none");
             }
+            if !settings.publish.is_empty() {
+                // docker's behaviour: the container's ports are the host's.
+                eprintln!("WARNING: published ports are discarded when using host network mode");
+            }
         }
         m if m.starts_with("container:") => {
             if !settings.publish.is_empty() {
