@@ -368,3 +368,38 @@ pub fn setup(
 pub fn teardown(container: &Container) -> Result<()> {
     network::release(&container.record.id).map_err(anyhow::Error::new)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_flags_parse_as_docker_spells_them() {
+        let p = parse_publish("8080:80").unwrap();
+        assert_eq!(
+            (p.host_ip, p.host_port, p.container_port),
+            (None, Some(8080), 80)
+        );
+        assert_eq!(p.proto, "tcp");
+        let p = parse_publish("127.0.0.1:9000:53/udp").unwrap();
+        assert_eq!(p.host_ip, Some(Ipv4Addr::LOCALHOST));
+        assert_eq!(
+            (p.host_port, p.container_port, p.proto.as_str()),
+            (Some(9000), 53, "udp")
+        );
+        let p = parse_publish("80").unwrap();
+        assert_eq!((p.host_port, p.container_port), (None, 80));
+        let p = parse_publish("127.0.0.1::80").unwrap();
+        assert_eq!((p.host_ip, p.host_port), (Some(Ipv4Addr::LOCALHOST), None));
+        for bad in ["", "x", "80:0", "1:2:3:4", "80/sctp", "host:80:80", "70000"] {
+            assert!(parse_publish(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn resolv_conf_drops_loopback_servers() {
+        let text = resolv_conf(&["10.0.0.53".to_string()]);
+        assert!(text.contains("nameserver 10.0.0.53\n"));
+        assert!(!text.contains("127.0.0."));
+    }
+}
