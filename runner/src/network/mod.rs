@@ -730,7 +730,7 @@ pub fn attach(network: &Network, req: &AttachRequest) -> Result<Attachment> {
     let ip = network
         .subnet
         .hosts()
-        .filter(|h| last.map_or(true, |l| *h > l))
+        .filter(|h| !matches!(last, Some(l) if *h <= l))
         .find(free)
         .or_else(|| network.subnet.hosts().find(free))
         .ok_or_else(|| Error::new(format!("no free address left in network {}", network.name)))?;
