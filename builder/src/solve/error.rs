@@ -96,6 +96,33 @@ pub enum SolveError {
         /// The feature.
         what: String,
     },
+    /// ADD of a local archive that does not unpack.
+    #[error("unpacking archive {name}")]
+    Archive {
+        /// The archive's file name.
+        name: String,
+        /// What the tar reader said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// ADD of a URL that could not be downloaded.
+    #[error("failed to download {url}: {problem}")]
+    Download {
+        /// The URL (without user info).
+        url: String,
+        /// What went wrong.
+        problem: String,
+    },
+    /// ADD --checksum of a URL whose content differs.
+    #[error("checksum mismatch for {url}: expected {expected}, got {actual}")]
+    ChecksumMismatch {
+        /// The URL.
+        url: String,
+        /// The `--checksum` value.
+        expected: String,
+        /// The digest of what was downloaded.
+        actual: String,
+    },
     /// The build got SIGINT or SIGTERM; running steps were killed.
     #[error("interrupted")]
     Interrupted,
