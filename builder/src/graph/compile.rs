@@ -473,9 +473,22 @@ impl<'a> Compiler<'a> {
                 // Every name sees the values from before the instruction.
                 let globals = std::mem::take(&mut self.globals);
                 let mut declared_now = Vec::new();
+                // History shows the Dockerfile's default, never a
+                // --build-arg value (as BuildKit writes it).
+                let mut parts = Vec::new();
                 for decl in args {
                     match self.declare_arg(decl, env, command, Some(&globals)) {
-                        Ok(pair) => declared_now.push(pair),
+                        Ok(pair) => {
+                            let shown = decl
+                                .value
+                                .as_ref()
+                                .and_then(|d| self.lexer.process_word(d, env).ok());
+                            parts.push(match shown {
+                                Some(v) => format!("{}={v}", pair.0),
+                                None => pair.0.clone(),
+                            });
+                            declared_now.push(pair);
+                        }
                         Err(e) => {
                             self.globals = globals;
                             return Err(e);
@@ -483,12 +496,7 @@ impl<'a> Compiler<'a> {
                     }
                 }
                 self.globals = globals;
-                let mut parts = Vec::new();
                 for (key, value) in declared_now {
-                    parts.push(match &value {
-                        Some(v) => format!("{key}={v}"),
-                        None => key.clone(),
-                    });
                     state.args.retain(|(k, _)| *k != key);
                     state.args.push((key, value));
                 }
