@@ -657,8 +657,9 @@ impl Ctx {
                                 owner: Some(chown_ids.unwrap_or_default()),
                                 chmod: chmod.as_ref(),
                                 exclude: &[],
-                                unpack: false,
-                                unpack_owner: None,
+                                // URLs unpack only when asked (`--unpack`).
+                                unpack: *unpack == Some(true),
+                                unpack_owner: chown_ids,
                                 parents: false,
                                 scratch: &self.scratch,
                             },

@@ -244,9 +244,11 @@ fn add_keeps_hostile_archives_inside_the_image() {
 
 /// A tiny HTTP/1.1 server on 127.0.0.1: `/files/<name>` from `files`,
 /// with a fixed Last-Modified; anything else is 404. Counts requests.
+type Files = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 struct Server {
     port: u16,
-    files: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    files: Files,
     hits: Arc<Mutex<usize>>,
 }
 
@@ -365,6 +367,15 @@ fn add_downloads_urls_with_checksums() {
             "stat -c %Y /downloads/data.txt; cat /pinned.txt"
         ),
         format!("{LAST_MODIFIED_SECS}\nremote data\n")
+    );
+    assert_eq!(
+        run_sh(
+            root.path(),
+            "url:1",
+            "cat /unpacked/alpha.txt; stat -c '%u:%g' /unpacked/sub; ls /packed"
+        ),
+        "alpha\n1000:1001\nlocal.tgz\n",
+        "--unpack=true unpacks a download, --unpack=false keeps a local archive"
     );
 
     // Unchanged content: every step cached (the unpinned URLs are fetched
