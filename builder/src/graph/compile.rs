@@ -355,6 +355,7 @@ impl<'a> Compiler<'a> {
             let out = self.stage(base, depth + 1)?;
             state.root = out.root;
             state.config = out.config.clone();
+            state.args = out.args.clone();
         } else if !image.eq_ignore_ascii_case("scratch") {
             if let Some(later) = self.df.find_stage(&image, None) {
                 let name = self.df.stages[later].name.clone().unwrap_or_default();
@@ -409,6 +410,7 @@ impl<'a> Compiler<'a> {
             platform,
             root: state.root,
             config: state.config,
+            args: state.args,
         })
     }
 

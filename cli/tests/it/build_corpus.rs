@@ -620,17 +620,31 @@ fn onbuild_triggers_run_once_in_the_child() {
 }
 
 #[test]
-fn predefined_platform_args() {
+fn predefined_platform_args_and_stage_args() {
     if !ready() {
         return;
     }
     let root = root_with_busybox();
     let ctx = case("platform-args");
-    build_ok(root.path(), &["-t", "plat:1", ctx.path().to_str().unwrap()]);
+    let dir = ctx.path().to_str().unwrap();
+    build_ok(root.path(), &["--target", "plat", "-t", "plat:1", dir]);
     let a = arch();
     assert_eq!(
         run_sh(root.path(), "plat:1", "cat /platform /base /undeclared"),
         format!("linux/{a}|linux|{a}||linux/{a}|linux|{a}\nbase=busybox:latest\nundeclared=\n")
+    );
+    // ARGs declared in a stage carry over to a stage built FROM it.
+    build_ok(root.path(), &["-t", "plat:2", dir]);
+    assert_eq!(
+        run_sh(root.path(), "plat:2", "cat /inherited"),
+        "inherited=from-base\n"
+    );
+    let history = history(&config_of(root.path(), "plat:2"));
+    assert!(
+        history
+            .iter()
+            .any(|h| h.starts_with("RUN |1 INHERITED=from-base /bin/sh -c")),
+        "{history:?}"
     );
     assert_clean(root.path());
 }
