@@ -261,6 +261,29 @@ impl Compiler<'_> {
             is_valid_checksum,
             "sha256:<64 hex>, sha384:, sha512: or a git commit",
         )?;
+        if checksum.is_some() {
+            // As BuildKit: one URL (git sources are not supported here).
+            let reason = if sources.len() + copy.inline_sources.len() != 1 {
+                Some("it can't be specified for multiple sources")
+            } else if !sources
+                .first()
+                .is_some_and(|s| s.starts_with("http://") || s.starts_with("https://"))
+            {
+                Some("it requires an HTTP(S) source")
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                return Err(self.error(
+                    line,
+                    ErrorKind::FlagNotAllowed {
+                        flag: "checksum".into(),
+                        reason,
+                    },
+                    Some("--checksum"),
+                ));
+            }
+        }
         let mut exclude = Vec::new();
         for e in &copy.exclude {
             exclude.push(self.expand(e, env, declared, line)?);

@@ -820,7 +820,12 @@ fn bad_input_fails_clearly_and_keeps_the_cache() {
     let dir = bad.path().to_str().unwrap();
     // (Dockerfile, what the error says, whether it fails while solving:
     // then the last line is the error; compile errors show the line too).
-    let cases: [(&str, &str, bool); 4] = [
+    let cases: [(&str, &str, bool); 5] = [
+        (
+            "FROM busybox:latest\nADD --checksum=sha256:0000000000000000000000000000000000000000000000000000000000000000 Dockerfile /x\n",
+            "--checksum is not allowed here: it requires an HTTP(S) source",
+            false,
+        ),
         (
             "FROM busybox:latest\nCOPY nothere.txt /x\n",
             "\"/nothere.txt\": not found",
