@@ -710,6 +710,105 @@ mod tests {
         ));
     }
 
+    fn spec<'a>(sources: &'a [String], dest: &'a str, scratch: &'a Path) -> CopySpec<'a> {
+        CopySpec {
+            keyword: "ADD",
+            sources,
+            dest,
+            owner: None,
+            chmod: None,
+            exclude: &[],
+            unpack: true,
+            unpack_owner: None,
+            parents: false,
+            scratch,
+        }
+    }
+
+    #[test]
+    fn parents_keep_the_path_below_the_pivot() {
+        assert_eq!(pivot_prefix("./src/./b/two.txt"), "src");
+        assert_eq!(pivot_prefix("src/b/two.txt"), "");
+        let src = tree(&[("src/a/one.txt", "1"), ("src/b/two.txt", "2")]);
+        let dest = tempfile::tempdir().unwrap();
+        let sources = vec!["src/*/*.txt".to_string(), "./src/./b/two.txt".to_string()];
+        let mut s = spec(&sources, "/out/", src.path());
+        s.parents = true;
+        s.owner = Some(Ids::default());
+        copy(
+            &SourceTree {
+                root: src.path(),
+                index: None,
+            },
+            dest.path(),
+            &s,
+        )
+        .unwrap();
+        for p in ["out/src/a/one.txt", "out/src/b/two.txt", "out/b/two.txt"] {
+            assert!(dest.path().join(p).is_file(), "{p}");
+        }
+    }
+
+    /// A tar with `entries` (name, data), gzip-compressed when asked.
+    fn tar_of(entries: &[(&str, &[u8])], gzip: bool) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (name, data) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(0);
+            header.set_entry_type(tar::EntryType::Regular);
+            // `..` names are written raw: set_path refuses them.
+            let bytes = name.as_bytes();
+            header.as_old_mut().name[..bytes.len()].copy_from_slice(bytes);
+            header.set_cksum();
+            builder.append(&header, *data).unwrap();
+        }
+        let raw = builder.into_inner().unwrap();
+        if !gzip {
+            return raw;
+        }
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut enc, &raw).unwrap();
+        enc.finish().unwrap()
+    }
+
+    #[test]
+    fn archives_are_told_by_content_and_contained() {
+        let scratch = tempfile::tempdir().unwrap();
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(
+            src.path().join("a.bin"),
+            tar_of(&[("x.txt", b"x"), ("../../escape.txt", b"e")], true),
+        )
+        .unwrap();
+        let mut text = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut text, b"not a tar").unwrap();
+        std::fs::write(src.path().join("t.gz"), text.finish().unwrap()).unwrap();
+        assert!(is_archive(&src.path().join("a.bin"), scratch.path()).unwrap());
+        assert!(!is_archive(&src.path().join("t.gz"), scratch.path()).unwrap());
+        let dest = tempfile::tempdir().unwrap();
+        let root = dest.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let sources = vec!["a.bin".to_string(), "t.gz".to_string()];
+        copy(
+            &SourceTree {
+                root: src.path(),
+                index: None,
+            },
+            &root,
+            &spec(&sources, "/in/", scratch.path()),
+        )
+        .unwrap();
+        assert_eq!(std::fs::read(root.join("in/x.txt")).unwrap(), b"x");
+        assert!(root.join("in/t.gz").is_file(), "not a tar: copied");
+        assert!(!root.join("in/a.bin").exists(), "a tar: unpacked");
+        assert!(!dest.path().join("escape.txt").exists());
+        assert!(!root.join("escape.txt").exists());
+    }
+
     #[test]
     fn chmod_modes() {
         assert_eq!(Chmod::parse("0640").unwrap().apply(0o777, false), 0o640);
