@@ -385,10 +385,12 @@ fn is_archive(path: &Path, scratch: &Path) -> Result<bool, SolveError> {
 /// ADD of a local archive: unpacks it into the directory `dest`; `false`
 /// when `path` is not an archive (then it is copied as a file).
 ///
-/// The archive goes into a fresh directory under `spec.scratch` first (the
-/// tar reader refuses `..` names and writes through no symlink leading out
-/// of it), then merges into the root like a directory COPY: existing files
-/// are replaced, owners and modes come from the archive unless `--chown`.
+/// The archive goes into a fresh directory under `spec.scratch` first, each
+/// entry's path resolved as if that directory were the root (`..` stops at
+/// it, symlinks, absolute ones too, resolve inside it), so nothing is
+/// written outside it; then it merges into the image like a directory COPY:
+/// existing files are replaced, owners and modes come from the archive
+/// unless `--chown`.
 fn unpack_archive(
     path: &Path,
     dest_root: &Path,
@@ -416,9 +418,50 @@ fn unpack_archive(
         name: name.clone(),
         source: e,
     };
+    let root = temp.path();
+    let mut dirs = Vec::new();
     for entry in archive.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
-        entry.unpack_in(temp.path()).map_err(bad)?;
+        let raw = entry.path().map_err(bad)?.to_string_lossy().into_owned();
+        // As if chrooted to the destination (as docker unpacks): `..`
+        // stops at the top, symlinks resolve inside it.
+        let host = resolve_parent_in_root(root, &raw).map_err(bad)?;
+        if host == root {
+            continue;
+        }
+        if let Some(parent) = host.parent() {
+            std::fs::create_dir_all(parent).map_err(bad)?;
+        }
+        let kind = entry.header().entry_type();
+        if let Ok(existing) = std::fs::symlink_metadata(&host) {
+            if !(existing.is_dir() && kind.is_dir()) {
+                if existing.is_dir() {
+                    std::fs::remove_dir_all(&host).map_err(bad)?;
+                } else {
+                    std::fs::remove_file(&host).map_err(bad)?;
+                }
+            }
+        }
+        if kind.is_hard_link() {
+            let target = entry
+                .link_name()
+                .map_err(bad)?
+                .map(|t| t.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let source = resolve_in_root(root, &target).map_err(bad)?;
+            std::fs::hard_link(&source, &host).map_err(bad)?;
+            continue;
+        }
+        entry.unpack(&host).map_err(bad)?;
+        if kind.is_dir() {
+            let mtime = entry.header().mtime().unwrap_or(0) as i64;
+            dirs.push((host, mtime));
+        }
+    }
+    // Directory mtimes last: their entries changed them.
+    for (dir, mtime) in dirs.iter().rev() {
+        let t = filetime::FileTime::from_unix_time(*mtime, 0);
+        filetime::set_file_mtime(dir, t).map_err(SolveError::io("set mtime of", dir))?;
     }
     let target = make_dirs(dest_root, dest, spec.dir_owner())?;
     let merge = CopySpec {
@@ -803,6 +846,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(std::fs::read(root.join("in/x.txt")).unwrap(), b"x");
+        assert_eq!(
+            std::fs::read(root.join("in/escape.txt")).unwrap(),
+            b"e",
+            "`..` stops at the destination"
+        );
         assert!(root.join("in/t.gz").is_file(), "not a tar: copied");
         assert!(!root.join("in/a.bin").exists(), "a tar: unpacked");
         assert!(!dest.path().join("escape.txt").exists());
