@@ -828,7 +828,15 @@ fn bad_input_fails_clearly_and_keeps_the_cache() {
     let dir = bad.path().to_str().unwrap();
     // (Dockerfile, what the error says, whether it fails while solving:
     // then the last line is the error; compile errors show the line too).
-    let cases: [(&str, &str, bool); 5] = [
+    // An archive cut short after its first entry.
+    let plain = std::fs::read(project_dir().join("testdata/build/add-archive/plain.tar")).unwrap();
+    std::fs::write(bad.path().join("cut.tar"), &plain[..1000]).unwrap();
+    let cases: [(&str, &str, bool); 6] = [
+        (
+            "FROM busybox:latest\nADD cut.tar /cut/\n",
+            "unpacking archive cut.tar",
+            true,
+        ),
         (
             "FROM busybox:latest\nADD --checksum=sha256:0000000000000000000000000000000000000000000000000000000000000000 Dockerfile /x\n",
             "--checksum is not allowed here: it requires an HTTP(S) source",
