@@ -4,9 +4,12 @@
 //! named by `Content-Disposition` or the URL's last path segment).
 //!
 //! Cache: with `--checksum` the step's key is the URL and the checksum, so
-//! a cached step downloads nothing. Without it every build downloads the
-//! URL again and the key covers the content's digest (and name and mtime):
-//! unchanged content keeps the cache, changed content rebuilds the step.
+//! a cached step downloads nothing. Without it the key covers the content's
+//! digest (and name and mtime): unchanged content keeps the cache, changed
+//! content rebuilds the step. Each build asks the server again; when the
+//! last answer had an `ETag`, the request carries `If-None-Match` and a
+//! `304 Not Modified` reuses the digest noted then (`cache/http/`, keyed by
+//! the URL's sha256), so unchanged content is not downloaded again.
 
 use std::io::Write;
 use std::path::Path;
@@ -25,6 +28,77 @@ pub(crate) struct Download {
     pub digest: String,
     /// `Last-Modified`, as Unix seconds.
     pub mtime: Option<i64>,
+    /// `ETag` of the answer.
+    pub etag: Option<String>,
+}
+
+/// What a URL without `--checksum` gave this build.
+pub(crate) enum Fetched {
+    /// Downloaded whole.
+    Whole(Download),
+    /// `304 Not Modified`: the identity noted when it was downloaded.
+    Unchanged(String),
+}
+
+impl Fetched {
+    /// What the cache key covers.
+    pub fn identity(&self) -> String {
+        match self {
+            Fetched::Whole(d) => d.identity(),
+            Fetched::Unchanged(identity) => identity.clone(),
+        }
+    }
+}
+
+/// What `cache/http/<sha256 of the URL>.json` keeps.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Noted {
+    etag: String,
+    identity: String,
+}
+
+fn noted_path(notes: &Path, url: &str) -> std::path::PathBuf {
+    notes.join(format!(
+        "{}.json",
+        hex::encode(sha2::Sha256::digest(url.as_bytes()))
+    ))
+}
+
+/// Fetches `url` (no checksum), revalidating with the ETag noted last time.
+pub(crate) fn fetch_unpinned(
+    url: &str,
+    scratch: &Path,
+    notes: &Path,
+) -> Result<Fetched, SolveError> {
+    let path = noted_path(notes, url);
+    let noted: Option<Noted> = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let etag = noted.as_ref().map(|n| n.etag.as_str());
+    match request(url, None, scratch, etag)? {
+        None => Ok(Fetched::Unchanged(
+            noted.map(|n| n.identity).unwrap_or_default(),
+        )),
+        Some(download) => {
+            match &download.etag {
+                Some(etag) => {
+                    let note = Noted {
+                        etag: etag.clone(),
+                        identity: download.identity(),
+                    };
+                    // Advisory: a lost note only costs a download.
+                    let _ = crate::solve::context::write_atomic(
+                        &path,
+                        &serde_json::to_vec(&note).expect("serializes"),
+                    );
+                }
+                None => {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+            Ok(Fetched::Whole(download))
+        }
+    }
 }
 
 impl Download {
@@ -59,6 +133,17 @@ pub(crate) fn fetch(
     checksum: Option<&str>,
     scratch: &Path,
 ) -> Result<Download, SolveError> {
+    Ok(request(url, checksum, scratch, None)?.expect("no If-None-Match, so no 304"))
+}
+
+/// One GET; `None` when `if_none_match` was sent and the server answered
+/// 304.
+fn request(
+    url: &str,
+    checksum: Option<&str>,
+    scratch: &Path,
+    if_none_match: Option<&str>,
+) -> Result<Option<Download>, SolveError> {
     let fail = |problem: String| SolveError::Download {
         url: shown(url),
         problem,
@@ -78,16 +163,22 @@ pub(crate) fn fetch(
     };
     let part = dir.path().join(".part");
     let handle = tokio::runtime::Handle::current();
-    let (headers, sha256, other) = handle.block_on(async {
+    let answer = handle.block_on(async {
         let client = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(30))
             .build()
             .map_err(|e| fail(e.to_string()))?;
-        let mut response = client
-            .get(parsed.clone())
+        let mut get = client.get(parsed.clone());
+        if let Some(etag) = if_none_match {
+            get = get.header(reqwest::header::IF_NONE_MATCH, etag);
+        }
+        let mut response = get
             .send()
             .await
             .map_err(|e| fail(crate::solve::error_chain(&e)))?;
+        if if_none_match.is_some() && response.status() == reqwest::StatusCode::NOT_MODIFIED {
+            return Ok(None);
+        }
         if !response.status().is_success() {
             return Err(fail(format!("server answered {}", response.status())));
         }
@@ -112,8 +203,15 @@ pub(crate) fn fetch(
                 .map_err(SolveError::io("write", &part))?;
         }
         file.sync_all().map_err(SolveError::io("write", &part))?;
-        Ok((headers, sha256.finalize(), other.map(|o| o.finalize())))
+        Ok(Some((
+            headers,
+            sha256.finalize(),
+            other.map(|o| o.finalize()),
+        )))
     })?;
+    let Some((headers, sha256, other)) = answer else {
+        return Ok(None);
+    };
     let sha256_hex = hex::encode(sha256);
     if let Some(expected) = expected {
         let actual = match other {
@@ -145,12 +243,17 @@ pub(crate) fn fetch(
         let t = filetime::FileTime::from_unix_time(secs, 0);
         filetime::set_file_mtime(&path, t).map_err(SolveError::io("set mtime of", &path))?;
     }
-    Ok(Download {
+    let etag = headers
+        .get(reqwest::header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    Ok(Some(Download {
         dir,
         name,
         digest: format!("sha256:{sha256_hex}"),
         mtime,
-    })
+        etag,
+    }))
 }
 
 /// `filename=` of `Content-Disposition`, else the URL's last path

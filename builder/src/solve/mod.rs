@@ -580,7 +580,8 @@ impl Ctx {
             {
                 for url in sources.iter().filter(|s| fetch::is_url(s)) {
                     if !downloads.contains_key(url) {
-                        let d = fetch::fetch(url, None, &self.scratch)?;
+                        let notes = self.store.cache_dir().join("http");
+                        let d = fetch::fetch_unpinned(url, &self.scratch, &notes)?;
                         downloads.insert(url.clone(), d);
                     }
                 }
@@ -634,8 +635,9 @@ impl Ctx {
                         .partition(|s| *is_add && fetch::is_url(s));
                     for url in &urls {
                         let download = match downloads.remove(url) {
-                            Some(d) => d,
-                            None => fetch::fetch(url, checksum.as_deref(), &self.scratch)?,
+                            Some(fetch::Fetched::Whole(d)) => d,
+                            // Not modified, but the step missed: get it whole.
+                            _ => fetch::fetch(url, checksum.as_deref(), &self.scratch)?,
                         };
                         let name = [download.name.clone()];
                         let several = sources.len() > 1;
@@ -746,7 +748,7 @@ impl Ctx {
     }
 }
 
-type Downloads = std::collections::HashMap<String, fetch::Download>;
+type Downloads = std::collections::HashMap<String, fetch::Fetched>;
 
 /// A File op whose every action is a `--link` COPY/ADD.
 fn is_linked(op: &Op) -> bool {

@@ -251,13 +251,16 @@ fn add_keeps_hostile_archives_inside_the_image() {
 }
 
 /// A tiny HTTP/1.1 server on 127.0.0.1: `/files/<name>` from `files`,
-/// with a fixed Last-Modified; anything else is 404. Counts requests.
+/// with a fixed Last-Modified and an ETag (the content's digest; a matching
+/// If-None-Match gets 304); anything else is 404. Counts requests and
+/// whole answers.
 type Files = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 
 struct Server {
     port: u16,
     files: Files,
     hits: Arc<Mutex<usize>>,
+    whole: Arc<Mutex<usize>>,
 }
 
 const LAST_MODIFIED: &str = "Wed, 01 Jan 2020 00:00:00 GMT";
@@ -269,7 +272,8 @@ impl Server {
         let port = listener.local_addr().unwrap().port();
         let files = Arc::new(Mutex::new(files));
         let hits = Arc::new(Mutex::new(0));
-        let (f, h) = (files.clone(), hits.clone());
+        let whole = Arc::new(Mutex::new(0));
+        let (f, h, w) = (files.clone(), hits.clone(), whole.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
@@ -278,10 +282,16 @@ impl Server {
                 if reader.read_line(&mut request).is_err() {
                     continue;
                 }
+                let mut if_none_match = None;
                 loop {
                     let mut line = String::new();
                     if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
                         break;
+                    }
+                    if let Some((k, v)) = line.split_once(':') {
+                        if k.eq_ignore_ascii_case("if-none-match") {
+                            if_none_match = Some(v.trim().to_string());
+                        }
                     }
                 }
                 *h.lock().unwrap() += 1;
@@ -293,22 +303,37 @@ impl Server {
                     .find(|(name, _)| format!("/files/{name}") == path)
                     .map(|(_, data)| data.clone());
                 let _ = match found {
-                    Some(data) => stream
-                        .write_all(
-                            format!(
-                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: {LAST_MODIFIED}\r\nConnection: close\r\n\r\n",
-                                data.len()
+                    Some(data) => {
+                        let etag = format!("\"{}\"", sha256_hex(&data));
+                        if if_none_match.as_deref() == Some(etag.as_str()) {
+                            stream.write_all(
+                                b"HTTP/1.1 304 Not Modified\r\nConnection: close\r\n\r\n",
                             )
-                            .as_bytes(),
-                        )
-                        .and_then(|_| stream.write_all(&data)),
+                        } else {
+                            *w.lock().unwrap() += 1;
+                            stream
+                                .write_all(
+                                    format!(
+                                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: {LAST_MODIFIED}\r\nETag: {etag}\r\nConnection: close\r\n\r\n",
+                                        data.len()
+                                    )
+                                    .as_bytes(),
+                                )
+                                .and_then(|_| stream.write_all(&data))
+                        }
+                    }
                     None => stream.write_all(
                         b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
                     ),
                 };
             }
         });
-        Server { port, files, hits }
+        Server {
+            port,
+            files,
+            hits,
+            whole,
+        }
     }
 
     fn set(&self, name: &str, data: &[u8]) {
@@ -319,6 +344,10 @@ impl Server {
 
     fn hits(&self) -> usize {
         *self.hits.lock().unwrap()
+    }
+
+    fn whole(&self) -> usize {
+        *self.whole.lock().unwrap()
     }
 }
 
@@ -386,12 +415,23 @@ fn add_downloads_urls_with_checksums() {
         "--unpack=true unpacks a download, --unpack=false keeps a local archive"
     );
 
-    // Unchanged content: every step cached (the unpinned URLs are fetched
-    // again to see that they did not change).
+    // Unchanged content: every step cached; the unpinned URLs are asked
+    // again (If-None-Match) but not downloaded.
+    let (hits, whole) = (server.hits(), server.whole());
     let again = build_ok(root.path(), &args);
     assert!(
         !again.contains("cache miss"),
         "all cached when nothing changed:\n{again}"
+    );
+    assert!(server.hits() > hits, "the URLs are checked again");
+    assert_eq!(server.whole(), whole, "304s, no downloads");
+    // Not modified but the step runs (--no-cache): it is downloaded whole.
+    let mut fresh = vec!["--no-cache"];
+    fresh.extend_from_slice(&args);
+    build_ok(root.path(), &fresh);
+    assert_eq!(
+        run_sh(root.path(), "url:1", "cat /downloads/data.txt"),
+        "remote data\n"
     );
 
     // Changed content: an unpinned ADD runs again and gets it; a pinned
