@@ -106,6 +106,18 @@ pub(crate) fn miss_reason(
             .filter(|i| !prev.inputs.contains(i))
             .map(|(role, _)| role.as_str())
             .collect();
+        // A stage's first step reads its base image (`image DIGEST PLATFORM`).
+        let base_image = |inputs: &[(String, String)]| {
+            inputs
+                .iter()
+                .find(|(role, key)| role == "rootfs" && key.starts_with("image "))
+                .and_then(|(_, key)| key.split(' ').nth(1).map(str::to_string))
+        };
+        if let (Some(old), Some(new)) = (base_image(&prev.inputs), base_image(&now.inputs)) {
+            if old != new {
+                return format!("base image changed ({old} -> {new})");
+            }
+        }
         return match changed.first() {
             Some(&"rootfs") => "previous step changed".to_string(),
             Some(role) => format!("input {role} changed"),
@@ -161,6 +173,14 @@ mod tests {
         assert_eq!(
             miss_reason(Some(&base), &parent, &[]),
             "previous step changed"
+        );
+        let mut from = base.clone();
+        from.inputs[0].1 = "image sha256:aa linux/amd64".into();
+        let mut moved = base.clone();
+        moved.inputs[0].1 = "image sha256:bb linux/amd64".into();
+        assert_eq!(
+            miss_reason(Some(&from), &moved, &[]),
+            "base image changed (sha256:aa -> sha256:bb)"
         );
     }
 }

@@ -10,7 +10,7 @@ mod error;
 mod exec;
 mod paths;
 mod progress;
-mod rootfs;
+pub(crate) mod rootfs;
 mod users;
 
 use std::collections::BTreeMap;
@@ -52,6 +52,9 @@ pub struct SolveOptions {
     pub dockerfile: PathBuf,
     /// Ignore cache records (still write new ones).
     pub no_cache: bool,
+    /// Nodes that ignore cache records (`--no-cache-filter`: the steps of
+    /// the named stages).
+    pub no_cache_nodes: std::collections::BTreeSet<NodeId>,
     /// Steps running at once (at least 1).
     pub jobs: usize,
     /// `SOURCE_DATE_EPOCH`: clamps layer mtimes.
@@ -409,7 +412,8 @@ impl Ctx {
             node.description
         );
         let record_path = cache::record_path(&self.store.cache_dir(), &identity);
-        if !self.options.no_cache {
+        let no_cache_filter = self.options.no_cache_nodes.contains(&id);
+        if !self.options.no_cache && !no_cache_filter {
             if let Some(hit) = self.cached(&key)? {
                 self.emit(id, StepEvent::Cached);
                 cache::save(&record_path, &record);
@@ -423,6 +427,8 @@ impl Ctx {
         }
         let reason = if self.options.no_cache {
             "--no-cache".to_string()
+        } else if no_cache_filter {
+            "--no-cache-filter".to_string()
         } else {
             cache::miss_reason(
                 cache::load(&record_path).as_ref(),
