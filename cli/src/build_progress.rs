@@ -38,8 +38,9 @@ struct Tty {
     steps: Mutex<HashMap<usize, Running>>,
     total: usize,
     done: AtomicUsize,
-    /// The export's pseudo-step, when it runs.
-    export: Mutex<Option<(ProgressBar, Instant)>>,
+    /// The export's pseudo-step, when it runs, and its lines (shown
+    /// below its own line when it is done).
+    export: Mutex<Option<(ProgressBar, Instant, Vec<String>)>>,
 }
 
 struct Running {
@@ -74,9 +75,12 @@ fn header_style(total: usize) -> ProgressStyle {
                 let _ = write!(w, "{}", seconds(state.elapsed()));
             },
         )
-        .with_key("len", move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
-            let _ = write!(w, "{total}");
-        })
+        .with_key(
+            "len",
+            move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{total}");
+            },
+        )
 }
 
 fn plain_style(template: &str) -> ProgressStyle {
@@ -118,7 +122,7 @@ impl BuildProgress {
                 bar.set_style(running_style());
                 bar.set_message(title.to_string());
                 bar.enable_steady_tick(Duration::from_millis(100));
-                *tty.export.lock().expect("not poisoned") = Some((bar, Instant::now()));
+                *tty.export.lock().expect("not poisoned") = Some((bar, Instant::now(), Vec::new()));
             }
             (Style::Plain, _) => {
                 let _ = writeln!(std::io::stderr(), "\n#0 {title}");
@@ -131,7 +135,9 @@ impl BuildProgress {
     pub fn export_line(&self, line: &str) {
         match (self.style, &self.tty) {
             (Style::Tty, Some(tty)) => {
-                let _ = tty.multi.println(format!(" => => {line}"));
+                if let Some((_, _, lines)) = tty.export.lock().expect("not poisoned").as_mut() {
+                    lines.push(format!(" => => {line}"));
+                }
             }
             (Style::Plain, _) => {
                 let _ = writeln!(std::io::stderr(), "#0 {line}");
@@ -144,11 +150,17 @@ impl BuildProgress {
     pub fn export_done(&self) {
         match (self.style, &self.tty) {
             (Style::Tty, Some(tty)) => {
-                if let Some((bar, started)) = tty.export.lock().expect("not poisoned").take() {
+                if let Some((bar, started, lines)) = tty.export.lock().expect("not poisoned").take()
+                {
                     let title = bar.message();
                     bar.finish_and_clear();
                     tty.multi.remove(&bar);
-                    let _ = tty.multi.println(done_line(&title, started.elapsed()));
+                    let mut text = done_line(&title, started.elapsed());
+                    for line in lines {
+                        text.push('\n');
+                        text.push_str(&line);
+                    }
+                    let _ = tty.multi.println(text);
                 }
             }
             (Style::Plain, _) => {
@@ -162,6 +174,9 @@ impl BuildProgress {
     /// cursor again; later output prints below it.
     pub fn finish(&self) {
         let Some(tty) = &self.tty else { return };
+        if tty.header.is_finished() {
+            return;
+        }
         let mut steps = tty.steps.lock().expect("not poisoned");
         for (_, running) in steps.drain() {
             for bar in &running.tail_bars {
@@ -170,20 +185,22 @@ impl BuildProgress {
             running.bar.abandon();
         }
         drop(steps);
-        if let Some((bar, _)) = tty.export.lock().expect("not poisoned").take() {
+        if let Some((bar, _, _)) = tty.export.lock().expect("not poisoned").take() {
             bar.abandon();
         }
         let done = tty.done.load(Ordering::SeqCst);
-        tty.header.set_style(plain_style("{msg}"));
-        tty.header.finish_with_message(format!(
-            "[+] Building {} ({done}/{}) FINISHED",
-            seconds(tty.header.elapsed()),
-            tty.total
-        ));
+        let elapsed = tty.header.elapsed();
+        tty.header.finish_and_clear();
         let _ = tty.multi.clear();
-        let _ = tty.multi.println(tty.header.message());
-        let _ = write!(std::io::stderr(), "\x1b[?25h");
-        let _ = std::io::stderr().flush();
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(
+            err,
+            "[+] Building {} ({done}/{}) FINISHED",
+            seconds(elapsed),
+            tty.total
+        );
+        let _ = write!(err, "\x1b[?25h");
+        let _ = err.flush();
     }
 
     fn tty_event(&self, tty: &Tty, step: usize, event: StepEvent) {
@@ -213,7 +230,9 @@ impl BuildProgress {
             }
             StepEvent::Miss { .. } => {}
             StepEvent::Log { line, .. } => {
-                let Some(r) = steps.get_mut(&step) else { return };
+                let Some(r) = steps.get_mut(&step) else {
+                    return;
+                };
                 if r.tail.len() == TAIL_LINES {
                     r.tail.pop_front();
                 }
@@ -256,9 +275,11 @@ impl BuildProgress {
 
 /// A finished step's one line: ` => NAME ... 1.2s` to the terminal width.
 fn done_line(label: &str, elapsed: Duration) -> String {
-    let width = terminal_width().max(40);
+    // One column short of the width: a full line would wrap on some terminals.
+    let width = terminal_width().max(40) - 1;
     let time = seconds(elapsed);
-    let room = width.saturating_sub(time.len() + 5);
+    // ` => ` (4), a space and the time in 6 columns.
+    let room = width.saturating_sub(4 + 1 + time.len().max(6));
     let mut label: String = label.chars().take(room).collect();
     let pad = room.saturating_sub(label.chars().count());
     label.push_str(&" ".repeat(pad));

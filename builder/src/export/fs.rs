@@ -73,7 +73,8 @@ pub fn write_dir(
         }
         if kind.is_dir() {
             if !target.is_dir() {
-                std::fs::create_dir(&target).map_err(SolveError::io("create directory", &target))?;
+                std::fs::create_dir(&target)
+                    .map_err(SolveError::io("create directory", &target))?;
             }
             // Writable for the owner until the contents are in.
             std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))
@@ -89,7 +90,8 @@ pub fn write_dir(
             links.insert((meta.dev(), meta.ino()), target.clone());
         }
         if kind.is_symlink() {
-            let to = std::fs::read_link(entry.path()).map_err(SolveError::io("readlink", entry.path()))?;
+            let to = std::fs::read_link(entry.path())
+                .map_err(SolveError::io("readlink", entry.path()))?;
             std::os::unix::fs::symlink(&to, &target).map_err(SolveError::io("symlink", &target))?;
         } else if kind.is_file() {
             std::fs::copy(entry.path(), &target).map_err(SolveError::io("copy", &target))?;
@@ -135,7 +137,8 @@ fn set_attributes(path: &Path, meta: &std::fs::Metadata, as_root: bool) -> Resul
     }
     let mtime = filetime::FileTime::from_last_modification_time(meta);
     let atime = filetime::FileTime::from_last_access_time(meta);
-    filetime::set_symlink_file_times(path, atime, mtime).map_err(SolveError::io("set times of", path))
+    filetime::set_symlink_file_times(path, atime, mtime)
+        .map_err(SolveError::io("set times of", path))
 }
 
 /// Writes the file system of `layers` as one tar stream to `out` (names
@@ -180,12 +183,16 @@ pub fn write_tar(
             links.insert((meta.dev(), meta.ino()), rel.to_path_buf());
         }
         if kind.is_symlink() {
-            let to = std::fs::read_link(entry.path()).map_err(SolveError::io("readlink", entry.path()))?;
+            let to = std::fs::read_link(entry.path())
+                .map_err(SolveError::io("readlink", entry.path()))?;
             header.set_size(0);
-            tar.append_link(&mut header, &name, &to).map_err(write_err)?;
+            tar.append_link(&mut header, &name, &to)
+                .map_err(write_err)?;
         } else if kind.is_file() {
-            let file = std::fs::File::open(entry.path()).map_err(SolveError::io("open", entry.path()))?;
-            tar.append_data(&mut header, &name, file).map_err(write_err)?;
+            let file =
+                std::fs::File::open(entry.path()).map_err(SolveError::io("open", entry.path()))?;
+            tar.append_data(&mut header, &name, file)
+                .map_err(write_err)?;
         } else {
             header.set_size(0);
             tar.append_data(&mut header, &name, std::io::empty())

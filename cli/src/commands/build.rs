@@ -424,14 +424,8 @@ pub fn run(global: &crate::args::Cli, args: &BuildArgs) -> anyhow::Result<ExitSt
             writeln!(stderr, "{problem}")?;
             return Ok(ExitStatus::FAILURE);
         }
-        let no_cache_nodes = match no_cache_nodes(&dockerfile, &graph, &args.no_cache_filter) {
-            Ok(nodes) => nodes,
-            Err(e) => {
-                writeln!(stderr, "{e}")?;
-                return Ok(ExitStatus::FAILURE);
-            }
-        };
         drop(stderr);
+        let no_cache_nodes = no_cache_nodes(&dockerfile, &graph, &args.no_cache_filter)?;
         let (Some(store), Some(settings)) = (images.store, images.pull) else {
             unreachable!("a build opens the store and resolves registry settings above");
         };

@@ -208,10 +208,7 @@ pub fn parse(text: &str) -> Result<Output> {
 /// Parses and checks every `--output` before the build starts: one
 /// writer of stdout, and not a terminal; destinations of the right kind.
 pub fn parse_all(texts: &[String]) -> Result<Vec<Output>> {
-    let outputs = texts
-        .iter()
-        .map(|t| parse(t))
-        .collect::<Result<Vec<_>>>()?;
+    let outputs = texts.iter().map(|t| parse(t)).collect::<Result<Vec<_>>>()?;
     let on_stdout = outputs.iter().filter(|o| o.dest == Dest::Stdout).count();
     if on_stdout > 1 {
         bail!("invalid --output: more than one output writes to stdout");

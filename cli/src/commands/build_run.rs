@@ -114,8 +114,7 @@ pub fn build(
     let mut outputs = extra.outputs;
     // No --output: the image goes into the store, named by -t. With other
     // outputs, -t still names the image in the store (and in archives).
-    if outputs.is_empty() || (!tags.is_empty() && !outputs.iter().any(|o| o.kind == Kind::Image))
-    {
+    if outputs.is_empty() || (!tags.is_empty() && !outputs.iter().any(|o| o.kind == Kind::Image)) {
         outputs.push(Output {
             kind: Kind::Image,
             dest: Dest::None,
