@@ -101,6 +101,21 @@ pub struct BuildArgs {
     /// Do not use the cache for the steps of these stages; may repeat.
     #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
     pub no_cache_filter: Vec<String>,
+
+    /// Print only the image id (`--progress quiet`).
+    #[arg(short = 'q', long, conflicts_with = "progress")]
+    pub quiet: bool,
+}
+
+impl BuildArgs {
+    /// `--progress`, with `-q` meaning quiet.
+    pub fn progress_mode(&self) -> ProgressMode {
+        if self.quiet {
+            ProgressMode::Quiet
+        } else {
+            self.progress
+        }
+    }
 }
 
 /// `--progress` values.
@@ -336,7 +351,7 @@ fn target_platform(text: &str) -> anyhow::Result<Platform> {
 
 pub fn run(global: &crate::args::Cli, args: &BuildArgs) -> anyhow::Result<ExitStatus> {
     let building = !args.check && args.print_graph.is_none();
-    if building && args.progress == ProgressMode::Tty && !std::io::stderr().is_terminal() {
+    if building && args.progress_mode() == ProgressMode::Tty && !std::io::stderr().is_terminal() {
         anyhow::bail!("--progress tty: standard error is not a terminal; use auto or plain");
     }
     // Every --output is checked before anything is read or built.
@@ -381,7 +396,7 @@ pub fn run(global: &crate::args::Cli, args: &BuildArgs) -> anyhow::Result<ExitSt
         StoreImages {
             store: Some(store),
             pull: Some(RegistrySettings::from_cli(global)),
-            quiet_pull: args.progress.is_machine_or_quiet(),
+            quiet_pull: args.progress_mode().is_machine_or_quiet(),
             refresh: args.pull.then(Default::default),
         }
     } else {

@@ -149,7 +149,7 @@ pub fn build(
         build_arg_names: build_args.iter().map(|(k, _)| k.clone()).collect(),
     };
     let renderer = Arc::new(BuildProgress::new(
-        progress_style(args.progress),
+        progress_style(args.progress_mode()),
         steps_needed(graph),
     ));
     let lease = Arc::new(store.lease().context("taking a store lease")?);
@@ -160,7 +160,10 @@ pub fn build(
         &options,
         Arc::new(StoreResolver {
             settings: settings.clone(),
-            quiet: matches!(args.progress, ProgressMode::Json | ProgressMode::Quiet),
+            quiet: matches!(
+                args.progress_mode(),
+                ProgressMode::Json | ProgressMode::Quiet
+            ),
             refresh: extra.refresh,
         }),
         renderer.clone(),
@@ -187,7 +190,7 @@ pub fn build(
     renderer.finish();
     let id = exported.image.config_digest.to_string();
     let stdout_taken = outputs.iter().any(|o| o.dest == Dest::Stdout);
-    if args.progress == ProgressMode::Quiet && !stdout_taken {
+    if args.progress_mode() == ProgressMode::Quiet && !stdout_taken {
         println!("{id}");
     }
     if let Some(file) = &args.iidfile {

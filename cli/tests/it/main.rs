@@ -4,6 +4,7 @@
 #[cfg(feature = "test-root")]
 mod build;
 mod build_check;
+mod build_outputs;
 mod common;
 #[cfg(feature = "test-root")]
 mod containers;
