@@ -24,6 +24,8 @@ pub enum Style {
 
 /// Lines of a running step's output kept on screen.
 const TAIL_LINES: usize = 6;
+/// Lines of a running step's output kept to show in full if it fails.
+const KEPT_LINES: usize = 10_000;
 
 /// Renders a build's events on stderr.
 pub struct BuildProgress {
@@ -38,6 +40,8 @@ struct Tty {
     steps: Mutex<HashMap<usize, Running>>,
     total: usize,
     done: AtomicUsize,
+    /// Failed steps: name and all the output kept, shown by `finish`.
+    failures: Mutex<Vec<(String, Vec<String>)>>,
     /// The export's pseudo-step, when it runs, and its lines (shown
     /// below its own line when it is done).
     export: Mutex<Option<(ProgressBar, Instant, Vec<String>)>>,
@@ -49,6 +53,8 @@ struct Running {
     cached: bool,
     tail: VecDeque<String>,
     tail_bars: Vec<ProgressBar>,
+    /// The step's output so far (the last [`KEPT_LINES`]).
+    log: VecDeque<String>,
 }
 
 fn seconds(d: Duration) -> String {
@@ -102,6 +108,7 @@ impl BuildProgress {
                 multi,
                 header,
                 steps: Mutex::new(HashMap::new()),
+                failures: Mutex::new(Vec::new()),
                 total,
                 done: AtomicUsize::new(0),
                 export: Mutex::new(None),
@@ -112,6 +119,12 @@ impl BuildProgress {
             cached: Mutex::new(HashSet::new()),
             tty,
         }
+    }
+
+    /// Whether failed steps' output is shown by [`BuildProgress::finish`]
+    /// (the live view), so the caller need not show it again.
+    pub fn shows_failures(&self) -> bool {
+        self.tty.is_some()
     }
 
     /// The export after the solve: its title (`exporting to image`).
@@ -199,6 +212,14 @@ impl BuildProgress {
             seconds(elapsed),
             tty.total
         );
+        // Failed steps with all their output, as BuildKit ends its view.
+        for (name, log) in tty.failures.lock().expect("not poisoned").iter() {
+            let _ = writeln!(err, "------\n > {name}:");
+            for line in log {
+                let _ = writeln!(err, "{line}");
+            }
+            let _ = writeln!(err, "------");
+        }
         let _ = write!(err, "\x1b[?25h");
         let _ = err.flush();
     }
@@ -219,6 +240,7 @@ impl BuildProgress {
                         cached: false,
                         tail: VecDeque::new(),
                         tail_bars: Vec::new(),
+                        log: VecDeque::new(),
                     },
                 );
             }
@@ -236,6 +258,10 @@ impl BuildProgress {
                 if r.tail.len() == TAIL_LINES {
                     r.tail.pop_front();
                 }
+                if r.log.len() == KEPT_LINES {
+                    r.log.pop_front();
+                }
+                r.log.push_back(line.clone());
                 r.tail.push_back(line);
                 if r.tail_bars.len() < r.tail.len() {
                     let after = r.tail_bars.last().unwrap_or(&r.bar).clone();
@@ -264,6 +290,12 @@ impl BuildProgress {
                     r.name.clone()
                 };
                 let _ = tty.multi.println(done_line(&label, elapsed));
+                if failed {
+                    tty.failures
+                        .lock()
+                        .expect("not poisoned")
+                        .push((r.name, r.log.into()));
+                }
                 if !failed {
                     tty.done.fetch_add(1, Ordering::SeqCst);
                     tty.header.inc(1);

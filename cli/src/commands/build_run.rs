@@ -171,7 +171,9 @@ pub fn build(
         Ok(solved) => solved,
         Err(error) => {
             renderer.finish();
-            report_failure(&error);
+            if !renderer.shows_failures() {
+                report_failure(&error);
+            }
             return Err(anyhow::anyhow!("failed to solve: {}", error_chain(&error)));
         }
     };

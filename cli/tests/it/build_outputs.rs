@@ -513,15 +513,9 @@ CMD [\"cat\", \"/hello.txt\"]
         );
     }
 
-    #[test]
-    fn progress_tty_draws_on_a_terminal() {
-        if !is_root() && skip_or_fail("builds need root") {
-            return;
-        }
-        let root = root_with_busybox();
-        let ctx = context(
-            "FROM busybox:latest\nRUN for i in 1 2 3; do echo tick-$i; sleep 0.3; done\nRUN true\n",
-        );
+    /// Runs `kiln build ARGS` with stderr on a pty (100 columns); returns
+    /// (success, everything drawn).
+    fn build_on_pty(root: &Path, args: &[&str]) -> (bool, String) {
         let (master, slave) = kiln_runner::pty::open_pair().unwrap();
         kiln_runner::pty::set_window_size(
             std::os::fd::AsFd::as_fd(&master),
@@ -533,8 +527,9 @@ CMD [\"cat\", \"/hello.txt\"]
         .unwrap();
         let child = Command::new(kiln_bin())
             .arg("--root")
-            .arg(root.path())
-            .args(["build", "-t", "tty:v1", ctx.path().to_str().unwrap()])
+            .arg(root)
+            .arg("build")
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(slave.try_clone().unwrap())
@@ -545,7 +540,20 @@ CMD [\"cat\", \"/hello.txt\"]
         let reader = read_pty_until(master, "\u{0}never printed");
         let out = child.wait_with_output().unwrap();
         let text = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
-        assert!(out.status.success(), "{text}");
+        (out.status.success(), text)
+    }
+
+    #[test]
+    fn progress_tty_draws_on_a_terminal() {
+        if !is_root() && skip_or_fail("builds need root") {
+            return;
+        }
+        let root = root_with_busybox();
+        let ctx = context(
+            "FROM busybox:latest\nRUN for i in 1 2 3; do echo tick-$i; sleep 0.3; done\nRUN true\n",
+        );
+        let (ok, text) = build_on_pty(root.path(), &["-t", "tty:v1", ctx.path().to_str().unwrap()]);
+        assert!(ok, "{text}");
         let id = image_id(root.path(), "tty:v1");
         assert!(text.contains("[+] Building"), "{text:?}");
         assert!(text.contains(" => => # tick-1"), "no output tail: {text:?}");
@@ -558,5 +566,23 @@ CMD [\"cat\", \"/hello.txt\"]
         let hidden = text.rfind("\x1b[?25l").expect("cursor hidden");
         let shown = text.rfind("\x1b[?25h").expect("cursor shown again");
         assert!(shown > hidden, "{text:?}");
+        assert!(text.contains("FINISHED"), "{text:?}");
+
+        // A failing step: marked ERROR, and all its output shown at the end.
+        let ctx = context(
+            "FROM busybox:latest\nRUN for i in $(seq 1 15); do echo line-$i; done; exit 3\n",
+        );
+        let (ok, text) = build_on_pty(root.path(), &[ctx.path().to_str().unwrap()]);
+        assert!(!ok);
+        assert!(text.contains(" => ERROR [stage-0 2/2] RUN"), "{text:?}");
+        let end = &text[text.find("------").expect("failure block")..];
+        for i in 1..=15 {
+            assert!(end.contains(&format!("line-{i}\r\n")), "line-{i}: {end:?}");
+        }
+        assert!(end.contains("exit code: 3"), "{end:?}");
+        assert!(
+            text.rfind("\x1b[?25h") > text.rfind("\x1b[?25l"),
+            "{text:?}"
+        );
     }
 }
