@@ -71,8 +71,9 @@ pub struct BuildArgs {
     #[arg(long, value_name = "FILE")]
     pub iidfile: Option<PathBuf>,
 
-    /// Progress output: auto and plain print BuildKit-style lines, json one
-    /// JSON object per event, quiet only the image id.
+    /// Progress output: tty a live view (auto on a terminal), plain
+    /// BuildKit-style lines (auto elsewhere), json one JSON object per
+    /// event, quiet only the image id.
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: ProgressMode,
 
