@@ -45,6 +45,9 @@ struct Tty {
     /// The export's pseudo-step, when it runs, and its lines (shown
     /// below its own line when it is done).
     export: Mutex<Option<(ProgressBar, Instant, Vec<String>)>>,
+    /// Finished exports, printed by `finish` below the total, so the view
+    /// ends with the image id, as BuildKit's does.
+    exported: Mutex<Vec<String>>,
 }
 
 struct Running {
@@ -112,6 +115,7 @@ impl BuildProgress {
                 total,
                 done: AtomicUsize::new(0),
                 export: Mutex::new(None),
+                exported: Mutex::new(Vec::new()),
             }
         });
         BuildProgress {
@@ -173,7 +177,7 @@ impl BuildProgress {
                         text.push('\n');
                         text.push_str(&line);
                     }
-                    let _ = tty.multi.println(text);
+                    tty.exported.lock().expect("not poisoned").push(text);
                 }
             }
             (Style::Plain, _) => {
@@ -183,8 +187,8 @@ impl BuildProgress {
         }
     }
 
-    /// Ends the live view (the header keeps the total time) and shows the
-    /// cursor again; later output prints below it.
+    /// Ends the live view: the total time, the exports, failed steps'
+    /// output; shows the cursor again. Later output prints below it.
     pub fn finish(&self) {
         let Some(tty) = &self.tty else { return };
         if tty.header.is_finished() {
@@ -212,6 +216,9 @@ impl BuildProgress {
             seconds(elapsed),
             tty.total
         );
+        for text in tty.exported.lock().expect("not poisoned").iter() {
+            let _ = writeln!(err, "{text}");
+        }
         // Failed steps with all their output, as BuildKit ends its view.
         for (name, log) in tty.failures.lock().expect("not poisoned").iter() {
             let _ = writeln!(err, "------\n > {name}:");
