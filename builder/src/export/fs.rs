@@ -13,6 +13,28 @@ use kiln_store::{CachedLayer, Lease, Store};
 use crate::solve::rootfs::View;
 use crate::solve::SolveError;
 
+/// Extended attributes of `path` (not of a symlink's target), without
+/// overlayfs' own.
+fn xattrs(path: &Path) -> Result<Vec<(std::ffi::OsString, Vec<u8>)>, SolveError> {
+    let names = match xattr::list(path) {
+        Ok(names) => names,
+        // A file system without xattrs has none to copy.
+        Err(e) if e.raw_os_error() == Some(nix::libc::ENOTSUP) => return Ok(Vec::new()),
+        Err(e) => return Err(SolveError::io("list xattrs of", path)(e)),
+    };
+    let mut out = Vec::new();
+    for name in names {
+        if name.to_string_lossy().starts_with("trusted.overlay.") {
+            continue;
+        }
+        let value = xattr::get(path, &name).map_err(SolveError::io("read xattr of", path))?;
+        if let Some(value) = value {
+            out.push((name, value));
+        }
+    }
+    Ok(out)
+}
+
 /// Entries of the tree under `root`, parents before children, sorted by
 /// name (a deterministic order), without `root` itself.
 fn entries(root: &Path) -> Result<Vec<walkdir::DirEntry>, SolveError> {
@@ -50,7 +72,7 @@ pub fn write_dir(
     let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
     // Directory modes and times are set last: writing their contents
     // would change the times, and a read-only mode would stop the writes.
-    let mut dirs: Vec<(PathBuf, std::fs::Metadata)> = Vec::new();
+    let mut dirs: Vec<(PathBuf, std::fs::Metadata, PathBuf)> = Vec::new();
     for entry in entries(root)? {
         let rel = entry.path().strip_prefix(root).expect("under the root");
         let target = dest.join(rel);
@@ -79,7 +101,7 @@ pub fn write_dir(
             // Writable for the owner until the contents are in.
             std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))
                 .map_err(SolveError::io("chmod", &target))?;
-            dirs.push((target, meta));
+            dirs.push((target, meta, entry.path().to_path_buf()));
             continue;
         }
         if kind.is_file() && meta.nlink() > 1 {
@@ -115,16 +137,22 @@ pub fn write_dir(
             // Sockets are not part of an image.
             continue;
         }
-        set_attributes(&target, &meta, as_root)?;
+        set_attributes(&target, &meta, as_root, entry.path())?;
     }
-    for (dir, meta) in dirs.iter().rev() {
-        set_attributes(dir, meta, as_root)?;
+    for (dir, meta, source) in dirs.iter().rev() {
+        set_attributes(dir, meta, as_root, source)?;
     }
     Ok(())
 }
 
-/// Owner (as root), mode (not for symlinks) and times of `path` from `meta`.
-fn set_attributes(path: &Path, meta: &std::fs::Metadata, as_root: bool) -> Result<(), SolveError> {
+/// Owner (as root), mode (not for symlinks), extended attributes (of
+/// `source`, as root) and times of `path` from `meta`.
+fn set_attributes(
+    path: &Path,
+    meta: &std::fs::Metadata,
+    as_root: bool,
+    source: &Path,
+) -> Result<(), SolveError> {
     let symlink = meta.file_type().is_symlink();
     if as_root {
         std::os::unix::fs::lchown(path, Some(meta.uid()), Some(meta.gid()))
@@ -134,6 +162,12 @@ fn set_attributes(path: &Path, meta: &std::fs::Metadata, as_root: bool) -> Resul
         // After chown, which clears setuid and setgid bits.
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
             .map_err(SolveError::io("chmod", path))?;
+        // After chown and chmod, which clear `security.capability`.
+        if as_root {
+            for (name, value) in xattrs(source)? {
+                xattr::set(path, &name, &value).map_err(SolveError::io("set xattr of", path))?;
+            }
+        }
     }
     let mtime = filetime::FileTime::from_last_modification_time(meta);
     let atime = filetime::FileTime::from_last_access_time(meta);
@@ -181,6 +215,20 @@ pub fn write_tar(
                 continue;
             }
             links.insert((meta.dev(), meta.ino()), rel.to_path_buf());
+        }
+        if !kind.is_symlink() {
+            let attrs = xattrs(entry.path())?;
+            let records: Vec<(String, &[u8])> = attrs
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        format!("SCHILY.xattr.{}", k.to_string_lossy()),
+                        v.as_slice(),
+                    )
+                })
+                .collect();
+            tar.append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), *v)))
+                .map_err(write_err)?;
         }
         if kind.is_symlink() {
             let to = std::fs::read_link(entry.path())

@@ -319,6 +319,66 @@ CMD [\"cat\", \"/hello.txt\"]
     }
 
     #[test]
+    fn extended_attributes_reach_local_and_tar_outputs() {
+        if !is_root() && skip_or_fail("builds need root") {
+            return;
+        }
+        // A base image whose file has an xattr (imported from a PAX tar).
+        let work = tempfile::tempdir().unwrap();
+        let tree = work.path().join("tree");
+        std::fs::create_dir(&tree).unwrap();
+        std::fs::write(tree.join("f"), "x\n").unwrap();
+        if xattr::set(tree.join("f"), "user.kiln", b"yes").is_err()
+            && skip_or_fail("the temporary directory takes no user xattrs")
+        {
+            return;
+        }
+        let base = work.path().join("base.tar");
+        let status = Command::new("tar")
+            .args(["--xattrs", "--xattrs-include=*", "-C"])
+            .arg(&tree)
+            .arg("-cf")
+            .arg(&base)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let root = tempfile::tempdir().unwrap();
+        kiln_ok(root.path(), &["import", base.to_str().unwrap(), "xa:1"]);
+        let ctx = context("FROM xa:1\nLABEL a=b\n");
+        let dir = work.path().join("out");
+        let tar = work.path().join("out.tar");
+        build_ok(
+            root.path(),
+            &[
+                "-o",
+                dir.to_str().unwrap(),
+                "-o",
+                &format!("type=tar,dest={}", tar.display()),
+                ctx.path().to_str().unwrap(),
+            ],
+        );
+        assert_eq!(
+            xattr::get(dir.join("f"), "user.kiln").unwrap().as_deref(),
+            Some(&b"yes"[..])
+        );
+        let back = work.path().join("back");
+        std::fs::create_dir(&back).unwrap();
+        let status = Command::new("tar")
+            .args(["--xattrs", "--xattrs-include=*", "-C"])
+            .arg(&back)
+            .arg("-xf")
+            .arg(&tar)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert_eq!(
+            xattr::get(back.join("f"), "user.kiln").unwrap().as_deref(),
+            Some(&b"yes"[..])
+        );
+    }
+
+    #[test]
     fn metadata_file_matches_the_stored_image() {
         if !is_root() && skip_or_fail("builds need root") {
             return;
