@@ -32,6 +32,8 @@ pub struct BuildProgress {
     style: Style,
     cached: Mutex<HashSet<usize>>,
     tty: Option<Tty>,
+    /// When the running export started (`json`: its events are step 0's).
+    export_started: Mutex<Option<Instant>>,
 }
 
 struct Tty {
@@ -122,6 +124,7 @@ impl BuildProgress {
             style,
             cached: Mutex::new(HashSet::new()),
             tty,
+            export_started: Mutex::new(None),
         }
     }
 
@@ -144,6 +147,15 @@ impl BuildProgress {
             (Style::Plain, _) => {
                 let _ = writeln!(std::io::stderr(), "\n#0 {title}");
             }
+            (Style::Json, _) => {
+                *self.export_started.lock().expect("not poisoned") = Some(Instant::now());
+                self.event(
+                    0,
+                    StepEvent::Started {
+                        name: title.to_string(),
+                    },
+                );
+            }
             _ => {}
         }
     }
@@ -158,6 +170,16 @@ impl BuildProgress {
             }
             (Style::Plain, _) => {
                 let _ = writeln!(std::io::stderr(), "#0 {line}");
+            }
+            (Style::Json, _) => {
+                let started = *self.export_started.lock().expect("not poisoned");
+                self.event(
+                    0,
+                    StepEvent::Log {
+                        elapsed: started.map(|s| s.elapsed()).unwrap_or_default(),
+                        line: line.to_string(),
+                    },
+                );
             }
             _ => {}
         }
@@ -182,6 +204,15 @@ impl BuildProgress {
             }
             (Style::Plain, _) => {
                 let _ = writeln!(std::io::stderr(), "#0 DONE");
+            }
+            (Style::Json, _) => {
+                let started = self.export_started.lock().expect("not poisoned").take();
+                self.event(
+                    0,
+                    StepEvent::Done {
+                        elapsed: started.map(|s| s.elapsed()).unwrap_or_default(),
+                    },
+                );
             }
             _ => {}
         }
@@ -220,7 +251,8 @@ impl BuildProgress {
             let _ = writeln!(err, "{text}");
         }
         // Failed steps with all their output, as BuildKit ends its view.
-        for (name, log) in tty.failures.lock().expect("not poisoned").iter() {
+        let failures = tty.failures.lock().expect("not poisoned");
+        for (name, log) in failures.iter().filter(|(_, log)| !log.is_empty()) {
             let _ = writeln!(err, "------\n > {name}:");
             for line in log {
                 let _ = writeln!(err, "{line}");
