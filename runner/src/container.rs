@@ -534,7 +534,7 @@ fn launch(
         &image,
         common.kill_with_parent,
     )
-        .map_err(Error::sys("clone the container init"))?;
+    .map_err(Error::sys("clone the container init"))?;
     drop((stdin.child, stdout.child, stderr.child, theirs));
     let pid_text = pid.as_raw().to_string();
     for file in procs {

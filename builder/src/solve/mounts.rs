@@ -380,8 +380,12 @@ fn secret_file(
             .map_err(SolveError::io("create", &file))?;
         f.write_all(value).map_err(SolveError::io("write", &file))?;
     }
-    std::os::unix::fs::chown(&file, Some(mount.uid.unwrap_or(0)), Some(mount.gid.unwrap_or(0)))
-        .map_err(SolveError::io("change the owner of", &file))?;
+    std::os::unix::fs::chown(
+        &file,
+        Some(mount.uid.unwrap_or(0)),
+        Some(mount.gid.unwrap_or(0)),
+    )
+    .map_err(SolveError::io("change the owner of", &file))?;
     std::fs::set_permissions(
         &file,
         std::fs::Permissions::from_mode(mount.mode.unwrap_or(0o400)),

@@ -149,9 +149,9 @@ fn run_options(args: &BuildArgs) -> anyhow::Result<kiln_builder::solve::RunOptio
 fn parse_secret(text: &str) -> anyhow::Result<(String, Vec<u8>)> {
     let (mut kind, mut id, mut src, mut env) = (None, None, None, None);
     for field in text.split(',') {
-        let (key, value) = field
-            .split_once('=')
-            .ok_or_else(|| anyhow::anyhow!("invalid --secret {text:?}: {field:?} is not key=value"))?;
+        let (key, value) = field.split_once('=').ok_or_else(|| {
+            anyhow::anyhow!("invalid --secret {text:?}: {field:?} is not key=value")
+        })?;
         match key.trim().to_ascii_lowercase().as_str() {
             "type" => kind = Some(value.to_string()),
             "id" => id = Some(value.to_string()),
@@ -174,15 +174,14 @@ fn parse_secret(text: &str) -> anyhow::Result<(String, Vec<u8>)> {
             .map(|v| v.into_encoded_bytes())
             .ok_or_else(|| anyhow::anyhow!("secret {id}: environment variable {var} is not set"))
     };
-    let from_file = |file: &str| {
-        std::fs::read(file).with_context(|| format!("secret {id}: reading {file}"))
-    };
+    let from_file =
+        |file: &str| std::fs::read(file).with_context(|| format!("secret {id}: reading {file}"));
     let value = match kind.as_deref() {
         Some("env") => from_env(env.as_deref().or(src.as_deref()).unwrap_or(&id))?,
         Some("file") => from_file(src.as_deref().unwrap_or(&id))?,
-        Some(other) => anyhow::bail!(
-            "invalid --secret {text:?}: type {other:?}: expected file or env"
-        ),
+        Some(other) => {
+            anyhow::bail!("invalid --secret {text:?}: type {other:?}: expected file or env")
+        }
         None => match (&src, &env) {
             (Some(file), _) => from_file(file)?,
             (None, Some(var)) => from_env(var)?,
