@@ -109,6 +109,29 @@ pub(crate) fn acquire(
     };
     let _ = locked.set_modified(SystemTime::now());
     let data = dir.join("data");
+    let mut making = None;
+    if !data.is_dir() {
+        // Shared users may arrive together: one makes the directory.
+        let init_path = dir.join("init.lock");
+        let init = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&init_path)
+            .map_err(SolveError::io("open", &init_path))?;
+        making = Some(
+            Flock::lock(init, FlockArg::LockExclusive)
+                .map_err(|(_, e)| SolveError::io("lock", &init_path)(e.into()))?,
+        );
+        // Left by a build killed while making it.
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().starts_with("data.tmp-") {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+    }
     if !data.is_dir() {
         // Made aside and renamed, so a killed build leaves no half-seeded cache.
         let temp = dir.join(format!("data.tmp-{:016x}", rand::random::<u64>()));
@@ -130,6 +153,7 @@ pub(crate) fn acquire(
         }
         made?;
     }
+    drop(making);
     Ok((data, locked))
 }
 

@@ -293,3 +293,40 @@ fn report_failure(error: &SolveError) {
         let _ = writeln!(err, "------");
     }
 }
+
+#[cfg(test)]
+mod secret_tests {
+    use super::parse_secret;
+
+    #[test]
+    fn secret_spellings() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), "v1").unwrap();
+        let path = file.path().display().to_string();
+        for text in [
+            format!("id=a,src={path}"),
+            format!("id=a,source={path}"),
+            format!("type=file,id=a,src={path}"),
+        ] {
+            assert_eq!(parse_secret(&text).unwrap(), ("a".into(), b"v1".to_vec()));
+        }
+        std::env::set_var("KILN_UNIT_SECRET", "v2");
+        for text in [
+            "id=b,env=KILN_UNIT_SECRET",
+            "type=env,id=b,src=KILN_UNIT_SECRET",
+            "type=env,id=b,env=KILN_UNIT_SECRET",
+        ] {
+            assert_eq!(parse_secret(text).unwrap(), ("b".into(), b"v2".to_vec()));
+        }
+        assert_eq!(
+            parse_secret("id=KILN_UNIT_SECRET").unwrap().1,
+            b"v2".to_vec()
+        );
+        let err = parse_secret("id=c,env=KILN_UNIT_SECRET_UNSET").unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("KILN_UNIT_SECRET_UNSET is not set"));
+        assert!(parse_secret("id=c,type=socket").is_err());
+        assert!(parse_secret("src=").is_err());
+    }
+}

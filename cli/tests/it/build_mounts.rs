@@ -531,6 +531,15 @@ fn killed_build_leaves_no_container_mount_or_cgroup() {
         assert!(child.try_wait().unwrap().is_none(), "the build ended early");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // The running step's cache mount is in use: prune keeps it.
+    let du = kiln_ok(r, &["builder", "du"]);
+    assert!(
+        du.lines()
+            .any(|l| l.contains("exec.cachemount") && l.contains(" false ")),
+        "{du}"
+    );
+    kiln_ok(r, &["builder", "prune", "--all", "-f"]);
+    assert_eq!(cache_mount_ids(r).len(), 1);
     child.kill().unwrap();
     child.wait().unwrap();
     // The container dies with the build, before any other kiln command
@@ -566,5 +575,8 @@ fn killed_build_leaves_no_container_mount_or_cgroup() {
             .file_name()
             .to_string_lossy()
             .starts_with(&format!("{build_pid}-"))));
+    // Free again once the build is gone.
+    kiln_ok(r, &["builder", "prune", "--all", "-f"]);
+    assert!(cache_mount_ids(r).is_empty());
     assert_clean(r);
 }
