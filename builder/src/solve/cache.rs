@@ -38,6 +38,35 @@ pub(crate) fn record_path(cache_dir: &Path, identity: &str) -> std::path::PathBu
     cache_dir.join("steps").join(format!("{hex}.json"))
 }
 
+/// The file whose mtime is when the cache record `key` was last used
+/// (written or hit), for `kiln builder du` and `prune --keep-storage`.
+pub(crate) fn used_path(cache_dir: &Path, key: &str) -> std::path::PathBuf {
+    let hex = key.strip_prefix("sha256:").unwrap_or(key);
+    cache_dir.join("used").join(hex)
+}
+
+/// Records that the cache record `key` was used now.
+pub(crate) fn touch_used(cache_dir: &Path, key: &str) {
+    let path = used_path(cache_dir, key);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .or_else(|_| {
+            std::fs::create_dir_all(cache_dir.join("used"))?;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+        });
+    // Advisory only: a lost mark makes the record look older.
+    if let Ok(f) = file {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
+}
+
 pub(crate) fn load(path: &Path) -> Option<StepRecord> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }

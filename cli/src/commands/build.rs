@@ -85,6 +85,15 @@ pub struct BuildArgs {
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
 
+    /// Secret for `RUN --mount=type=secret`: id=ID,src=FILE or id=ID,env=VAR
+    /// (also type=file|env); may repeat.
+    #[arg(long = "secret", value_name = "id=ID,src=FILE")]
+    pub secrets: Vec<String>,
+
+    /// Network of RUN steps without their own --network: default, host or none.
+    #[arg(long, value_name = "MODE", default_value = "default")]
+    pub network: String,
+
     /// Output: type=image|oci|docker|local|tar[,dest=PATH][,name=NAME],
     /// DIR (type=local) or - (a tar on stdout); may repeat.
     #[arg(short = 'o', long = "output", value_name = "SPEC")]

@@ -95,6 +95,72 @@ fn parse_labels(raw: &[String]) -> anyhow::Result<Vec<(String, String)>> {
         .collect()
 }
 
+/// `--secret` and `--network`.
+fn run_options(args: &BuildArgs) -> anyhow::Result<kiln_builder::solve::RunOptions> {
+    use kiln_builder::dockerfile::instructions::Network;
+    let network = match args.network.as_str() {
+        "default" => Network::Default,
+        "host" => Network::Host,
+        "none" => Network::None,
+        other => anyhow::bail!("invalid --network {other:?}: expected default, host or none"),
+    };
+    let mut secrets = kiln_builder::solve::Secrets::default();
+    for text in &args.secrets {
+        let (id, value) = parse_secret(text)?;
+        secrets.insert(id, value);
+    }
+    Ok(kiln_builder::solve::RunOptions { secrets, network })
+}
+
+/// One `--secret` (buildx's syntax): `[type=file|env,]id=ID[,src=FILE|env=VAR]`.
+/// With neither src nor env, the variable ID if set, else the file ID.
+/// Errors name the id and the source, never the value.
+fn parse_secret(text: &str) -> anyhow::Result<(String, Vec<u8>)> {
+    let (mut kind, mut id, mut src, mut env) = (None, None, None, None);
+    for field in text.split(',') {
+        let (key, value) = field.split_once('=').ok_or_else(|| {
+            anyhow::anyhow!("invalid --secret {text:?}: {field:?} is not key=value")
+        })?;
+        match key.trim().to_ascii_lowercase().as_str() {
+            "type" => kind = Some(value.to_string()),
+            "id" => id = Some(value.to_string()),
+            "src" | "source" => src = Some(value.to_string()),
+            "env" => env = Some(value.to_string()),
+            _ => anyhow::bail!("invalid --secret {text:?}: unexpected key {key:?}"),
+        }
+    }
+    let id = id
+        .or_else(|| env.clone())
+        .or_else(|| {
+            src.as_deref()
+                .and_then(|s| Path::new(s).file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .filter(|i| !i.is_empty())
+        .ok_or_else(|| anyhow::anyhow!("invalid --secret {text:?}: no id"))?;
+    let from_env = |var: &str| {
+        std::env::var_os(var)
+            .map(|v| v.into_encoded_bytes())
+            .ok_or_else(|| anyhow::anyhow!("secret {id}: environment variable {var} is not set"))
+    };
+    let from_file =
+        |file: &str| std::fs::read(file).with_context(|| format!("secret {id}: reading {file}"));
+    let value = match kind.as_deref() {
+        Some("env") => from_env(env.as_deref().or(src.as_deref()).unwrap_or(&id))?,
+        Some("file") => from_file(src.as_deref().unwrap_or(&id))?,
+        Some(other) => {
+            anyhow::bail!("invalid --secret {text:?}: type {other:?}: expected file or env")
+        }
+        None => match (&src, &env) {
+            (Some(file), _) => from_file(file)?,
+            (None, Some(var)) => from_env(var)?,
+            (None, None) if std::env::var_os(&id).is_some() => from_env(&id)?,
+            (None, None) => from_file(&id)?,
+        },
+    };
+    Ok((id, value))
+}
+
 /// Builds the target of `graph` and writes the result to its outputs
 /// (by default, the image named in the store).
 pub fn build(
@@ -147,6 +213,7 @@ pub fn build(
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         source_date_epoch,
         build_arg_names: build_args.iter().map(|(k, _)| k.clone()).collect(),
+        run: run_options(args)?,
     };
     let renderer = Arc::new(BuildProgress::new(
         progress_style(args.progress_mode()),
@@ -321,5 +388,42 @@ fn report_failure(error: &SolveError) {
             let _ = writeln!(err, "{line}");
         }
         let _ = writeln!(err, "------");
+    }
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::parse_secret;
+
+    #[test]
+    fn secret_spellings() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), "v1").unwrap();
+        let path = file.path().display().to_string();
+        for text in [
+            format!("id=a,src={path}"),
+            format!("id=a,source={path}"),
+            format!("type=file,id=a,src={path}"),
+        ] {
+            assert_eq!(parse_secret(&text).unwrap(), ("a".into(), b"v1".to_vec()));
+        }
+        std::env::set_var("KILN_UNIT_SECRET", "v2");
+        for text in [
+            "id=b,env=KILN_UNIT_SECRET",
+            "type=env,id=b,src=KILN_UNIT_SECRET",
+            "type=env,id=b,env=KILN_UNIT_SECRET",
+        ] {
+            assert_eq!(parse_secret(text).unwrap(), ("b".into(), b"v2".to_vec()));
+        }
+        assert_eq!(
+            parse_secret("id=KILN_UNIT_SECRET").unwrap().1,
+            b"v2".to_vec()
+        );
+        let err = parse_secret("id=c,env=KILN_UNIT_SECRET_UNSET").unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("KILN_UNIT_SECRET_UNSET is not set"));
+        assert!(parse_secret("id=c,type=socket").is_err());
+        assert!(parse_secret("src=").is_err());
     }
 }

@@ -318,13 +318,13 @@ fn missing_base_image_and_unsupported_flags_fail_clearly() {
     let root = root_with_busybox();
     std::fs::write(
         dir.path().join("Dockerfile"),
-        "FROM busybox:latest\nRUN --mount=type=cache,target=/c true\n",
+        "FROM busybox:latest\nRUN --security=insecure true\n",
     )
     .unwrap();
     let (ok, stderr) = build(root.path(), &[dir.path().to_str().unwrap()]);
     assert!(!ok);
     assert!(
-        stderr.contains("RUN --mount=type=cache is not supported yet"),
+        stderr.contains("entitlement security.insecure is not granted"),
         "{stderr}"
     );
     assert_clean(root.path());
