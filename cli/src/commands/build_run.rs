@@ -215,10 +215,8 @@ pub fn build(
         build_arg_names: build_args.iter().map(|(k, _)| k.clone()).collect(),
         run: run_options(args)?,
     };
-    let renderer = Arc::new(BuildProgress::new(
-        progress_style(args.progress_mode()),
-        steps_needed(graph),
-    ));
+    let style = progress_style(args.progress_mode());
+    let renderer = Arc::new(BuildProgress::new(style, steps_needed(graph)));
     let lease = Arc::new(store.lease().context("taking a store lease")?);
     let solved = match solve(
         store,
@@ -227,10 +225,8 @@ pub fn build(
         &options,
         Arc::new(StoreResolver {
             settings: settings.clone(),
-            quiet: matches!(
-                args.progress_mode(),
-                ProgressMode::Json | ProgressMode::Quiet
-            ),
+            // A pull's own bars would tear the live view: its step's timer shows it.
+            quiet: style != Style::Plain,
             refresh: extra.refresh,
         }),
         renderer.clone(),
