@@ -301,7 +301,7 @@ impl BuildProgress {
                     r.log.pop_front();
                 }
                 r.log.push_back(line.clone());
-                r.tail.push_back(line);
+                r.tail.push_back(screen_text(&line));
                 if r.tail_bars.len() < r.tail.len() {
                     let after = r.tail_bars.last().unwrap_or(&r.bar).clone();
                     let bar = tty.multi.insert_after(&after, ProgressBar::new_spinner());
@@ -342,6 +342,36 @@ impl BuildProgress {
             }
         }
     }
+}
+
+/// `line` safe to draw in the view: what a carriage return left (the
+/// last redraw of a progress line), tabs as spaces, no control bytes or
+/// escape sequences (which would move the cursor under indicatif).
+fn screen_text(line: &str) -> String {
+    let last = line
+        .trim_end_matches('\r')
+        .rsplit('\r')
+        .next()
+        .unwrap_or_default();
+    let mut out = String::with_capacity(last.len());
+    let mut chars = last.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\t' => out.push(' '),
+            // CSI: ESC [ parameters final-byte.
+            '\x1b' if chars.peek() == Some(&'[') => {
+                chars.next();
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// A finished step's one line: ` => NAME ... 1.2s` to the terminal width.
@@ -434,5 +464,18 @@ impl Progress for BuildProgress {
                 };
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_lines_are_made_safe_to_draw() {
+        assert_eq!(screen_text("a\tb"), "a b");
+        assert_eq!(screen_text("10%\r50%\r100%"), "100%");
+        assert_eq!(screen_text("\x1b[1;31mred\x1b[0m done\x07"), "red done");
+        assert_eq!(screen_text("plain"), "plain");
     }
 }
