@@ -541,8 +541,21 @@ fn host_device(path: &std::path::Path) -> Result<Option<(bool, i64, i64, u32)>> 
 /// container gets anyway.
 fn all_host_devices(dir: &std::path::Path, out: &mut Vec<spec::DeviceRequest>) -> Result<()> {
     const SKIP: &[&str] = &[
-        "pts", "shm", "mqueue", "fd", ".lxc", ".lxd-mounts", ".udev", "console", "ptmx", "tty",
-        "null", "zero", "full", "random", "urandom",
+        "pts",
+        "shm",
+        "mqueue",
+        "fd",
+        ".lxc",
+        ".lxd-mounts",
+        ".udev",
+        "console",
+        "ptmx",
+        "tty",
+        "null",
+        "zero",
+        "full",
+        "random",
+        "urandom",
     ];
     let entries = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
     for entry in entries {
@@ -579,9 +592,7 @@ fn devices(args: &CreateArgs) -> Result<Vec<spec::DeviceRequest>> {
         let parts: Vec<&str> = given.split(':').collect();
         let (host, container, access) = match parts.as_slice() {
             [h] => (*h, *h, "rwm"),
-            [h, c] if c.chars().all(|c| "rwm".contains(c)) && !c.starts_with('/') => {
-                (*h, *h, *c)
-            }
+            [h, c] if c.chars().all(|c| "rwm".contains(c)) && !c.starts_with('/') => (*h, *h, *c),
             [h, c] => (*h, *c, "rwm"),
             [h, c, a] => (*h, *c, *a),
             _ => bail!("invalid device {given:?}: use HOST[:CONTAINER[:PERMISSIONS]]"),

@@ -215,8 +215,8 @@ pub struct Listener {
 impl Listener {
     /// Listens for container `id`'s clients.
     pub fn bind(id: &str) -> Result<Listener> {
-        let listener = UnixListener::bind_addr(&address(id)?)
-            .context("listening for attach clients")?;
+        let listener =
+            UnixListener::bind_addr(&address(id)?).context("listening for attach clients")?;
         Ok(Listener { listener })
     }
 
@@ -265,8 +265,8 @@ impl Listener {
 
 /// Connects to container `id`'s monitor and says hello.
 pub fn connect(id: &str, stdin: bool) -> Result<UnixStream> {
-    let stream = UnixStream::connect_addr(&address(id)?)
-        .context("connecting to the container monitor")?;
+    let stream =
+        UnixStream::connect_addr(&address(id)?).context("connecting to the container monitor")?;
     write_frame(&stream, HELLO, &[u8::from(stdin)])?;
     Ok(stream)
 }

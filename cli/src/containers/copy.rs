@@ -189,10 +189,7 @@ pub fn write_tar(
                 Path::new(name),
                 &st,
                 Opened::Lazy(&reopen),
-                &|| {
-                    readlinkat(&fd, "")
-                        .with_context(|| format!("reading link {}", src.display()))
-                },
+                &|| readlinkat(&fd, "").with_context(|| format!("reading link {}", src.display())),
             )?;
         }
         None => {
@@ -438,7 +435,10 @@ pub fn extract(root: &Root, base: &Path, input: impl Read, owner: Owner) -> Resu
     let mut archive = tar::Archive::new(input);
     for entry in archive.entries().context("reading the tar stream")? {
         let mut entry = entry.context("reading the tar stream")?;
-        let raw = entry.path().context("reading a tar entry name")?.into_owned();
+        let raw = entry
+            .path()
+            .context("reading a tar entry name")?
+            .into_owned();
         let path = entry_path(&raw)?;
         let Some(name) = path.file_name().map(OsStr::to_os_string) else {
             continue;
@@ -573,14 +573,7 @@ pub fn extract(root: &Root, base: &Path, input: impl Read, owner: Owner) -> Resu
 
 /// Copies `src` of `from` to `dest` of `to` by the rules of [`plan`],
 /// streaming a tar archive through a pipe between two threads.
-pub fn copy(
-    from: Root,
-    src: &str,
-    follow: bool,
-    to: Root,
-    dest: &str,
-    owner: Owner,
-) -> Result<()> {
+pub fn copy(from: Root, src: &str, follow: bool, to: Root, dest: &str, owner: Owner) -> Result<()> {
     let src_kind = from.kind(Path::new(src), follow)?;
     if src_kind == Kind::Missing {
         bail!("no such file or directory: {src}");
@@ -594,9 +587,8 @@ pub fn copy(
     let (reader, writer) = io::pipe().context("creating a pipe")?;
     let src_path = PathBuf::from(src);
     let top = plan.top.clone();
-    let producer = std::thread::spawn(move || {
-        write_tar(&from, &src_path, follow, top.as_deref(), writer)
-    });
+    let producer =
+        std::thread::spawn(move || write_tar(&from, &src_path, follow, top.as_deref(), writer));
     let extracted = extract(&to, &plan.dir, reader, owner);
     let produced = producer
         .join()
@@ -663,24 +655,45 @@ mod tests {
     fn docker_path_rules() {
         use Kind::*;
         // A file.
-        assert_eq!(plan("/a/f", false, "/d", Dir, Dir).unwrap(), p("/d", Some("f")));
-        assert_eq!(plan("/a/f", false, "/d/g", Other, Dir).unwrap(), p("/d", Some("g")));
-        assert_eq!(plan("/a/f", false, "/d/g", Missing, Dir).unwrap(), p("/d", Some("g")));
+        assert_eq!(
+            plan("/a/f", false, "/d", Dir, Dir).unwrap(),
+            p("/d", Some("f"))
+        );
+        assert_eq!(
+            plan("/a/f", false, "/d/g", Other, Dir).unwrap(),
+            p("/d", Some("g"))
+        );
+        assert_eq!(
+            plan("/a/f", false, "/d/g", Missing, Dir).unwrap(),
+            p("/d", Some("g"))
+        );
         assert!(plan("/a/f", false, "/d/g/", Missing, Dir).is_err());
         assert!(plan("/a/f", false, "/x/g", Missing, Missing).is_err());
         assert!(plan("/a/f/", false, "/d", Dir, Dir).is_err());
         // A directory.
-        assert_eq!(plan("/a/s", true, "/d", Dir, Dir).unwrap(), p("/d", Some("s")));
-        assert_eq!(plan("/a/s/", true, "/d", Dir, Dir).unwrap(), p("/d", Some("s")));
+        assert_eq!(
+            plan("/a/s", true, "/d", Dir, Dir).unwrap(),
+            p("/d", Some("s"))
+        );
+        assert_eq!(
+            plan("/a/s/", true, "/d", Dir, Dir).unwrap(),
+            p("/d", Some("s"))
+        );
         assert_eq!(plan("/a/s/.", true, "/d", Dir, Dir).unwrap(), p("/d", None));
-        assert_eq!(plan("/a/s", true, "/d/n", Missing, Dir).unwrap(), p("/d", Some("n")));
+        assert_eq!(
+            plan("/a/s", true, "/d/n", Missing, Dir).unwrap(),
+            p("/d", Some("n"))
+        );
         assert!(plan("/a/s", true, "/d/f", Other, Dir).is_err());
         assert_eq!(plan("/", true, "/d", Dir, Dir).unwrap(), p("/d", None));
     }
 
     #[test]
     fn entries_stay_inside() {
-        assert_eq!(entry_path(Path::new("/a/./b")).unwrap(), PathBuf::from("a/b"));
+        assert_eq!(
+            entry_path(Path::new("/a/./b")).unwrap(),
+            PathBuf::from("a/b")
+        );
         assert!(entry_path(Path::new("a/../../etc")).is_err());
     }
 }

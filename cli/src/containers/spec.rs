@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use kiln_runner::oci_spec::image::Config;
 use kiln_runner::oci_spec::runtime::{
-    LinuxCpuBuilder, LinuxDeviceBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceType, LinuxPidsBuilder, Mount, MountBuilder,
-    RootBuilder, Spec, UserBuilder,
+    LinuxCpuBuilder, LinuxDeviceBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType,
+    LinuxMemoryBuilder, LinuxNamespaceType, LinuxPidsBuilder, Mount, MountBuilder, RootBuilder,
+    Spec, UserBuilder,
 };
 
 /// Every capability the kernel knows (capabilities(7)), for `--privileged`.

@@ -7,6 +7,8 @@ mod build_check;
 mod common;
 #[cfg(feature = "test-root")]
 mod containers;
+#[cfg(feature = "test-root")]
+mod containers_more;
 mod images;
 #[cfg(feature = "test-registry")]
 mod registry;
