@@ -203,7 +203,16 @@ fn run_attached(
 /// The exit status of an attached `run`, `start -a` or `attach`.
 pub fn attach_outcome(container: &Container, outcome: attach::Outcome) -> Result<ExitStatus> {
     Ok(match outcome {
-        attach::Outcome::Exited(code) => ExitStatus(code as u8),
+        attach::Outcome::Exited(code) => {
+            if container.record.auto_remove {
+                // As `docker run --rm`: return once the monitor removed it.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+                while container.dir.exists() && std::time::Instant::now() < deadline {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            }
+            ExitStatus(code as u8)
+        }
         attach::Outcome::Detached => ExitStatus::SUCCESS,
         attach::Outcome::Lost => {
             let state = container.wait_stopped(None)?.unwrap_or_default();

@@ -44,8 +44,7 @@ pub fn run(root: &std::path::Path, args: &StartArgs) -> Result<ExitStatus> {
             continue;
         }
         if attached {
-            let stdin = args.interactive && container.record.open_stdin
-                || args.interactive && container.record.tty();
+            let stdin = args.interactive && (container.record.open_stdin || container.record.tty());
             let stream = match super::run::start_attached(root, &container, stdin) {
                 Ok(s) => s,
                 Err(err) => {

@@ -191,6 +191,8 @@ fn cp_both_ways_running_and_stopped() {
     r.ok(&[
         "run",
         "-d",
+        "-v",
+        "/vol",
         "--name",
         "cc",
         "busybox",
@@ -232,6 +234,11 @@ fn cp_both_ways_running_and_stopped() {
     std::fs::write(h.join("up/inner/x"), "x").unwrap();
     r.ok(&["cp", h.join("up").to_str().unwrap(), "cc:/tmp/"]);
     assert_eq!(r.ok(&["exec", "cc", "cat", "/tmp/up/inner/x"]), "x");
+    // Into a volume of the running container: it lands in the volume.
+    r.ok(&["cp", h.join("up/inner/x").to_str().unwrap(), "cc:/vol/"]);
+    let volume = volume_names(&r).pop().expect("the anonymous volume");
+    let data = r.path().join("volumes").join(volume).join("_data");
+    assert_eq!(read(data.join("x")), "x");
     // Stopped: both ways through its layers.
     r.ok(&["stop", "-t", "1", "cc"]);
     std::fs::write(h.join("late"), "late").unwrap();
