@@ -45,7 +45,7 @@ fn side(text: &str) -> Result<Side<'_>> {
         return Ok(Side::Host(text));
     }
     match text.split_once(':') {
-        Some((name, _)) if name.is_empty() => bail!("invalid path {text:?}: empty container name"),
+        Some(("", _)) => bail!("invalid path {text:?}: empty container name"),
         Some((name, path)) => {
             if path.is_empty() {
                 bail!("invalid path {text:?}: no path after the container name");
