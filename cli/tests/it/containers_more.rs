@@ -396,6 +396,31 @@ fn anonymous_volumes_and_rm_v() {
 }
 
 #[test]
+fn image_volumes_get_the_image_content() {
+    let r = root!();
+    r.ok(&[
+        "import",
+        "--change",
+        "VOLUME /etc",
+        crate::common::busybox_tar().to_str().unwrap(),
+        "withvol:1",
+    ]);
+    let passwd = r.ok(&["run", "--name", "vv", "withvol:1", "cat", "/etc/passwd"]);
+    assert!(passwd.starts_with("root:"), "{passwd}");
+    let volumes = volume_names(&r);
+    assert_eq!(volumes.len(), 1, "{volumes:?}");
+    let data = r.path().join("volumes").join(&volumes[0]).join("_data");
+    assert_eq!(read(data.join("passwd")), passwd);
+    // A flag's mount at the same path replaces the image's volume.
+    let host = tempfile::tempdir().unwrap();
+    let bind = format!("{}:/etc", host.path().display());
+    r.ok(&["run", "--rm", "-v", &bind, "withvol:1", "true"]);
+    assert_eq!(volume_names(&r).len(), 1);
+    r.ok(&["rm", "-v", "vv"]);
+    assert!(volume_names(&r).is_empty());
+}
+
+#[test]
 fn privileged_and_devices() {
     let r = root!();
     let out = r.run(&[
