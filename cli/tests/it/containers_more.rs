@@ -26,6 +26,14 @@ struct OnPty {
 impl OnPty {
     fn spawn(r: &Root, args: &[&str]) -> OnPty {
         let (master, slave) = kiln_runner::pty::open_pair().unwrap();
+        kiln_runner::pty::set_window_size(
+            std::os::fd::AsFd::as_fd(&master),
+            kiln_runner::pty::WindowSize {
+                rows: 33,
+                cols: 111,
+            },
+        )
+        .unwrap();
         let child = Command::new(kiln_bin())
             .arg("--root")
             .arg(r.path())
@@ -120,6 +128,8 @@ fn attach_to_a_detached_terminal_container() {
     let mut a = OnPty::spawn(&r, &["attach", "bg"]);
     a.send(b"stty size; echo D$((4+1))\n");
     a.expect("D5");
+    // The attaching terminal's size reached the container's pty.
+    a.expect("33 111");
     a.send(b"\x10\x11");
     assert_eq!(a.wait(), 0);
     assert!(is_running(&r, "bg"));
