@@ -1,7 +1,7 @@
 //! `kiln cp`: copy files between a container and the host, or a tar stream
 //! (`-`) on stdin/stdout. Works on running containers (through the
 //! container's own root, so its volumes are seen) and on stopped ones (their
-//! layers mounted in a private mount namespace of this process).
+//! layers and volumes mounted in a private mount namespace of this process).
 
 use std::path::Path;
 
@@ -81,9 +81,10 @@ fn open_container(root: &Path, given: &str) -> Result<ContainerRoot> {
         .with_context(|| format!("mounting the filesystem of container {given}"))
 }
 
-/// Mounts a stopped container's layers on its rootfs directory, in a mount
-/// namespace of this process alone: nothing shows on the host, and the
-/// mount goes away with this process whatever happens to it.
+/// Mounts a stopped container's layers on its rootfs directory, and its
+/// volumes and bind mounts on top, in a mount namespace of this process
+/// alone: nothing shows on the host, and the mounts go away with this
+/// process whatever happens to it.
 fn mount_stopped(container: &Container) -> Result<ContainerRoot> {
     use nix::mount::MsFlags;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
@@ -108,8 +109,30 @@ fn mount_stopped(container: &Container) -> Result<ContainerRoot> {
         }),
         &target,
     )?;
+    let root = Root::open(&target)?;
+    // Its volumes and bind mounts too, as the running container sees them.
+    // Each target is looked up inside the root and mounted on through its
+    // descriptor, so a symlink in the image cannot send the mount elsewhere.
+    for m in container.record.spec.mounts().iter().flatten() {
+        let Some(source) = m.source() else { continue };
+        if m.typ().as_deref() != Some("bind") || !source.is_dir() {
+            continue;
+        }
+        let Some(fd) = root.open_dir(m.destination())? else {
+            continue;
+        };
+        let through = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+        nix::mount::mount(
+            Some(source.as_path()),
+            through.as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .with_context(|| format!("mounting {} for the copy", m.destination().display()))?;
+    }
     Ok(ContainerRoot {
-        root: Root::open(&target)?,
+        root,
         _mount: Some(mount),
     })
 }

@@ -67,6 +67,16 @@ impl Root {
         openat2(&self.fd, relative.as_path(), how)
     }
 
+    /// Opens directory `path` (O_PATH) without leaving the root; `None`
+    /// when it is missing or not a directory.
+    pub fn open_dir(&self, path: &Path) -> Result<Option<OwnedFd>> {
+        match self.lookup(path, true, OFlag::O_PATH | OFlag::O_DIRECTORY) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("looking up {}", path.display())),
+        }
+    }
+
     /// What `path` is (following every symlink, as docker does for a destination).
     pub fn kind(&self, path: &Path, follow: bool) -> Result<Kind> {
         match self.lookup(path, follow, OFlag::O_PATH) {

@@ -255,6 +255,9 @@ fn cp_both_ways_running_and_stopped() {
     r.ok(&["cp", h.join("late").to_str().unwrap(), "cc:/d/sub/"]);
     r.ok(&["cp", "cc:/d/sub/late", h.join("back").to_str().unwrap()]);
     assert_eq!(read(h.join("back")), "late");
+    // A stopped container's volume is mounted for the copy too.
+    r.ok(&["cp", h.join("late").to_str().unwrap(), "cc:/vol/late"]);
+    assert_eq!(read(data.join("late")), "late");
     r.ok(&["start", "cc"]);
     assert_eq!(r.ok(&["exec", "cc", "cat", "/d/sub/late"]), "late");
     // A tar stream out and back in.
