@@ -115,6 +115,10 @@ pub enum Command {
     Commit(commands::commit::CommitArgs),
     /// Manage named volumes.
     Volume(commands::volume::VolumeArgs),
+    /// Copy files between a container and the host.
+    Cp(commands::cp::CpArgs),
+    /// Attach this terminal (or stdio) to a running container.
+    Attach(commands::attach::AttachArgs),
     /// Per-container monitor of a detached container (internal).
     #[command(name = "container-monitor", hide = true)]
     ContainerMonitor(commands::monitor::MonitorArgs),

@@ -68,6 +68,8 @@ fn main() -> ExitCode {
         args::Command::Commit(a) => with_store(&cli, |s| commands::commit::run(s, a)),
         args::Command::Volume(a) => commands::volume::run(&cli.root, a),
         args::Command::Top(a) => commands::top::run(&cli.root, a),
+        args::Command::Cp(a) => commands::cp::run(&cli.root, a),
+        args::Command::Attach(a) => commands::attach::run(&cli.root, a),
         args::Command::ContainerMonitor(a) => commands::monitor::run(&cli.root, a),
         args::Command::Version => {
             println!("kiln {}", env!("CARGO_PKG_VERSION"));

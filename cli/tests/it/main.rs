@@ -12,6 +12,8 @@ mod build_outputs;
 mod common;
 #[cfg(feature = "test-root")]
 mod containers;
+#[cfg(feature = "test-root")]
+mod containers_more;
 mod images;
 #[cfg(feature = "test-registry")]
 mod registry;

@@ -8,6 +8,7 @@
 //! cgroup-v1/{memory,pids,devices}.rst, cfs bandwidth in
 //! scheduler/sched-bwc.rst; OCI config-linux.md "Control groups".
 
+pub mod devices;
 mod values;
 
 use std::io;
@@ -222,6 +223,12 @@ impl Cgroup {
                 let dir = &self.dirs[0].1;
                 for w in v2_writes(resources) {
                     write_file(&dir.join(w.file), &w.value, w.optional)?;
+                }
+                if let Some(rules) = resources.devices().as_ref().filter(|r| !r.is_empty()) {
+                    // The devices every container gets stay usable, as on v1.
+                    let mut rules = rules.clone();
+                    rules.extend(values::default_device_rules());
+                    devices::attach(dir, &rules)?;
                 }
             }
             CgroupVersion::V1 => {

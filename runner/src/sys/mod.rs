@@ -4,7 +4,7 @@
 //! Every function here is safe to call; each `unsafe` block says why.
 
 use std::ffi::{CStr, CString};
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 use nix::sched::CloneFlags;
@@ -372,5 +372,68 @@ pub fn close_protocol_socket(fd: RawFd) {
 pub fn set_domainname(name: &str) -> nix::Result<()> {
     // SAFETY: the pointer and length describe `name`, alive for the call.
     let ret = unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) };
+    Errno::result(ret).map(drop)
+}
+
+/// Loads an eBPF program of type BPF_PROG_TYPE_CGROUP_DEVICE (`insns` are
+/// `struct bpf_insn` records, 8 bytes each, license "Apache-2.0") with the
+/// bpf(2) BPF_PROG_LOAD command; returns the program's fd.
+pub fn bpf_load_device_program(insns: &[u8]) -> nix::Result<OwnedFd> {
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
+    if insns.is_empty() || !insns.len().is_multiple_of(8) {
+        return Err(Errno::EINVAL);
+    }
+    let license = c"Apache-2.0";
+    // union bpf_attr, BPF_PROG_LOAD member (include/uapi/linux/bpf.h):
+    // prog_type u32 @0, insn_cnt u32 @4, insns u64 @8, license u64 @16;
+    // the rest (logging, name, flags) stays zero.
+    let mut attr = [0u8; 128];
+    attr[0..4].copy_from_slice(&BPF_PROG_TYPE_CGROUP_DEVICE.to_ne_bytes());
+    attr[4..8].copy_from_slice(&((insns.len() / 8) as u32).to_ne_bytes());
+    attr[8..16].copy_from_slice(&(insns.as_ptr() as u64).to_ne_bytes());
+    attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
+    // SAFETY: attr is a zeroed bpf_attr prefix whose pointers (insns,
+    // license) stay alive for the call; the kernel copies what it reads.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_LOAD,
+            attr.as_ptr(),
+            attr.len() as libc::c_uint,
+        )
+    };
+    let fd = Errno::result(ret)?;
+    // SAFETY: bpf(2) returned a new fd that nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Attaches device program `program` to the cgroup directory `cgroup`
+/// (bpf(2) BPF_PROG_ATTACH, attach type BPF_CGROUP_DEVICE, with
+/// BPF_F_ALLOW_MULTI so programs of ancestors keep applying).
+pub fn bpf_attach_device_program(
+    cgroup: BorrowedFd<'_>,
+    program: BorrowedFd<'_>,
+) -> nix::Result<()> {
+    const BPF_PROG_ATTACH: libc::c_long = 8;
+    const BPF_CGROUP_DEVICE: u32 = 6;
+    const BPF_F_ALLOW_MULTI: u32 = 2;
+    // BPF_PROG_ATTACH member: target_fd u32 @0, attach_bpf_fd u32 @4,
+    // attach_type u32 @8, attach_flags u32 @12.
+    let mut attr = [0u8; 32];
+    attr[0..4].copy_from_slice(&(cgroup.as_raw_fd() as u32).to_ne_bytes());
+    attr[4..8].copy_from_slice(&(program.as_raw_fd() as u32).to_ne_bytes());
+    attr[8..12].copy_from_slice(&BPF_CGROUP_DEVICE.to_ne_bytes());
+    attr[12..16].copy_from_slice(&BPF_F_ALLOW_MULTI.to_ne_bytes());
+    // SAFETY: attr is a zeroed bpf_attr prefix holding two fds borrowed
+    // for the duration of the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_ATTACH,
+            attr.as_ptr(),
+            attr.len() as libc::c_uint,
+        )
+    };
     Errno::result(ret).map(drop)
 }
