@@ -119,6 +119,10 @@ pub enum Command {
     Network(commands::network::NetworkArgs),
     /// List a container's published ports.
     Port(commands::network::PortArgs),
+    /// Copy files between a container and the host.
+    Cp(commands::cp::CpArgs),
+    /// Attach this terminal (or stdio) to a running container.
+    Attach(commands::attach::AttachArgs),
     /// Per-container monitor of a detached container (internal).
     #[command(name = "container-monitor", hide = true)]
     ContainerMonitor(commands::monitor::MonitorArgs),

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod args;
+mod build_progress;
 mod commands;
 mod containers;
 mod names;
@@ -69,6 +70,8 @@ fn main() -> ExitCode {
         args::Command::Network(a) => commands::network::run(&cli.root, a),
         args::Command::Port(a) => commands::network::port(&cli.root, a),
         args::Command::Top(a) => commands::top::run(&cli.root, a),
+        args::Command::Cp(a) => commands::cp::run(&cli.root, a),
+        args::Command::Attach(a) => commands::attach::run(&cli.root, a),
         args::Command::ContainerMonitor(a) => commands::monitor::run(&cli.root, a),
         args::Command::Version => {
             println!("kiln {}", env!("CARGO_PKG_VERSION"));

@@ -160,3 +160,39 @@ pub fn open_pair() -> io::Result<(File, File)> {
     }
     Ok((File::from(pair.master), File::from(pair.slave)))
 }
+
+/// Notice of SIGWINCH (the host terminal's size changed) for as long as
+/// it lives: [`WindowChanges::wait`] blocks until the next one.
+#[derive(Debug)]
+pub struct WindowChanges {
+    read: std::os::unix::net::UnixStream,
+    id: signal_hook::SigId,
+}
+
+impl WindowChanges {
+    /// Starts watching for SIGWINCH.
+    pub fn watch() -> io::Result<WindowChanges> {
+        let (read, write) = std::os::unix::net::UnixStream::pair()?;
+        let id = signal_hook::low_level::pipe::register(libc::SIGWINCH, write)?;
+        Ok(WindowChanges { read, id })
+    }
+
+    /// Blocks until the next SIGWINCH; false when watching failed.
+    pub fn wait(&self) -> bool {
+        let mut byte = [0u8; 64];
+        loop {
+            match (&self.read).read(&mut byte) {
+                Ok(0) => return false,
+                Ok(_) => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+impl Drop for WindowChanges {
+    fn drop(&mut self) {
+        signal_hook::low_level::unregister(self.id);
+    }
+}

@@ -355,6 +355,7 @@ impl<'a> Compiler<'a> {
             let out = self.stage(base, depth + 1)?;
             state.root = out.root;
             state.config = out.config.clone();
+            state.args = out.args.clone();
         } else if !image.eq_ignore_ascii_case("scratch") {
             if let Some(later) = self.df.find_stage(&image, None) {
                 let name = self.df.stages[later].name.clone().unwrap_or_default();
@@ -409,6 +410,7 @@ impl<'a> Compiler<'a> {
             platform,
             root: state.root,
             config: state.config,
+            args: state.args,
         })
     }
 
@@ -473,9 +475,22 @@ impl<'a> Compiler<'a> {
                 // Every name sees the values from before the instruction.
                 let globals = std::mem::take(&mut self.globals);
                 let mut declared_now = Vec::new();
+                // History shows the Dockerfile's default, never a
+                // --build-arg value (as BuildKit writes it).
+                let mut parts = Vec::new();
                 for decl in args {
                     match self.declare_arg(decl, env, command, Some(&globals)) {
-                        Ok(pair) => declared_now.push(pair),
+                        Ok(pair) => {
+                            let shown = decl
+                                .value
+                                .as_ref()
+                                .and_then(|d| self.lexer.process_word(d, env).ok());
+                            parts.push(match shown {
+                                Some(v) => format!("{}={v}", pair.0),
+                                None => pair.0.clone(),
+                            });
+                            declared_now.push(pair);
+                        }
                         Err(e) => {
                             self.globals = globals;
                             return Err(e);
@@ -483,12 +498,7 @@ impl<'a> Compiler<'a> {
                     }
                 }
                 self.globals = globals;
-                let mut parts = Vec::new();
                 for (key, value) in declared_now {
-                    parts.push(match &value {
-                        Some(v) => format!("{key}={v}"),
-                        None => key.clone(),
-                    });
                     state.args.retain(|(k, _)| *k != key);
                     state.args.push((key, value));
                 }

@@ -210,6 +210,10 @@ pub struct StageOutput {
     pub root: Option<NodeId>,
     /// The resulting image config (history included).
     pub config: ImageConfig,
+    /// ARGs declared in the stage with their values: a stage built FROM
+    /// it sees them too, as in BuildKit.
+    #[serde(skip)]
+    pub args: Vec<(String, Option<String>)>,
 }
 
 /// A compiled build: the nodes the target needs, in dependency order

@@ -153,14 +153,12 @@ impl Compiler<'_> {
             args = shell;
         }
         // Environment: ENV, then ARG values ENV does not override, then
-        // proxy build args (not recorded in history).
+        // undeclared proxy build args (not recorded in history; a declared
+        // one is an ARG like any other, as in BuildKit).
         let mut exec_env = state.config.env.clone();
         let mut history_args = Vec::new();
         for (key, value) in &state.args {
             let Some(value) = value else { continue };
-            if PROXY_ARGS.contains(&key.as_str()) {
-                continue;
-            }
             let effective = state.env_value(key).unwrap_or_else(|| value.clone());
             history_args.push(format!("{key}={effective}"));
             if state.env_value(key).is_none() {
@@ -168,13 +166,10 @@ impl Compiler<'_> {
             }
         }
         for proxy in PROXY_ARGS {
-            let value = state
-                .args
-                .iter()
-                .find(|(k, _)| k == proxy)
-                .and_then(|(_, v)| v.clone())
-                .or_else(|| self.build_args.get(*proxy).cloned());
-            if let Some(v) = value {
+            if state.args.iter().any(|(k, _)| k == proxy) {
+                continue;
+            }
+            if let Some(v) = self.build_args.get(*proxy).cloned() {
                 exec_env.push(format!("{proxy}={v}"));
             }
         }
@@ -266,6 +261,29 @@ impl Compiler<'_> {
             is_valid_checksum,
             "sha256:<64 hex>, sha384:, sha512: or a git commit",
         )?;
+        if checksum.is_some() {
+            // As BuildKit: one URL (git sources are not supported here).
+            let reason = if sources.len() + copy.inline_sources.len() != 1 {
+                Some("it can't be specified for multiple sources")
+            } else if !sources
+                .first()
+                .is_some_and(|s| s.starts_with("http://") || s.starts_with("https://"))
+            {
+                Some("it requires an HTTP(S) source")
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                return Err(self.error(
+                    line,
+                    ErrorKind::FlagNotAllowed {
+                        flag: "checksum".into(),
+                        reason,
+                    },
+                    Some("--checksum"),
+                ));
+            }
+        }
         let mut exclude = Vec::new();
         for e in &copy.exclude {
             exclude.push(self.expand(e, env, declared, line)?);

@@ -4,8 +4,15 @@
 //! Path rules follow docker's COPY reference: a directory source copies
 //! its contents; a file source lands in `dest/` when the destination ends
 //! in `/` or is an existing directory, else at `dest`; several sources need
-//! a `/`-terminated destination; missing parents are created; ownership is
-//! 0:0 unless `--chown`; modes are kept unless `--chmod`; mtimes are kept.
+//! a `/`-terminated destination; missing parents are created (0755, owned
+//! by the `--chown` owner or root); ownership is 0:0 for the build context
+//! and kept for `--from` sources unless `--chown`; modes are kept unless
+//! `--chmod`; mtimes are kept.
+//!
+//! `--parents` keeps each match's path below the source's pivot (the part
+//! after a `/./`, or the whole path). ADD unpacks a local tar archive
+//! (plain, gzip, bzip2, xz or zstd, told by content) into the destination
+//! directory, owners and modes from the archive unless `--chown`.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -168,10 +175,34 @@ pub(crate) struct CopySpec<'a> {
     pub keyword: &'static str,
     pub sources: &'a [String],
     pub dest: &'a str,
-    pub owner: Ids,
+    /// `None`: keep the source's owners.
+    pub owner: Option<Ids>,
     pub chmod: Option<&'a Chmod>,
     pub exclude: &'a [String],
-    pub is_add: bool,
+    /// ADD: unpack local tar archives.
+    pub unpack: bool,
+    /// Owner of what an archive unpacks to (`--chown`; `None`: the archive's).
+    pub unpack_owner: Option<Ids>,
+    /// `--parents`.
+    pub parents: bool,
+    /// Where archives are unpacked before they are merged into the root.
+    pub scratch: &'a Path,
+}
+
+impl CopySpec<'_> {
+    /// Owner of directories the copy creates.
+    fn dir_owner(&self) -> Ids {
+        self.owner.unwrap_or_default()
+    }
+}
+
+/// The part of a `--parents` source that is not kept: what comes before
+/// its last `/./` (nothing when there is none).
+fn pivot_prefix(source: &str) -> String {
+    match source.rfind("/./") {
+        Some(i) => clean_relative(&source[..i]),
+        None => String::new(),
+    }
 }
 
 /// Copies `spec.sources` from `from` into the root `dest_root`.
@@ -182,9 +213,15 @@ pub(crate) fn copy(
 ) -> Result<(), SolveError> {
     let mut matched = Vec::new();
     for source in spec.sources {
-        matched.extend(from.expand(source)?);
+        let prefix = pivot_prefix(source);
+        for rel in from.expand(source)? {
+            matched.push((rel, prefix.clone()));
+        }
     }
     let dest_is_dir_syntax = spec.dest.ends_with('/');
+    if spec.parents {
+        return copy_parents(from, dest_root, spec, matched);
+    }
     if (spec.sources.len() > 1 || matched.len() > 1) && !dest_is_dir_syntax {
         // docker accepts several matches into an existing directory too.
         let existing = resolve_in_root(dest_root, spec.dest)
@@ -204,26 +241,24 @@ pub(crate) fn copy(
                 .map_err(|_| SolveError::unsupported("this --exclude pattern"))?,
         )
     };
-    for rel in matched {
+    for (rel, _) in matched {
         // The source itself is followed when it is a symlink (inside the tree).
         let path = resolve_in_root(from.root, &rel)
             .map_err(SolveError::io("resolve", from.root.join(&rel)))?;
         let meta = std::fs::metadata(&path)
             .map_err(|_| SolveError::SourceNotFound { path: rel.clone() })?;
         if meta.is_dir() {
-            let target = make_dirs(dest_root, spec.dest, spec.owner)?;
+            let target = make_dirs(dest_root, spec.dest, spec.dir_owner())?;
             copy_tree(from, &rel, &path, &target, spec, exclude.as_ref())?;
         } else {
-            if spec.is_add && is_archive(&path) {
-                return Err(SolveError::unsupported(
-                    "ADD of a local archive (auto-extraction)",
-                ));
+            if spec.unpack && unpack_archive(&path, dest_root, spec.dest, spec)? {
+                continue;
             }
             let existing_dir = resolve_in_root(dest_root, spec.dest)
                 .map(|p| p.is_dir())
                 .unwrap_or(false);
             let target = if dest_is_dir_syntax || existing_dir {
-                let dir = make_dirs(dest_root, spec.dest, spec.owner)?;
+                let dir = make_dirs(dest_root, spec.dest, spec.dir_owner())?;
                 let name = Path::new(&rel)
                     .file_name()
                     .map(|n| n.to_os_string())
@@ -234,7 +269,7 @@ pub(crate) fn copy(
                     .parent()
                     .map(|p| p.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                let dir = make_dirs(dest_root, &parent, spec.owner)?;
+                let dir = make_dirs(dest_root, &parent, spec.dir_owner())?;
                 let name = Path::new(spec.dest)
                     .file_name()
                     .map(|n| n.to_os_string())
@@ -247,18 +282,206 @@ pub(crate) fn copy(
     Ok(())
 }
 
-fn is_archive(path: &Path) -> bool {
-    let mut head = [0u8; 262];
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return false;
+/// `--parents`: each match lands at `dest/<its path below the pivot>`.
+fn copy_parents(
+    from: &SourceTree<'_>,
+    dest_root: &Path,
+    spec: &CopySpec<'_>,
+    matched: Vec<(String, String)>,
+) -> Result<(), SolveError> {
+    let exclude = if spec.exclude.is_empty() {
+        None
+    } else {
+        Some(
+            crate::dockerfile::dockerignore::Matcher::new(spec.exclude)
+                .map_err(|_| SolveError::unsupported("this --exclude pattern"))?,
+        )
     };
-    let n = std::io::Read::read(&mut f, &mut head).unwrap_or(0);
+    let base = spec.dest.trim_end_matches('/');
+    for (rel, prefix) in matched {
+        let kept = if prefix.is_empty() {
+            rel.as_str()
+        } else {
+            rel.strip_prefix(prefix.as_str())
+                .map(|r| r.trim_start_matches('/'))
+                .unwrap_or(rel.as_str())
+        };
+        if exclude.as_ref().is_some_and(|m| m.matches(kept)) {
+            continue;
+        }
+        let dest = format!("{base}/{kept}");
+        let path = resolve_in_root(from.root, &rel)
+            .map_err(SolveError::io("resolve", from.root.join(&rel)))?;
+        let meta = std::fs::metadata(&path)
+            .map_err(|_| SolveError::SourceNotFound { path: rel.clone() })?;
+        if meta.is_dir() {
+            let target = make_dirs(dest_root, &dest, spec.dir_owner())?;
+            copy_tree(from, &rel, &path, &target, spec, exclude.as_ref())?;
+        } else {
+            let parent = Path::new(&dest)
+                .parent()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let dir = make_dirs(dest_root, &parent, spec.dir_owner())?;
+            let name = Path::new(&dest).file_name().unwrap_or_default();
+            copy_entry(&path, &meta, &dir.join(name), spec)?;
+        }
+    }
+    Ok(())
+}
+
+/// A reader of the archive at `path` with its compression (told by its
+/// first bytes) undone; xz is decoded into `scratch` first.
+fn decoded(path: &Path, scratch: &Path) -> Result<Box<dyn std::io::Read>, SolveError> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(SolveError::io("open", path))?;
+    let mut head = [0u8; 6];
+    let mut n = 0;
+    while n < head.len() {
+        match file.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) => return Err(SolveError::io("read", path)(e)),
+        }
+    }
+    let whole = std::io::Cursor::new(head).take(n as u64).chain(file);
+    let reader = std::io::BufReader::new(whole);
     let h = &head[..n];
-    h.starts_with(&[0x1f, 0x8b])
-        || h.starts_with(b"BZh")
-        || h.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
-        || h.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
-        || (n >= 262 && &h[257..262] == b"ustar")
+    Ok(if h.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::bufread::MultiGzDecoder::new(reader))
+    } else if h.starts_with(b"BZh") {
+        Box::new(bzip2::bufread::MultiBzDecoder::new(reader))
+    } else if h.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(
+            zstd::stream::read::Decoder::with_buffer(reader)
+                .map_err(SolveError::io("read", path))?,
+        )
+    } else if h.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        // lzma-rs decodes whole streams only: into an unnamed scratch file.
+        let mut out =
+            tempfile::tempfile_in(scratch).map_err(SolveError::io("create a file in", scratch))?;
+        let mut input = reader;
+        if lzma_rs::xz_decompress(&mut input, &mut out).is_err() {
+            // Not a valid xz stream: not an archive.
+            return Ok(Box::new(std::io::empty()));
+        }
+        std::io::Seek::rewind(&mut out).map_err(SolveError::io("read", path))?;
+        Box::new(std::io::BufReader::new(out))
+    } else {
+        Box::new(reader)
+    })
+}
+
+/// Whether `path` holds a (compressed) tar archive: its first header reads.
+fn is_archive(path: &Path, scratch: &Path) -> Result<bool, SolveError> {
+    let reader = decoded(path, scratch)?;
+    let mut archive = tar::Archive::new(reader);
+    let Ok(mut entries) = archive.entries() else {
+        return Ok(false);
+    };
+    Ok(matches!(entries.next(), Some(Ok(_))))
+}
+
+/// ADD of a local archive: unpacks it into the directory `dest`; `false`
+/// when `path` is not an archive (then it is copied as a file).
+///
+/// The archive goes into a fresh directory under `spec.scratch` first, each
+/// entry's path resolved as if that directory were the root (`..` stops at
+/// it, symlinks, absolute ones too, resolve inside it), so nothing is
+/// written outside it; then it merges into the image like a directory COPY:
+/// existing files are replaced, owners and modes come from the archive
+/// unless `--chown`.
+fn unpack_archive(
+    path: &Path,
+    dest_root: &Path,
+    dest: &str,
+    spec: &CopySpec<'_>,
+) -> Result<bool, SolveError> {
+    if !is_archive(path, spec.scratch)? {
+        return Ok(false);
+    }
+    let temp = tempfile::Builder::new()
+        .prefix("unpack-")
+        .tempdir_in(spec.scratch)
+        .map_err(SolveError::io("create a directory in", spec.scratch))?;
+    let mut archive = tar::Archive::new(decoded(path, spec.scratch)?);
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(true);
+    archive.set_preserve_mtime(true);
+    archive.set_overwrite(true);
+    let name = path
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let bad = |e: std::io::Error| SolveError::Archive {
+        name: name.clone(),
+        source: e,
+    };
+    let root = temp.path();
+    let mut dirs = Vec::new();
+    for entry in archive.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        let raw = entry.path().map_err(bad)?.to_string_lossy().into_owned();
+        // As if chrooted to the destination (as docker unpacks): `..`
+        // stops at the top, symlinks resolve inside it.
+        let host = resolve_parent_in_root(root, &raw).map_err(bad)?;
+        if host == root {
+            continue;
+        }
+        if let Some(parent) = host.parent() {
+            std::fs::create_dir_all(parent).map_err(bad)?;
+        }
+        let kind = entry.header().entry_type();
+        if let Ok(existing) = std::fs::symlink_metadata(&host) {
+            if !(existing.is_dir() && kind.is_dir()) {
+                if existing.is_dir() {
+                    std::fs::remove_dir_all(&host).map_err(bad)?;
+                } else {
+                    std::fs::remove_file(&host).map_err(bad)?;
+                }
+            }
+        }
+        if kind.is_hard_link() {
+            let target = entry
+                .link_name()
+                .map_err(bad)?
+                .map(|t| t.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let source = resolve_in_root(root, &target).map_err(bad)?;
+            std::fs::hard_link(&source, &host).map_err(bad)?;
+            continue;
+        }
+        entry.unpack(&host).map_err(bad)?;
+        if kind.is_dir() {
+            let mtime = entry.header().mtime().unwrap_or(0) as i64;
+            dirs.push((host, mtime));
+        }
+    }
+    // Directory mtimes last: their entries changed them.
+    for (dir, mtime) in dirs.iter().rev() {
+        let t = filetime::FileTime::from_unix_time(*mtime, 0);
+        filetime::set_file_mtime(dir, t).map_err(SolveError::io("set mtime of", dir))?;
+    }
+    let target = make_dirs(dest_root, dest, spec.dir_owner())?;
+    let merge = CopySpec {
+        keyword: spec.keyword,
+        sources: spec.sources,
+        dest,
+        owner: spec.unpack_owner,
+        chmod: None,
+        exclude: &[],
+        unpack: false,
+        unpack_owner: None,
+        parents: false,
+        scratch: spec.scratch,
+    };
+    let tree = SourceTree {
+        root: temp.path(),
+        index: None,
+    };
+    copy_tree(&tree, "", temp.path(), &target, &merge, None)?;
+    Ok(true)
 }
 
 /// Creates `dir` (inside `root`) and missing parents, owned by `owner`;
@@ -347,10 +570,11 @@ fn copy_tree(
             let mode = spec
                 .chmod
                 .map_or(meta.mode() & 0o7777, |c| c.apply(meta.mode(), true));
+            let owner = owner_of(spec, &meta);
+            std::os::unix::fs::lchown(&dest, Some(owner.uid), Some(owner.gid))
+                .map_err(SolveError::io("chown", &dest))?;
             std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode))
                 .map_err(SolveError::io("chmod", &dest))?;
-            std::os::unix::fs::lchown(&dest, Some(spec.owner.uid), Some(spec.owner.gid))
-                .map_err(SolveError::io("chown", &dest))?;
             dirs.push((dest, meta));
         } else {
             copy_entry(item.path(), &meta, &dest, spec)?;
@@ -362,6 +586,14 @@ fn copy_tree(
         filetime::set_file_mtime(dest, mtime).map_err(SolveError::io("set mtime of", dest))?;
     }
     Ok(())
+}
+
+/// The owner a copied entry gets: `--chown`'s, else the source's.
+fn owner_of(spec: &CopySpec<'_>, meta: &std::fs::Metadata) -> Ids {
+    spec.owner.unwrap_or(Ids {
+        uid: meta.uid(),
+        gid: meta.gid(),
+    })
 }
 
 /// Copies one non-directory entry (file or symlink) to `dest`, replacing
@@ -388,7 +620,8 @@ fn copy_entry(
         let target = std::fs::read_link(src).map_err(SolveError::io("read link", src))?;
         std::os::unix::fs::symlink(&target, dest)
             .map_err(SolveError::io("create symlink", dest))?;
-        std::os::unix::fs::lchown(dest, Some(spec.owner.uid), Some(spec.owner.gid))
+        let owner = owner_of(spec, meta);
+        std::os::unix::fs::lchown(dest, Some(owner.uid), Some(owner.gid))
             .map_err(SolveError::io("chown", dest))?;
         filetime::set_symlink_file_times(dest, mtime, mtime)
             .map_err(SolveError::io("set mtime of", dest))?;
@@ -401,7 +634,8 @@ fn copy_entry(
         )));
     }
     std::fs::copy(src, dest).map_err(SolveError::io("copy to", dest))?;
-    std::os::unix::fs::lchown(dest, Some(spec.owner.uid), Some(spec.owner.gid))
+    let owner = owner_of(spec, meta);
+    std::os::unix::fs::lchown(dest, Some(owner.uid), Some(owner.gid))
         .map_err(SolveError::io("chown", dest))?;
     let mode = spec
         .chmod
@@ -471,10 +705,13 @@ mod tests {
                 keyword: "COPY",
                 sources: &sources,
                 dest: to,
-                owner: Ids::default(),
+                owner: Some(Ids::default()),
                 chmod: None,
                 exclude: &[],
-                is_add: false,
+                unpack: false,
+                unpack_owner: None,
+                parents: false,
+                scratch: src,
             },
         )
     }
@@ -514,6 +751,110 @@ mod tests {
             run(src.path(), d, &["*.none"], "/m/"),
             Err(SolveError::SourceNotFound { .. })
         ));
+    }
+
+    fn spec<'a>(sources: &'a [String], dest: &'a str, scratch: &'a Path) -> CopySpec<'a> {
+        CopySpec {
+            keyword: "ADD",
+            sources,
+            dest,
+            owner: None,
+            chmod: None,
+            exclude: &[],
+            unpack: true,
+            unpack_owner: None,
+            parents: false,
+            scratch,
+        }
+    }
+
+    #[test]
+    fn parents_keep_the_path_below_the_pivot() {
+        assert_eq!(pivot_prefix("./src/./b/two.txt"), "src");
+        assert_eq!(pivot_prefix("src/b/two.txt"), "");
+        let src = tree(&[("src/a/one.txt", "1"), ("src/b/two.txt", "2")]);
+        let dest = tempfile::tempdir().unwrap();
+        let sources = vec!["src/*/*.txt".to_string(), "./src/./b/two.txt".to_string()];
+        let mut s = spec(&sources, "/out/", src.path());
+        s.parents = true;
+        s.owner = Some(Ids::default());
+        copy(
+            &SourceTree {
+                root: src.path(),
+                index: None,
+            },
+            dest.path(),
+            &s,
+        )
+        .unwrap();
+        for p in ["out/src/a/one.txt", "out/src/b/two.txt", "out/b/two.txt"] {
+            assert!(dest.path().join(p).is_file(), "{p}");
+        }
+    }
+
+    /// A tar with `entries` (name, data), gzip-compressed when asked.
+    fn tar_of(entries: &[(&str, &[u8])], gzip: bool) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (name, data) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(0);
+            header.set_entry_type(tar::EntryType::Regular);
+            // `..` names are written raw: set_path refuses them.
+            let bytes = name.as_bytes();
+            header.as_old_mut().name[..bytes.len()].copy_from_slice(bytes);
+            header.set_cksum();
+            builder.append(&header, *data).unwrap();
+        }
+        let raw = builder.into_inner().unwrap();
+        if !gzip {
+            return raw;
+        }
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut enc, &raw).unwrap();
+        enc.finish().unwrap()
+    }
+
+    #[test]
+    fn archives_are_told_by_content_and_contained() {
+        let scratch = tempfile::tempdir().unwrap();
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(
+            src.path().join("a.bin"),
+            tar_of(&[("x.txt", b"x"), ("../../escape.txt", b"e")], true),
+        )
+        .unwrap();
+        let mut text = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut text, b"not a tar").unwrap();
+        std::fs::write(src.path().join("t.gz"), text.finish().unwrap()).unwrap();
+        assert!(is_archive(&src.path().join("a.bin"), scratch.path()).unwrap());
+        assert!(!is_archive(&src.path().join("t.gz"), scratch.path()).unwrap());
+        let dest = tempfile::tempdir().unwrap();
+        let root = dest.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let sources = vec!["a.bin".to_string(), "t.gz".to_string()];
+        copy(
+            &SourceTree {
+                root: src.path(),
+                index: None,
+            },
+            &root,
+            &spec(&sources, "/in/", scratch.path()),
+        )
+        .unwrap();
+        assert_eq!(std::fs::read(root.join("in/x.txt")).unwrap(), b"x");
+        assert_eq!(
+            std::fs::read(root.join("in/escape.txt")).unwrap(),
+            b"e",
+            "`..` stops at the destination"
+        );
+        assert!(root.join("in/t.gz").is_file(), "not a tar: copied");
+        assert!(!root.join("in/a.bin").exists(), "a tar: unpacked");
+        assert!(!dest.path().join("escape.txt").exists());
+        assert!(!root.join("escape.txt").exists());
     }
 
     #[test]

@@ -90,11 +90,50 @@ pub enum SolveError {
         /// The value.
         value: String,
     },
+    /// A RUN mount that cannot be made (missing secret, missing source).
+    #[error("{message}")]
+    Mount {
+        /// What is wrong (never a secret's value).
+        message: String,
+    },
+    /// A RUN needing an entitlement kiln does not grant.
+    #[error("entitlement {name} is not granted")]
+    Entitlement {
+        /// `security.insecure`.
+        name: &'static str,
+    },
     /// A feature the solver does not have yet.
     #[error("{what} is not supported yet")]
     Unsupported {
         /// The feature.
         what: String,
+    },
+    /// ADD of a local archive that does not unpack.
+    #[error("unpacking archive {name}")]
+    Archive {
+        /// The archive's file name.
+        name: String,
+        /// What the tar reader said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// ADD of a URL that could not be downloaded.
+    #[error("failed to download {url}: {problem}")]
+    Download {
+        /// The URL (without user info).
+        url: String,
+        /// What went wrong.
+        problem: String,
+    },
+    /// ADD --checksum of a URL whose content differs.
+    #[error("checksum mismatch for {url}: expected {expected}, got {actual}")]
+    ChecksumMismatch {
+        /// The URL.
+        url: String,
+        /// The `--checksum` value.
+        expected: String,
+        /// The digest of what was downloaded.
+        actual: String,
     },
     /// The build got SIGINT or SIGTERM; running steps were killed.
     #[error("interrupted")]

@@ -4,13 +4,16 @@
 //! cache first (DESIGN.md, "How data flows: build", step 3).
 
 mod cache;
+pub mod cachemount;
 mod context;
 mod copy;
 mod error;
 mod exec;
+mod fetch;
+mod mounts;
 mod paths;
 mod progress;
-mod rootfs;
+pub(crate) mod rootfs;
 mod users;
 
 use std::collections::BTreeMap;
@@ -23,8 +26,10 @@ use futures_util::future::{BoxFuture, FutureExt, Shared};
 use kiln_store::{CacheRecord, CachedLayer, DiffOptions, Lease, Store};
 
 pub use error::SolveError;
+pub use mounts::Secrets;
 pub use progress::{NoProgress, Progress, StepEvent};
 
+use crate::dockerfile::instructions::Network;
 use crate::dockerfile::platform::Platform;
 use crate::graph::ops::{FileAction, Graph, NodeId, Op};
 use cache::StepRecord;
@@ -52,12 +57,64 @@ pub struct SolveOptions {
     pub dockerfile: PathBuf,
     /// Ignore cache records (still write new ones).
     pub no_cache: bool,
+    /// Nodes that ignore cache records (`--no-cache-filter`: the steps of
+    /// the named stages).
+    pub no_cache_nodes: std::collections::BTreeSet<NodeId>,
     /// Steps running at once (at least 1).
     pub jobs: usize,
     /// `SOURCE_DATE_EPOCH`: clamps layer mtimes.
     pub source_date_epoch: Option<i64>,
     /// Names given with `--build-arg`, for miss reasons.
     pub build_arg_names: Vec<String>,
+    /// What RUN steps get beyond their op: secrets, the network.
+    pub run: RunOptions,
+}
+
+/// Build-wide settings of RUN steps (`--secret`, `--network`).
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Secrets for `RUN --mount=type=secret`.
+    pub secrets: Secrets,
+    /// The network of a RUN without `--network` (`kiln build --network`).
+    pub network: Network,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            secrets: Secrets::default(),
+            network: Network::Default,
+        }
+    }
+}
+
+/// When the build cache record `key` was last used (written or hit).
+pub fn cache_record_last_used(store: &Store, key: &str) -> Option<std::time::SystemTime> {
+    std::fs::metadata(cache::used_path(&store.cache_dir(), key))
+        .and_then(|m| m.modified())
+        .ok()
+}
+
+/// Forgets the last use of `key` (after its record was removed).
+pub fn forget_cache_record_use(store: &Store, key: &str) {
+    let _ = std::fs::remove_file(cache::used_path(&store.cache_dir(), key));
+}
+
+/// Cleans what a killed build left: overlay mounts, RUN scratch
+/// directories, unpack/download scratch and the cgroups of its RUN
+/// containers.
+pub fn remove_leftovers(store: &Store) {
+    rootfs::remove_stale_mounts(store);
+    remove_stale_scratch(store);
+    mounts::remove_stale(store);
+    kiln_runner::cgroup::remove_stale_children(std::path::Path::new("kiln-build"), &|name| {
+        name.split('-')
+            .next()
+            .and_then(|p| p.parse::<u32>().ok())
+            .is_some_and(|pid| {
+                pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            })
+    });
 }
 
 /// The solved target: its layer stack and, for each layer-making step
@@ -103,6 +160,8 @@ struct Ctx {
     first_error: Mutex<Option<SolveError>>,
     /// Host pids of running RUN containers.
     running: Mutex<Vec<i32>>,
+    /// This build's scratch directory (archives unpacked, downloads).
+    scratch: PathBuf,
 }
 
 /// The nodes the target stage needs, in graph order.
@@ -128,7 +187,7 @@ pub fn solve(
     resolver: Arc<dyn ImageResolver>,
     progress: Arc<dyn Progress>,
 ) -> Result<Solved, SolveError> {
-    rootfs::remove_stale_mounts(store);
+    remove_leftovers(store);
     let order = needed(graph);
     let mut steps = vec![0; graph.nodes.len()];
     for (n, &id) in order.iter().enumerate() {
@@ -145,6 +204,10 @@ pub fn solve(
         failed: AtomicBool::new(false),
         first_error: Mutex::new(None),
         running: Mutex::new(Vec::new()),
+        scratch: store
+            .cache_dir()
+            .join("scratch")
+            .join(std::process::id().to_string()),
     });
     let jobs = options.jobs.max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -204,6 +267,7 @@ pub fn solve(
             }))),
         }
     });
+    let _ = std::fs::remove_dir_all(&ctx.scratch);
     if let Some(error) = ctx.first_error.lock().expect("not poisoned").take() {
         return Err(error);
     }
@@ -345,14 +409,27 @@ impl Ctx {
         }
     }
 
-    fn step_record(&self, id: NodeId, inputs: &[Output]) -> StepRecord {
+    fn step_record(
+        &self,
+        id: NodeId,
+        inputs: &[Output],
+        downloads: &Downloads,
+        linked: bool,
+    ) -> StepRecord {
         let node = &self.graph.nodes[id];
         let mut record = StepRecord {
             op: serde_json::to_value(&node.op).expect("ops serialize"),
             ..StepRecord::default()
         };
+        for (url, download) in downloads {
+            record
+                .files
+                .insert(format!("url {url}"), download.identity());
+        }
         for (slot, (input, output)) in node.inputs.iter().zip(inputs).enumerate() {
             match output {
+                // --link: the step does not depend on what it lands on.
+                Output::Rootfs(_) if linked && input.role == "rootfs" => {}
                 Output::Rootfs(r) => record.inputs.push((input.role.clone(), r.key.clone())),
                 Output::Context(index) => {
                     record
@@ -374,6 +451,12 @@ impl Ctx {
                                 }
                             }
                         }
+                        Op::Exec(e) => sources.extend(
+                            e.mounts
+                                .iter()
+                                .filter(|m| m.input == Some(slot))
+                                .map(|m| m.source.as_str()),
+                        ),
                         _ => sources.push("."),
                     }
                     for source in sources {
@@ -400,7 +483,9 @@ impl Ctx {
         if let Op::Exec(op) = &node.op {
             exec::check_supported(op)?;
         }
-        let record = self.step_record(id, inputs);
+        let linked = is_linked(&node.op);
+        let mut downloads = self.fetch_unpinned(&node.op)?;
+        let record = self.step_record(id, inputs, &downloads, linked);
         let key = record.key();
         let identity = format!(
             "{}\n{}\n{}",
@@ -409,10 +494,25 @@ impl Ctx {
             node.description
         );
         let record_path = cache::record_path(&self.store.cache_dir(), &identity);
-        if !self.options.no_cache {
+        let no_cache_filter = self.options.no_cache_nodes.contains(&id);
+        if !self.options.no_cache && !no_cache_filter {
             if let Some(hit) = self.cached(&key)? {
                 self.emit(id, StepEvent::Cached);
                 cache::save(&record_path, &record);
+                cache::touch_used(&self.store.cache_dir(), &key);
+                if linked {
+                    let parent = parent_of(node, inputs);
+                    let mut layers = parent.map(|p| p.layers.clone()).unwrap_or_default();
+                    let mut steps = parent.map(|p| p.steps.clone()).unwrap_or_default();
+                    layers.extend(hit.layers);
+                    steps.extend(decode_steps(&hit.annotations));
+                    return Ok(Output::Rootfs(Arc::new(RootfsOut {
+                        layers,
+                        steps,
+                        key: linked_key(parent, &key),
+                        created: Some(hit.created),
+                    })));
+                }
                 return Ok(Output::Rootfs(Arc::new(RootfsOut {
                     layers: hit.layers,
                     steps: decode_steps(&hit.annotations),
@@ -423,6 +523,8 @@ impl Ctx {
         }
         let reason = if self.options.no_cache {
             "--no-cache".to_string()
+        } else if no_cache_filter {
+            "--no-cache-filter".to_string()
         } else {
             cache::miss_reason(
                 cache::load(&record_path).as_ref(),
@@ -437,21 +539,34 @@ impl Ctx {
             key: String::new(),
             created: None,
         };
-        let parent = node
-            .inputs
-            .iter()
-            .zip(inputs)
-            .find(|(i, _)| i.role == "rootfs")
-            .and_then(|(_, o)| match o {
-                Output::Rootfs(r) => Some(r.as_ref()),
-                Output::Context(_) => None,
-            })
-            .unwrap_or(&empty);
-        let workspace = rootfs::Workspace::open(&self.store, &self.lease, &parent.layers)?;
+        let parent = parent_of(node, inputs).unwrap_or(&empty);
+        // --link: the layer is made on an empty root and stacked on top.
+        let base: &[CachedLayer] = if linked { &[] } else { &parent.layers };
+        let workspace = rootfs::Workspace::open(&self.store, &self.lease, base)?;
         match &node.op {
             Op::Exec(op) => {
                 let cgroup = format!("kiln-build/{}-{}", std::process::id(), self.steps[id]);
                 let emit = |event: StepEvent| self.emit(id, event);
+                let mount_env = mounts::MountEnv {
+                    store: &self.store,
+                    lease: &self.lease,
+                    inputs: node
+                        .inputs
+                        .iter()
+                        .zip(inputs)
+                        .map(|(input, output)| match output {
+                            Output::Context(index) => {
+                                let filtered = matches!(
+                                    &self.graph.nodes[input.node].op,
+                                    Op::Context { exclude, .. } if !exclude.is_empty()
+                                );
+                                Some(mounts::Source::Context(index, filtered))
+                            }
+                            Output::Rootfs(r) => Some(mounts::Source::Layers(&r.layers)),
+                        })
+                        .collect(),
+                    secrets: &self.options.run.secrets,
+                };
                 exec::run(
                     op,
                     workspace.merged(),
@@ -459,16 +574,42 @@ impl Ctx {
                     &cgroup,
                     &emit,
                     &self.running,
+                    exec::network_setup(op.network, self.options.run.network),
+                    &mount_env,
                 )?;
             }
-            Op::File(op) => self.file_actions(workspace.merged(), &op.actions, inputs)?,
+            Op::File(op) => {
+                self.file_actions(workspace.merged(), &op.actions, inputs, &mut downloads)?
+            }
             _ => unreachable!("only exec and file ops make layers"),
         }
         let options = DiffOptions {
             compression: kiln_store::Compression::None,
             source_date_epoch: self.options.source_date_epoch,
         };
-        let layer = workspace.finish(&self.store, &self.lease, &parent.layers, &options)?;
+        let layer = workspace.finish(&self.store, &self.lease, base, &options)?;
+        if linked {
+            let cache_record = CacheRecord {
+                layers: layer.iter().cloned().collect(),
+                annotations: encode_steps(&[layer.is_some()]),
+                created: now_secs(),
+            };
+            self.store
+                .put_cache_record(&key, &cache_record)
+                .map_err(SolveError::store("writing a cache record"))?;
+            cache::save(&record_path, &record);
+            cache::touch_used(&self.store.cache_dir(), &key);
+            let mut layers = parent.layers.clone();
+            let mut steps = parent.steps.clone();
+            steps.push(layer.is_some());
+            layers.extend(layer);
+            return Ok(Output::Rootfs(Arc::new(RootfsOut {
+                layers,
+                steps,
+                key: linked_key(Some(parent), &key),
+                created: Some(cache_record.created),
+            })));
+        }
         let mut layers = parent.layers.clone();
         let mut steps = parent.steps.clone();
         steps.push(layer.is_some());
@@ -476,15 +617,13 @@ impl Ctx {
         let cache_record = CacheRecord {
             layers: layers.clone(),
             annotations: encode_steps(&steps),
-            created: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0),
+            created: now_secs(),
         };
         self.store
             .put_cache_record(&key, &cache_record)
             .map_err(SolveError::store("writing a cache record"))?;
         cache::save(&record_path, &record);
+        cache::touch_used(&self.store.cache_dir(), &key);
         Ok(Output::Rootfs(Arc::new(RootfsOut {
             layers,
             steps,
@@ -513,11 +652,39 @@ impl Ctx {
         Ok(Some(record))
     }
 
+    /// Downloads the URLs of ADD steps without `--checksum` (their content
+    /// is part of the cache key).
+    fn fetch_unpinned(&self, op: &Op) -> Result<Downloads, SolveError> {
+        let mut downloads = Downloads::new();
+        let Op::File(f) = op else {
+            return Ok(downloads);
+        };
+        for action in &f.actions {
+            if let FileAction::Copy {
+                sources,
+                checksum: None,
+                is_add: true,
+                ..
+            } = action
+            {
+                for url in sources.iter().filter(|s| fetch::is_url(s)) {
+                    if !downloads.contains_key(url) {
+                        let notes = self.store.cache_dir().join("http");
+                        let d = fetch::fetch_unpinned(url, &self.scratch, &notes)?;
+                        downloads.insert(url.clone(), d);
+                    }
+                }
+            }
+        }
+        Ok(downloads)
+    }
+
     fn file_actions(
         &self,
         root: &std::path::Path,
         actions: &[FileAction],
         inputs: &[Output],
+        downloads: &mut Downloads,
     ) -> Result<(), SolveError> {
         use users::{resolve_in, Purpose};
         for action in actions {
@@ -537,33 +704,75 @@ impl Ctx {
                     link: _,
                 } => {
                     let keyword = if *is_add { "ADD" } else { "COPY" };
-                    if *parents {
-                        return Err(SolveError::unsupported(format!("{keyword} --parents")));
-                    }
                     if sources
                         .iter()
-                        .any(|s| s.contains("://") || s.starts_with("git@"))
+                        .any(|s| s.starts_with("git@") || s.starts_with("git://"))
+                        || *keep_git_dir
                     {
-                        return Err(SolveError::unsupported("ADD from a URL or git repository"));
+                        return Err(SolveError::unsupported("ADD from a git repository"));
                     }
-                    if checksum.is_some() || *keep_git_dir || *unpack == Some(true) {
-                        return Err(SolveError::unsupported(format!(
-                            "{keyword} --checksum, --keep-git-dir and --unpack"
-                        )));
-                    }
-                    let owner = match chown {
-                        Some(c) => resolve_in(root, c, Purpose::Chown)?,
-                        None => users::Ids::default(),
+                    let chown_ids = match chown {
+                        Some(c) => Some(resolve_in(root, c, Purpose::Chown)?),
+                        None => None,
                     };
                     let chmod = chmod.as_deref().map(copy::Chmod::parse).transpose()?;
+                    std::fs::create_dir_all(&self.scratch)
+                        .map_err(SolveError::io("create directory", &self.scratch))?;
+                    let (urls, local): (Vec<String>, Vec<String>) = sources
+                        .iter()
+                        .cloned()
+                        .partition(|s| *is_add && fetch::is_url(s));
+                    for url in &urls {
+                        let download = match downloads.remove(url) {
+                            Some(fetch::Fetched::Whole(d)) => d,
+                            // Not modified, but the step missed: get it whole.
+                            _ => fetch::fetch(url, checksum.as_deref(), &self.scratch)?,
+                        };
+                        let name = [download.name.clone()];
+                        let several = sources.len() > 1;
+                        let to = if several && !dest.ends_with('/') {
+                            format!("{dest}/")
+                        } else {
+                            dest.clone()
+                        };
+                        copy::copy(
+                            &copy::SourceTree {
+                                root: download.dir.path(),
+                                index: None,
+                            },
+                            root,
+                            &copy::CopySpec {
+                                keyword,
+                                sources: &name,
+                                dest: &to,
+                                owner: Some(chown_ids.unwrap_or_default()),
+                                chmod: chmod.as_ref(),
+                                exclude: &[],
+                                // URLs unpack only when asked (`--unpack`).
+                                unpack: *unpack == Some(true),
+                                unpack_owner: chown_ids,
+                                parents: false,
+                                scratch: &self.scratch,
+                            },
+                        )?;
+                    }
+                    if local.is_empty() {
+                        continue;
+                    }
+                    let from_context =
+                        matches!(input.map(|slot| &inputs[slot]), Some(Output::Context(_)));
                     let spec = copy::CopySpec {
                         keyword,
-                        sources,
+                        sources: &local,
                         dest,
-                        owner,
+                        // The context's files are root's; other sources keep owners.
+                        owner: chown_ids.or(from_context.then(users::Ids::default)),
                         chmod: chmod.as_ref(),
                         exclude,
-                        is_add: *is_add,
+                        unpack: *is_add && *unpack != Some(false),
+                        unpack_owner: chown_ids,
+                        parents: *parents,
+                        scratch: &self.scratch,
                     };
                     match input.map(|slot| &inputs[slot]) {
                         Some(Output::Context(index)) => copy::copy(
@@ -625,6 +834,66 @@ impl Ctx {
             }
         }
         Ok(())
+    }
+}
+
+type Downloads = std::collections::HashMap<String, fetch::Fetched>;
+
+/// A File op whose every action is a `--link` COPY/ADD.
+fn is_linked(op: &Op) -> bool {
+    match op {
+        Op::File(f) => {
+            !f.actions.is_empty()
+                && f.actions
+                    .iter()
+                    .all(|a| matches!(a, FileAction::Copy { link: true, .. }))
+        }
+        _ => false,
+    }
+}
+
+/// The stack a step runs on.
+fn parent_of<'a>(node: &crate::graph::ops::Node, inputs: &'a [Output]) -> Option<&'a RootfsOut> {
+    node.inputs
+        .iter()
+        .zip(inputs)
+        .find(|(i, _)| i.role == "rootfs")
+        .and_then(|(_, o)| match o {
+            Output::Rootfs(r) => Some(r.as_ref()),
+            Output::Context(_) => None,
+        })
+}
+
+/// The key later steps see for a `--link` step: its own key on top of its
+/// parent's (its cache record does not depend on the parent).
+fn linked_key(parent: Option<&RootfsOut>, key: &str) -> String {
+    use sha2::Digest as _;
+    let parent = parent.map(|p| p.key.as_str()).unwrap_or_default();
+    let digest = sha2::Sha256::digest(format!("link\n{parent}\n{key}").as_bytes());
+    format!("sha256:{}", hex::encode(digest))
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Removes scratch directories of builds that are gone (killed mid-way).
+fn remove_stale_scratch(store: &Store) {
+    let dir = store.cache_dir().join("scratch");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Ok(pid) = name.parse::<u32>() else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 

@@ -1,9 +1,12 @@
 //! One module per subcommand; each exposes `run(...) -> anyhow::Result<ExitStatus>`.
 
+pub mod attach;
 pub mod build;
+pub mod build_output;
 pub mod build_run;
 pub mod builder;
 pub mod commit;
+pub mod cp;
 pub mod exec;
 pub mod fsck;
 pub mod images;

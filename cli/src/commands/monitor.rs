@@ -1,7 +1,9 @@
 //! `kiln container-monitor ID` (hidden): the per-container monitor of a
 //! detached container, like conmon. It starts the program, reports "ok" or
 //! "CODE message" on its stdout to the `kiln` that started it, then keeps
-//! the program's output in the log, reaps it and records the exit.
+//! the program's output in the log and sends it to attached clients (see
+//! `containers::attach`), forwards their input, reaps the program and
+//! records the exit.
 
 use std::io::Write;
 
@@ -9,6 +11,7 @@ use anyhow::Result;
 use clap::Args;
 use kiln_runner::Stdio;
 
+use crate::containers::attach::{self, Hub, Input, Listener};
 use crate::containers::logs::LogWriter;
 use crate::containers::supervise::{self, exit_code_of};
 use crate::ExitStatus;
@@ -18,6 +21,10 @@ use crate::ExitStatus;
 pub struct MonitorArgs {
     /// Container id.
     pub id: String,
+    /// Wait for one attach client before starting the program (`run -it`,
+    /// `start -a`): it then sees all of the output.
+    #[arg(long)]
+    pub attach_first: bool,
 }
 
 pub fn run(root: &std::path::Path, args: &MonitorArgs) -> Result<ExitStatus> {
@@ -27,12 +34,40 @@ pub fn run(root: &std::path::Path, args: &MonitorArgs) -> Result<ExitStatus> {
     let container = containers.find(&args.id)?;
     let log = LogWriter::open(&container.log_path())?;
     let tty = container.record.tty();
-    let (out, err) = if tty {
-        (Stdio::Null, Stdio::Null)
+    let open_stdin = container.record.open_stdin && !tty;
+    let (stdin, out, err) = if tty {
+        (Stdio::Null, Stdio::Null, Stdio::Null)
     } else {
-        (Stdio::Piped, Stdio::Piped)
+        let stdin = if open_stdin {
+            Stdio::Piped
+        } else {
+            Stdio::Null
+        };
+        (stdin, Stdio::Piped, Stdio::Piped)
     };
-    let mut started = match supervise::start(&container, Stdio::Null, out, err) {
+    let listener = match Listener::bind(&container.record.id) {
+        Ok(l) => Some(l),
+        // Attaching is a bonus for a detached container, not a reason to fail it.
+        Err(e) if !args.attach_first => {
+            tracing::warn!("{e:#}");
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    // With --attach-first the first client connects before the program
+    // starts, so it sees all of its output.
+    let early_hub = if args.attach_first {
+        println!("listening");
+        let _ = std::io::stdout().flush();
+        let hub = Hub::new();
+        if let Some(l) = &listener {
+            l.admit_first(&hub)?;
+        }
+        Some(hub)
+    } else {
+        None
+    };
+    let mut started = match supervise::start(&container, stdin, out, err) {
         Ok(s) => s,
         Err(e) => {
             let message = format!("{e:#}").replace('\n', " ");
@@ -41,29 +76,51 @@ pub fn run(root: &std::path::Path, args: &MonitorArgs) -> Result<ExitStatus> {
             return Ok(ExitStatus(exit_code_of(&e)));
         }
     };
+    let input = if let Some(master) = &started.child.pty {
+        Input::Terminal(master.try_clone()?)
+    } else if let Some(pipe) = started.child.stdin.take() {
+        Input::Pipe {
+            pipe: std::sync::Mutex::new(Some(pipe)),
+            close_on_end: container.record.stdin_once,
+        }
+    } else {
+        Input::None
+    };
+    let hub = early_hub.unwrap_or_else(Hub::new);
+    hub.set_input(input);
+    if let Some(l) = listener {
+        l.serve(hub.clone());
+    }
     println!("ok");
     let _ = std::io::stdout().flush();
     let mut pumps = Vec::new();
     if let Some(master) = started.child.pty.take() {
         let log = log.clone();
-        pumps.push(std::thread::spawn(move || log.pump("stdout", master, None)));
+        let echo = hub.writer(attach::STDOUT);
+        pumps.push(std::thread::spawn(move || {
+            log.pump("stdout", master, Some(Box::new(echo)))
+        }));
     }
-    for (stream, pipe) in [
-        ("stdout", started.child.stdout.take()),
-        ("stderr", started.child.stderr.take()),
+    for (stream, kind, pipe) in [
+        ("stdout", attach::STDOUT, started.child.stdout.take()),
+        ("stderr", attach::STDERR, started.child.stderr.take()),
     ] {
         if let Some(pipe) = pipe {
             let log = log.clone();
-            pumps.push(std::thread::spawn(move || log.pump(stream, pipe, None)));
+            let echo = hub.writer(kind);
+            pumps.push(std::thread::spawn(move || {
+                log.pump(stream, pipe, Some(Box::new(echo)))
+            }));
         }
     }
     for pump in pumps {
         let _ = pump.join();
     }
     let code = supervise::finish(&container, started)?;
+    hub.finish(code as i32);
     if container.record.auto_remove {
         let _lock = containers.lock()?;
-        containers.remove(&container)?;
+        containers.remove_with_volumes(&container)?;
     }
     Ok(ExitStatus(code))
 }

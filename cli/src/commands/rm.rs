@@ -1,5 +1,5 @@
 //! `kiln rm`: remove containers (their rw layer, mounts and cgroups; named
-//! volumes stay).
+//! volumes stay, anonymous ones go with `-v`).
 
 use std::time::Duration;
 
@@ -16,6 +16,9 @@ pub struct RmArgs {
     /// Kill a running container first.
     #[arg(short, long)]
     pub force: bool,
+    /// Also remove the container's anonymous volumes.
+    #[arg(short, long)]
+    pub volumes: bool,
     /// Containers: names or ids.
     #[arg(required = true)]
     pub containers: Vec<String>,
@@ -34,7 +37,11 @@ pub fn run(root: &std::path::Path, args: &RmArgs) -> Result<ExitStatus> {
             container.wait_stopped(Some(Duration::from_secs(30)))?;
         }
         let _lock = containers.lock()?;
-        containers.remove(&container)?;
+        if args.volumes {
+            containers.remove_with_volumes(&container)?;
+        } else {
+            containers.remove(&container)?;
+        }
         println!("{given}");
     }
     Ok(ExitStatus::SUCCESS)

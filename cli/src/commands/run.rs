@@ -13,6 +13,7 @@ use clap::Args;
 use kiln_runner::Stdio;
 use kiln_store::Store;
 
+use crate::containers::attach;
 use crate::containers::logs::LogWriter;
 use crate::containers::spec::{self, Accounts, MountRequest, Network, RunOptions};
 use crate::containers::supervise::{self, exit_code_of};
@@ -84,6 +85,9 @@ pub struct CreateArgs {
     /// Every capability, no seccomp filter, no masked paths.
     #[arg(long)]
     pub privileged: bool,
+    /// Add a host device: HOST[:CONTAINER[:PERMISSIONS]] (permissions some of rwm).
+    #[arg(long)]
+    pub device: Vec<String>,
     /// Run an init as PID 1 that forwards signals and reaps zombies.
     #[arg(long)]
     pub init: bool,
@@ -133,6 +137,12 @@ pub struct RunArgs {
     /// Run in the background and print the container id.
     #[arg(short, long)]
     pub detach: bool,
+    /// Keys that detach from a `-it` container and leave it running.
+    #[arg(long, default_value = "ctrl-p,ctrl-q")]
+    pub detach_keys: String,
+    /// Forward the signals kiln receives to the container (without a terminal).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub sig_proxy: bool,
     #[command(flatten)]
     pub create: CreateArgs,
 }
@@ -150,31 +160,86 @@ pub fn run(
     let store =
         Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
     let containers = containers_of(root);
-    let container = create(&store, registries, &containers, &args.create)?;
+    let detach_keys = attach::parse_detach_keys(&args.detach_keys)?;
+    let container = create(&store, registries, &containers, &args.create, args.detach)?;
     drop(store);
     if args.detach {
         if let Err(err) = start_detached(root, &container) {
             let _ = writeln!(std::io::stderr(), "kiln: {err:#}");
             if args.create.rm {
                 let _lock = containers.lock()?;
-                containers.remove(&container)?;
+                containers.remove_with_volumes(&container)?;
             }
             return Ok(ExitStatus(start_exit_code(&err)));
         }
         println!("{}", container.record.id);
         return Ok(ExitStatus::SUCCESS);
     }
-    let result = run_foreground(&container, args.create.interactive);
+    if args.create.tty && args.create.interactive {
+        // Through a monitor, as `run -d` plus `attach`: the detach keys
+        // leave the container running under its monitor.
+        return run_attached(root, &containers, &container, detach_keys);
+    }
+    let result = run_foreground(&container, args.create.interactive, args.sig_proxy);
     if args.create.rm {
         let _lock = containers.lock()?;
-        containers.remove(&container)?;
+        containers.remove_with_volumes(&container)?;
     }
     result
 }
 
+/// `run -it`: starts the container under a monitor and attaches this
+/// terminal to it until it exits or the user types the detach keys.
+fn run_attached(
+    root: &std::path::Path,
+    containers: &Containers,
+    container: &Container,
+    detach_keys: Vec<u8>,
+) -> Result<ExitStatus> {
+    let stream = match start_attached(root, container, true) {
+        Ok(s) => s,
+        Err(err) => {
+            let _ = writeln!(std::io::stderr(), "kiln: {err:#}");
+            if container.record.auto_remove {
+                let _lock = containers.lock()?;
+                containers.remove_with_volumes(container)?;
+            }
+            return Ok(ExitStatus(start_exit_code(&err)));
+        }
+    };
+    let options = attach::ClientOptions {
+        stdin: true,
+        tty: true,
+        detach_keys,
+        signal_pid: None,
+    };
+    attach_outcome(container, attach::session(stream, &options)?)
+}
+
+/// The exit status of an attached `run`, `start -a` or `attach`.
+pub fn attach_outcome(container: &Container, outcome: attach::Outcome) -> Result<ExitStatus> {
+    Ok(match outcome {
+        attach::Outcome::Exited(code) => {
+            if container.record.auto_remove {
+                // As `docker run --rm`: return once the monitor removed it.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+                while container.dir.exists() && std::time::Instant::now() < deadline {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            }
+            ExitStatus(code as u8)
+        }
+        attach::Outcome::Detached => ExitStatus::SUCCESS,
+        attach::Outcome::Lost => {
+            let state = container.wait_stopped(None)?.unwrap_or_default();
+            ExitStatus(state.exit_code.unwrap_or(255) as u8)
+        }
+    })
+}
+
 /// Runs a created container attached to this process's stdio and returns
 /// its exit code.
-fn run_foreground(container: &Container, interactive: bool) -> Result<ExitStatus> {
+fn run_foreground(container: &Container, interactive: bool, sig_proxy: bool) -> Result<ExitStatus> {
     let log = LogWriter::open(&container.log_path())?;
     let tty = container.record.tty();
     let (stdin, stdout, stderr) = if tty {
@@ -191,8 +256,11 @@ fn run_foreground(container: &Container, interactive: bool) -> Result<ExitStatus
             return Ok(ExitStatus(exit_code_of(&err)));
         }
     };
-    let forwarder =
-        kiln_runner::forward_signals(started.child.pid()).context("forwarding signals")?;
+    let forwarder = if sig_proxy || tty {
+        Some(kiln_runner::forward_signals(started.child.pid()).context("forwarding signals")?)
+    } else {
+        None
+    };
     if tty {
         let master = started
             .child
@@ -243,22 +311,58 @@ fn run_foreground(container: &Container, interactive: bool) -> Result<ExitStatus
 /// Starts the monitor of `container` (a detached re-exec of kiln) and waits
 /// until it reports the program started or failed.
 pub fn start_detached(root: &std::path::Path, container: &Container) -> Result<()> {
-    let mut monitor = std::process::Command::new("/proc/self/exe")
+    start_monitor(root, container, None).map(|_| ())
+}
+
+/// Starts the monitor, attaches to it before the program starts (so no
+/// output is missed) and returns the connected stream once it runs.
+pub fn start_attached(
+    root: &std::path::Path,
+    container: &Container,
+    stdin: bool,
+) -> Result<std::os::unix::net::UnixStream> {
+    start_monitor(root, container, Some(stdin))?.context("the monitor did not take the attach")
+}
+
+fn start_monitor(
+    root: &std::path::Path,
+    container: &Container,
+    attach_stdin: Option<bool>,
+) -> Result<Option<std::os::unix::net::UnixStream>> {
+    let mut command = std::process::Command::new("/proc/self/exe");
+    command
         .arg("--root")
         .arg(root)
         .arg("container-monitor")
-        .arg(&container.record.id)
+        .arg(&container.record.id);
+    if attach_stdin.is_some() {
+        command.arg("--attach-first");
+    }
+    let mut monitor = command
         .stdin(ProcessStdio::null())
         .stdout(ProcessStdio::piped())
         .stderr(ProcessStdio::null())
         .spawn()
         .context("starting the container monitor")?;
+    let mut reader = BufReader::new(monitor.stdout.take().context("monitor pipe")?);
     let mut line = String::new();
-    BufReader::new(monitor.stdout.take().context("monitor pipe")?)
-        .read_line(&mut line)
-        .context("reading from the container monitor")?;
+    let mut stream = None;
+    if let Some(stdin) = attach_stdin {
+        reader
+            .read_line(&mut line)
+            .context("reading from the container monitor")?;
+        if line.trim_end() == "listening" {
+            stream = Some(attach::connect(&container.record.id, stdin)?);
+            line.clear();
+        }
+    }
+    if line.is_empty() {
+        reader
+            .read_line(&mut line)
+            .context("reading from the container monitor")?;
+    }
     match line.trim_end().split_once(' ') {
-        _ if line.trim_end() == "ok" => Ok(()),
+        _ if line.trim_end() == "ok" => Ok(stream),
         Some((code, message)) if code.parse::<u8>().is_ok() => {
             let code: u8 = code.parse().expect("checked above");
             Err(anyhow::Error::new(MonitorError {
@@ -325,7 +429,10 @@ fn read_env_file(path: &PathBuf) -> Result<Vec<String>> {
 
 /// Turns the flags into run options; named volumes become their host
 /// directories (not created yet: see [`make_volume_dirs`]).
-fn options(args: &CreateArgs, containers: &Containers) -> Result<(RunOptions, Vec<String>)> {
+fn options(
+    args: &CreateArgs,
+    containers: &Containers,
+) -> Result<(RunOptions, Vec<String>, Vec<String>)> {
     let mut env = Vec::new();
     for file in &args.env_file {
         env.extend(read_env_file(file)?);
@@ -339,8 +446,17 @@ fn options(args: &CreateArgs, containers: &Containers) -> Result<(RunOptions, Ve
     };
     let mut mounts = Vec::new();
     let mut volumes = Vec::new();
+    let mut anonymous = Vec::new();
     for v in &args.volume {
         let parts: Vec<&str> = v.split(':').collect();
+        if let [target] = parts.as_slice() {
+            // `-v /path`: an anonymous volume, as in docker.
+            if !target.starts_with('/') {
+                bail!("invalid volume {v:?}: the container path must be absolute");
+            }
+            mounts.push(anonymous_volume(containers, target, &mut anonymous));
+            continue;
+        }
         let (source, target, readonly) = match parts.as_slice() {
             [s, t] => (*s, *t, false),
             [s, t, "ro"] => (*s, *t, true),
@@ -405,9 +521,128 @@ fn options(args: &CreateArgs, containers: &Containers) -> Result<(RunOptions, Ve
             network,
             mounts,
             host_capabilities: host_capabilities(),
+            devices: devices(args)?,
         },
         volumes,
+        anonymous,
     ))
+}
+
+/// A new anonymous volume (named by a random id) mounted at `target`.
+fn anonymous_volume(
+    containers: &Containers,
+    target: &str,
+    anonymous: &mut Vec<String>,
+) -> MountRequest {
+    let name = new_id();
+    let source = containers.volumes_dir().join(&name).join("_data");
+    anonymous.push(name);
+    MountRequest::Bind {
+        source,
+        target: target.to_string(),
+        readonly: false,
+    }
+}
+
+/// Looks up a host device node: (block, major, minor, mode).
+fn host_device(path: &std::path::Path) -> Result<Option<(bool, i64, i64, u32)>> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = std::fs::symlink_metadata(path)
+        .with_context(|| format!("device {} does not exist", path.display()))?;
+    let kind = meta.file_type();
+    if !kind.is_char_device() && !kind.is_block_device() {
+        return Ok(None);
+    }
+    let rdev = meta.rdev();
+    Ok(Some((
+        kind.is_block_device(),
+        nix::sys::stat::major(rdev) as i64,
+        nix::sys::stat::minor(rdev) as i64,
+        meta.mode() & 0o7777,
+    )))
+}
+
+/// Every device node under the host's /dev (docker's --privileged), except
+/// the pseudo-terminals, shared memory, message queues and the nodes every
+/// container gets anyway.
+fn all_host_devices(dir: &std::path::Path, out: &mut Vec<spec::DeviceRequest>) -> Result<()> {
+    const SKIP: &[&str] = &[
+        "pts",
+        "shm",
+        "mqueue",
+        "fd",
+        ".lxc",
+        ".lxd-mounts",
+        ".udev",
+        "console",
+        "ptmx",
+        "tty",
+        "null",
+        "zero",
+        "full",
+        "random",
+        "urandom",
+    ];
+    let entries = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        if dir == std::path::Path::new("/dev") && SKIP.iter().any(|s| name == *s) {
+            continue;
+        }
+        let path = entry.path();
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            all_host_devices(&path, out)?;
+        } else if let Some((block, major, minor, mode)) = host_device(&path)? {
+            out.push(spec::DeviceRequest {
+                path: path.to_string_lossy().into_owned(),
+                block,
+                major,
+                minor,
+                mode,
+                access: "rwm".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The devices of `--device` (and every host device with `--privileged`).
+fn devices(args: &CreateArgs) -> Result<Vec<spec::DeviceRequest>> {
+    let mut out = Vec::new();
+    if args.privileged {
+        all_host_devices(std::path::Path::new("/dev"), &mut out)?;
+    }
+    for given in &args.device {
+        let parts: Vec<&str> = given.split(':').collect();
+        let (host, container, access) = match parts.as_slice() {
+            [h] => (*h, *h, "rwm"),
+            [h, c] if c.chars().all(|c| "rwm".contains(c)) && !c.starts_with('/') => (*h, *h, *c),
+            [h, c] => (*h, *c, "rwm"),
+            [h, c, a] => (*h, *c, *a),
+            _ => bail!("invalid device {given:?}: use HOST[:CONTAINER[:PERMISSIONS]]"),
+        };
+        if access.is_empty() || !access.chars().all(|c| "rwm".contains(c)) {
+            bail!("invalid device {given:?}: permissions must be some of r, w, m");
+        }
+        if !host.starts_with('/') || !container.starts_with('/') {
+            bail!("invalid device {given:?}: paths must be absolute");
+        }
+        let Some((block, major, minor, mode)) = host_device(std::path::Path::new(host))? else {
+            bail!("invalid device {given:?}: {host} is not a device node");
+        };
+        out.retain(|d: &spec::DeviceRequest| d.path != container);
+        out.push(spec::DeviceRequest {
+            path: container.to_string(),
+            block,
+            major,
+            minor,
+            mode,
+            access: access.to_string(),
+        });
+    }
+    Ok(out)
 }
 
 /// The capability bounding set of this process (/proc/self/status CapBnd).
@@ -433,6 +668,7 @@ pub fn create(
     registries: &RegistrySettings,
     containers: &Containers,
     args: &CreateArgs,
+    detach: bool,
 ) -> Result<Container> {
     if let Some(name) = &args.name {
         if !names::is_valid(name) {
@@ -440,13 +676,25 @@ pub fn create(
         }
     }
     // Flags are checked before anything is pulled or made.
-    let (options, volumes) = options(args, containers)?;
+    let (mut options, volumes, mut anonymous) = options(args, containers)?;
     let image = crate::commands::pull::ensure_image(store, registries, args.image(), false)?;
     let lowers = store
         .ensure_snapshots(&image)
         .with_context(|| format!("unpacking image {}", args.image()))?;
     let id = new_id();
     let config = image.config.config().as_ref();
+    // The image's VOLUMEs that no flag mounts get anonymous volumes.
+    for path in config.and_then(|c| c.volumes().clone()).unwrap_or_default() {
+        let covered = options.mounts.iter().any(|m| match m {
+            MountRequest::Bind { target, .. } | MountRequest::Tmpfs { target } => {
+                target.trim_end_matches('/') == path.trim_end_matches('/')
+            }
+        });
+        if !covered && path.starts_with('/') {
+            let mount = anonymous_volume(containers, &path, &mut anonymous);
+            options.mounts.push(mount);
+        }
+    }
     let spec = spec::build(&id, config, &options, &image_accounts(&lowers))?;
     let net = crate::containers::net::settings(&root_of(containers), args, config)?;
     let _lock = containers.lock()?;
@@ -464,7 +712,7 @@ pub fn create(
                 .expect("an endless iterator finds a free name")
         }
     };
-    for volume in &volumes {
+    for volume in volumes.iter().chain(&anonymous) {
         let dir = containers.volumes_dir().join(volume).join("_data");
         std::fs::create_dir_all(&dir).with_context(|| format!("creating volume {volume}"))?;
     }
@@ -482,6 +730,9 @@ pub fn create(
         stop_signal: config.and_then(|c| c.stop_signal().clone()),
         volumes,
         net,
+        anonymous_volumes: anonymous,
+        open_stdin: args.interactive,
+        stdin_once: args.interactive && !detach,
     };
     containers.create(&record)
 }
@@ -494,7 +745,7 @@ pub fn run_create(
 ) -> Result<ExitStatus> {
     let store =
         Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
-    let container = create(&store, registries, &containers_of(root), args)?;
+    let container = create(&store, registries, &containers_of(root), args, false)?;
     println!("{}", container.record.id);
     Ok(ExitStatus::SUCCESS)
 }

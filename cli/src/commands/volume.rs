@@ -70,7 +70,12 @@ fn in_use(containers: &Containers) -> Result<Vec<String>> {
     Ok(containers
         .list()?
         .into_iter()
-        .flat_map(|c| c.record.volumes)
+        .flat_map(|c| {
+            c.record
+                .volumes
+                .into_iter()
+                .chain(c.record.anonymous_volumes)
+        })
         .collect())
 }
 

@@ -7,6 +7,8 @@
 //! (the overlay's writable half), `rootfs/` (the merged mount point while it
 //! runs) and `log.json` (docker's json-file log format).
 
+pub mod attach;
+pub mod copy;
 pub mod logs;
 pub mod names;
 pub mod net;
@@ -53,6 +55,17 @@ pub struct Record {
     /// Network settings (`--network`, `-p`, `--dns`, ...).
     #[serde(default)]
     pub net: net::NetSettings,
+    /// Anonymous volumes made for it (`-v /path`, image VOLUMEs): removed
+    /// with it by `rm -v` and `--rm`.
+    #[serde(default)]
+    pub anonymous_volumes: Vec<String>,
+    /// Created with `-i`: the monitor keeps a stdin pipe for attach clients.
+    #[serde(default)]
+    pub open_stdin: bool,
+    /// Close the container's stdin when the attached client's input ends
+    /// (docker's StdinOnce: `-i` without `-d`).
+    #[serde(default)]
+    pub stdin_once: bool,
 }
 
 impl Record {
@@ -374,6 +387,23 @@ impl Containers {
         }
         std::fs::remove_dir_all(&container.dir)
             .with_context(|| format!("removing {}", container.dir.display()))
+    }
+
+    /// Removes a stopped container as [`Containers::remove`] does, then its
+    /// anonymous volumes (`rm -v`, `--rm`). Call with the lock held.
+    pub fn remove_with_volumes(&self, container: &Container) -> Result<()> {
+        self.remove(container)?;
+        for name in &container.record.anonymous_volumes {
+            let dir = self.volumes_dir().join(name);
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("removing volume {name}"));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Manifest digests of every container's image, for garbage collection.

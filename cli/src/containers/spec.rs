@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use kiln_runner::oci_spec::image::Config;
 use kiln_runner::oci_spec::runtime::{
-    LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespaceType, LinuxPidsBuilder, Mount, MountBuilder,
-    RootBuilder, Spec, UserBuilder,
+    LinuxCpuBuilder, LinuxDeviceBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType,
+    LinuxMemoryBuilder, LinuxNamespaceType, LinuxPidsBuilder, Mount, MountBuilder, RootBuilder,
+    Spec, UserBuilder,
 };
 
 /// Every capability the kernel knows (capabilities(7)), for `--privileged`.
@@ -105,6 +106,24 @@ pub struct RunOptions {
     /// The host's capability bounding set (bit N = capability N): ALL and
     /// `--privileged` mean every capability in it. `None`: all known.
     pub host_capabilities: Option<u64>,
+    /// Host devices made in the container (`--device`, or every host device
+    /// with `--privileged`), already looked up on the host.
+    pub devices: Vec<DeviceRequest>,
+}
+
+/// A host device node to recreate in the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRequest {
+    /// Where it appears in the container.
+    pub path: String,
+    /// Block (true) or character device.
+    pub block: bool,
+    pub major: i64,
+    pub minor: i64,
+    /// Permission bits of the host node.
+    pub mode: u32,
+    /// Device cgroup access: some of `r`, `w`, `m`.
+    pub access: String,
 }
 
 /// The image's account files, as text (empty when the image has none).
@@ -408,6 +427,21 @@ pub fn build(
     ));
 
     let mut mounts: Vec<Mount> = spec.mounts().clone().unwrap_or_default();
+    if options.privileged {
+        // docker: /sys and the cgroup tree are writable for --privileged.
+        for m in mounts.iter_mut() {
+            if matches!(m.typ().as_deref(), Some("sysfs") | Some("cgroup")) {
+                let kept: Vec<String> = m
+                    .options()
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|o| o != "ro")
+                    .collect();
+                m.set_options(Some(kept));
+            }
+        }
+    }
     for request in &options.mounts {
         let mount = match request {
             MountRequest::Bind {
@@ -465,6 +499,47 @@ pub fn build(
         linux.set_seccomp(Some(kiln_runner::docker_seccomp(&caps)));
     }
     let mut resources = linux.resources().clone().unwrap_or_default();
+    let mut nodes = Vec::new();
+    let mut rules = resources.devices().clone().unwrap_or_default();
+    for d in &options.devices {
+        let typ = if d.block {
+            LinuxDeviceType::B
+        } else {
+            LinuxDeviceType::C
+        };
+        nodes.push(
+            LinuxDeviceBuilder::default()
+                .path(&d.path)
+                .typ(typ)
+                .major(d.major)
+                .minor(d.minor)
+                .file_mode(d.mode)
+                .uid(0u32)
+                .gid(0u32)
+                .build()?,
+        );
+        rules.push(
+            LinuxDeviceCgroupBuilder::default()
+                .allow(true)
+                .typ(typ)
+                .major(d.major)
+                .minor(d.minor)
+                .access(&d.access)
+                .build()?,
+        );
+    }
+    if options.privileged {
+        // Every device, as docker's --privileged.
+        rules = vec![LinuxDeviceCgroupBuilder::default()
+            .allow(true)
+            .typ(LinuxDeviceType::A)
+            .access("rwm")
+            .build()?];
+    }
+    if !nodes.is_empty() {
+        linux.set_devices(Some(nodes));
+    }
+    resources.set_devices(Some(rules));
     if let Some(memory) = options.memory {
         // docker sets the swap limit to twice the memory unless told otherwise.
         resources.set_memory(Some(

@@ -91,6 +91,10 @@ fn start_inner(
         &rootfs,
     )
     .with_context(|| format!("mounting the root filesystem of {}", record.name))?;
+    if let Err(e) = copy_up_volumes(container, &rootfs) {
+        drop(mount);
+        return Err(e);
+    }
     // docker creates a missing working directory.
     if let Some(process) = record.spec.process() {
         let cwd = rootfs.join(process.cwd().strip_prefix("/").unwrap_or(process.cwd()));
@@ -150,6 +154,45 @@ fn start_inner(
         child,
         mount: Some(mount),
     })
+}
+
+/// docker's copy-up: an empty volume (named or anonymous) mounted where the
+/// image has a directory gets that directory's contents first, owners and
+/// modes kept.
+fn copy_up_volumes(container: &Container, rootfs: &Path) -> Result<()> {
+    let Some(volumes_dir) = container
+        .dir
+        .parent()
+        .and_then(Path::parent)
+        .map(|root| root.join("volumes"))
+    else {
+        return Ok(());
+    };
+    for mount in container.record.spec.mounts().iter().flatten() {
+        let Some(source) = mount.source() else {
+            continue;
+        };
+        if mount.typ().as_deref() != Some("bind") || !source.starts_with(&volumes_dir) {
+            continue;
+        }
+        let is_empty = std::fs::read_dir(source).is_ok_and(|mut d| d.next().is_none());
+        let image = super::copy::Root::open(rootfs)?;
+        let target = mount.destination().to_string_lossy().into_owned();
+        if !is_empty || image.kind(Path::new(&target), true)? != super::copy::Kind::Dir {
+            continue;
+        }
+        let volume = super::copy::Root::open(source)?;
+        super::copy::copy(
+            image,
+            &format!("{}/.", target.trim_end_matches('/')),
+            true,
+            volume,
+            "/",
+            super::copy::Owner::Keep,
+        )
+        .with_context(|| format!("copying the image's {target} into its volume"))?;
+    }
+    Ok(())
 }
 
 /// Waits for the program, unmounts the rootfs and records the exit.

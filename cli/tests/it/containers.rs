@@ -16,12 +16,12 @@ use crate::common::{is_root, kiln, kiln_bin, kiln_ok, root_with_busybox, skip_or
 
 /// A store root with busybox:latest; on drop removes every container and
 /// checks nothing is left behind.
-struct Root {
+pub(crate) struct Root {
     dir: tempfile::TempDir,
 }
 
 impl Root {
-    fn new() -> Option<Root> {
+    pub(crate) fn new() -> Option<Root> {
         if !is_root() {
             skip_or_fail("container tests need root");
             return None;
@@ -39,35 +39,35 @@ impl Root {
         })
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
         kiln(self.path(), args)
     }
 
-    fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         kiln_ok(self.path(), args)
     }
 
-    fn state(&self, id: &str) -> Value {
+    pub(crate) fn state(&self, id: &str) -> Value {
         let text = std::fs::read(self.path().join("containers").join(id).join("state.json"))
             .expect("reading state.json");
         serde_json::from_slice(&text).unwrap()
     }
 
-    fn inspect(&self, name: &str) -> Value {
+    pub(crate) fn inspect(&self, name: &str) -> Value {
         let v: Value = serde_json::from_str(&self.ok(&["inspect", name])).unwrap();
         v[0].clone()
     }
 
-    fn ids(&self) -> Vec<String> {
+    pub(crate) fn ids(&self) -> Vec<String> {
         self.ok(&["ps", "-aq"]).lines().map(String::from).collect()
     }
 
     /// No mount below the root, no kiln/<id> cgroup of its containers.
-    fn assert_clean(&self, ids: &[String]) {
+    pub(crate) fn assert_clean(&self, ids: &[String]) {
         let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
         let root = std::fs::canonicalize(self.path()).unwrap();
         assert!(
@@ -110,7 +110,7 @@ fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
     dirs
 }
 
-fn text(bytes: &[u8]) -> String {
+pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
@@ -122,6 +122,7 @@ macro_rules! root {
         }
     };
 }
+pub(crate) use root;
 
 #[test]
 fn exit_codes_follow_docker() {

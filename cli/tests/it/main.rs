@@ -4,9 +4,16 @@
 #[cfg(feature = "test-root")]
 mod build;
 mod build_check;
+#[cfg(feature = "test-root")]
+mod build_corpus;
+#[cfg(feature = "test-root")]
+mod build_mounts;
+mod build_outputs;
 mod common;
 #[cfg(feature = "test-root")]
 mod containers;
+#[cfg(feature = "test-root")]
+mod containers_more;
 mod images;
 #[cfg(feature = "test-root")]
 mod network;

@@ -8,6 +8,7 @@
 //! cgroup-v1/{memory,pids,devices}.rst, cfs bandwidth in
 //! scheduler/sched-bwc.rst; OCI config-linux.md "Control groups".
 
+pub mod devices;
 mod values;
 
 use std::io;
@@ -223,6 +224,12 @@ impl Cgroup {
                 for w in v2_writes(resources) {
                     write_file(&dir.join(w.file), &w.value, w.optional)?;
                 }
+                if let Some(rules) = resources.devices().as_ref().filter(|r| !r.is_empty()) {
+                    // The devices every container gets stay usable, as on v1.
+                    let mut rules = rules.clone();
+                    rules.extend(values::default_device_rules());
+                    devices::attach(dir, &rules)?;
+                }
             }
             CgroupVersion::V1 => {
                 for w in v1_writes(resources) {
@@ -317,6 +324,50 @@ impl Cgroup {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Removes the cgroups directly below `parent` (relative to the cgroup
+/// root, e.g. `kiln-build`) whose name `stale` accepts, killing anything
+/// still in them: what a killed process left behind. Errors are ignored
+/// (a cgroup that cannot go now is tried again next time).
+pub fn remove_stale_children(parent: &Path, stale: &dyn Fn(&str) -> bool) {
+    let version = detect();
+    let roots: Vec<(String, PathBuf)> = match version {
+        CgroupVersion::V2 => vec![(String::new(), PathBuf::from(CGROUP_ROOT))],
+        CgroupVersion::V1 => {
+            let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
+                return;
+            };
+            parse_v1_hierarchies(&mountinfo)
+                .into_iter()
+                .map(|h| (h.controllers, h.mountpoint))
+                .collect()
+        }
+    };
+    let mut names = std::collections::BTreeSet::new();
+    for (_, root) in &roots {
+        let Ok(entries) = std::fs::read_dir(root.join(parent)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                names.insert(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    for name in names.into_iter().filter(|n| stale(n)) {
+        let relative = parent.join(&name);
+        let cgroup = Cgroup {
+            version,
+            dirs: roots
+                .iter()
+                .map(|(c, root)| (c.clone(), root.join(&relative)))
+                .filter(|(_, d)| d.is_dir())
+                .collect(),
+            relative,
+        };
+        let _ = cgroup.remove();
     }
 }
 

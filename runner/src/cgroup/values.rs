@@ -94,10 +94,31 @@ const DEFAULT_DEVICE_RULES: &[&str] = &[
     "c 136:* rwm",
 ];
 
+/// [`DEFAULT_DEVICE_RULES`] as spec rules, for the v2 device program.
+pub(crate) fn default_device_rules() -> Vec<LinuxDeviceCgroup> {
+    DEFAULT_DEVICE_RULES
+        .iter()
+        .filter_map(|rule| {
+            let mut parts = rule.split(' ');
+            let (_, numbers, access) = (parts.next()?, parts.next()?, parts.next()?);
+            let (major, minor) = numbers.split_once(':')?;
+            let mut b = oci_spec::runtime::LinuxDeviceCgroupBuilder::default()
+                .allow(true)
+                .typ(oci_spec::runtime::LinuxDeviceType::C)
+                .access(access)
+                .major(major.parse::<i64>().ok()?);
+            if let Ok(minor) = minor.parse::<i64>() {
+                b = b.minor(minor);
+            }
+            b.build().ok()
+        })
+        .collect()
+}
+
 /// Writes for cgroup v2. OCI's `memory.swap` is memory plus swap; v2's
 /// memory.swap.max is swap alone. CPU shares map onto cpu.weight
 /// (1..10000) as runc and crun do. Device rules need an eBPF program on v2
-/// and are not applied here.
+/// (see `devices`), not a file.
 pub fn v2_writes(r: &LinuxResources) -> Vec<Write> {
     let mut out = Vec::new();
     if let Some(m) = r.memory() {

@@ -4,7 +4,7 @@
 //! Every function here is safe to call; each `unsafe` block says why.
 
 use std::ffi::{CStr, CString};
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 use nix::sched::CloneFlags;
@@ -70,12 +70,15 @@ pub const BOOTSTRAP_TAG: u8 = 0xEE;
 /// and exits with 127.
 ///
 /// Every source fd must be >= 10 and every target < 10, so no dup2 clobbers a
-/// later source. Returns the child's pid in the caller's pid namespace.
+/// later source. With `kill_with_parent` the child gets SIGKILL when the
+/// calling thread dies (PR_SET_PDEATHSIG). Returns the child's pid in the
+/// caller's pid namespace.
 pub fn clone_exec(
     flags: CloneFlags,
     fds: &[(RawFd, RawFd)],
     report_fd: RawFd,
     image: &ExecImage,
+    kill_with_parent: bool,
 ) -> nix::Result<Pid> {
     debug_assert!(fds.iter().all(|&(src, dst)| src >= 10 && dst < 10));
     let mut empty_set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
@@ -86,7 +89,7 @@ pub fn clone_exec(
     let raw_flags = flags.bits() as libc::c_long | libc::SIGCHLD as libc::c_long;
     // SAFETY: a clone without CLONE_VM and without a new stack behaves like
     // fork(2): the child gets a copy of the address space and continues here.
-    // It then only calls async-signal-safe functions (dup2, sigprocmask,
+    // It then only calls async-signal-safe functions (dup2, prctl, sigprocmask,
     // execve, write, _exit) on memory prepared before the clone, so the state
     // of other threads' locks in the copy does not matter.
     let ret = unsafe {
@@ -113,6 +116,17 @@ pub fn clone_exec(
             if libc::dup2(src, dst) < 0 {
                 child_fail(report_fd);
             }
+        }
+        if kill_with_parent
+            && libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            ) < 0
+        {
+            child_fail(report_fd);
         }
         libc::sigprocmask(libc::SIG_SETMASK, &empty_set, std::ptr::null_mut());
         libc::execve(
@@ -358,5 +372,68 @@ pub fn close_protocol_socket(fd: RawFd) {
 pub fn set_domainname(name: &str) -> nix::Result<()> {
     // SAFETY: the pointer and length describe `name`, alive for the call.
     let ret = unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) };
+    Errno::result(ret).map(drop)
+}
+
+/// Loads an eBPF program of type BPF_PROG_TYPE_CGROUP_DEVICE (`insns` are
+/// `struct bpf_insn` records, 8 bytes each, license "Apache-2.0") with the
+/// bpf(2) BPF_PROG_LOAD command; returns the program's fd.
+pub fn bpf_load_device_program(insns: &[u8]) -> nix::Result<OwnedFd> {
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
+    if insns.is_empty() || !insns.len().is_multiple_of(8) {
+        return Err(Errno::EINVAL);
+    }
+    let license = c"Apache-2.0";
+    // union bpf_attr, BPF_PROG_LOAD member (include/uapi/linux/bpf.h):
+    // prog_type u32 @0, insn_cnt u32 @4, insns u64 @8, license u64 @16;
+    // the rest (logging, name, flags) stays zero.
+    let mut attr = [0u8; 128];
+    attr[0..4].copy_from_slice(&BPF_PROG_TYPE_CGROUP_DEVICE.to_ne_bytes());
+    attr[4..8].copy_from_slice(&((insns.len() / 8) as u32).to_ne_bytes());
+    attr[8..16].copy_from_slice(&(insns.as_ptr() as u64).to_ne_bytes());
+    attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
+    // SAFETY: attr is a zeroed bpf_attr prefix whose pointers (insns,
+    // license) stay alive for the call; the kernel copies what it reads.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_LOAD,
+            attr.as_ptr(),
+            attr.len() as libc::c_uint,
+        )
+    };
+    let fd = Errno::result(ret)?;
+    // SAFETY: bpf(2) returned a new fd that nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Attaches device program `program` to the cgroup directory `cgroup`
+/// (bpf(2) BPF_PROG_ATTACH, attach type BPF_CGROUP_DEVICE, with
+/// BPF_F_ALLOW_MULTI so programs of ancestors keep applying).
+pub fn bpf_attach_device_program(
+    cgroup: BorrowedFd<'_>,
+    program: BorrowedFd<'_>,
+) -> nix::Result<()> {
+    const BPF_PROG_ATTACH: libc::c_long = 8;
+    const BPF_CGROUP_DEVICE: u32 = 6;
+    const BPF_F_ALLOW_MULTI: u32 = 2;
+    // BPF_PROG_ATTACH member: target_fd u32 @0, attach_bpf_fd u32 @4,
+    // attach_type u32 @8, attach_flags u32 @12.
+    let mut attr = [0u8; 32];
+    attr[0..4].copy_from_slice(&(cgroup.as_raw_fd() as u32).to_ne_bytes());
+    attr[4..8].copy_from_slice(&(program.as_raw_fd() as u32).to_ne_bytes());
+    attr[8..12].copy_from_slice(&BPF_CGROUP_DEVICE.to_ne_bytes());
+    attr[12..16].copy_from_slice(&BPF_F_ALLOW_MULTI.to_ne_bytes());
+    // SAFETY: attr is a zeroed bpf_attr prefix holding two fds borrowed
+    // for the duration of the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_ATTACH,
+            attr.as_ptr(),
+            attr.len() as libc::c_uint,
+        )
+    };
     Errno::result(ret).map(drop)
 }
