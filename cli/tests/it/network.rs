@@ -516,3 +516,65 @@ fn connect_and_disconnect_a_running_container() {
     root.ok(&["rm", "-f", "lhs", "rhs"]);
     root.ok(&["network", "rm", &left, &right]);
 }
+
+#[test]
+fn publish_all_and_container_network_mode() {
+    let Some(root) = Root::new() else { return };
+    let tar = crate::common::busybox_tar().to_str().unwrap().to_string();
+    root.ok(&[
+        "import",
+        "--change",
+        "EXPOSE 8000 9000/udp",
+        &tar,
+        "exposing:v1",
+    ]);
+    root.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "pa",
+        "-P",
+        "exposing:v1",
+        "sleep",
+        "60",
+    ]);
+    let ports = root.ok(&["port", "pa"]);
+    assert!(ports.contains("8000/tcp -> 0.0.0.0:"), "{ports}");
+    assert!(ports.contains("9000/udp -> 0.0.0.0:"), "{ports}");
+    // --network container:NAME shares pa's namespace: same address.
+    let ip = root.ip("pa", "bridge");
+    let out = root.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "container:pa",
+        "busybox",
+        "ip",
+        "-o",
+        "-4",
+        "addr",
+    ]);
+    assert!(out.contains(&format!("inet {ip}/")), "{out}");
+    // -p with --network none is refused.
+    let out = root.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-p",
+        "80",
+        "busybox",
+        "true",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("conflicting options"));
+    root.ok(&["rm", "-f", "pa"]);
+    let out = root.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "container:pa",
+        "busybox",
+        "true",
+    ]);
+    assert!(!out.status.success());
+}
