@@ -737,7 +737,7 @@ pub fn attach(network: &Network, req: &AttachRequest) -> Result<Attachment> {
     state.last_ip = Some(ip);
     let (netns, owns_netns) = match &req.netns {
         Some(p) => (p.clone(), false),
-        None => (create_netns(&req.id)?, true),
+        None => (Path::new(NETNS_DIR).join(&req.id), true),
     };
     let veth = veth_name(&req.id, &network.bridge);
     let rules: Vec<String> = ports
@@ -758,7 +758,32 @@ pub fn attach(network: &Network, req: &AttachRequest) -> Result<Attachment> {
     } else {
         &req.ifname
     };
+    let me = std::process::id() as i32;
+    let endpoint = Endpoint {
+        name: req.name.clone(),
+        aliases: req.aliases.clone(),
+        hostname: req.hostname.clone(),
+        ip,
+        veth: veth.clone(),
+        netns: netns.clone(),
+        owns_netns,
+        owner_pid: me,
+        owner_start: start_time(me).unwrap_or(0),
+        pid: 0,
+        pid_start: 0,
+        ports: ports.clone(),
+        rules: rules.clone(),
+        hosts_file: req.hosts_file.clone(),
+        extra_hosts: req.extra_hosts.clone(),
+    };
+    // Recorded before anything is made: if this process is killed half-way,
+    // the next reap finds its owner dead and takes it all down.
+    state.endpoints.insert(req.id.clone(), endpoint.clone());
+    save(&state)?;
     let made = (|| -> Result<()> {
+        if owns_netns {
+            create_netns(&req.id)?;
+        }
         let ns = File::open(&netns)
             .map_err(|e| Error::io(&format!("opening {}", netns.display()), e))?;
         nl.add_veth(&veth, ifname, ns.as_fd())
@@ -790,30 +815,10 @@ pub fn attach(network: &Network, req: &AttachRequest) -> Result<Attachment> {
         if owns_netns {
             remove_netns(&netns);
         }
+        state.endpoints.remove(&req.id);
+        save(&state)?;
         return Err(e);
     }
-    let me = std::process::id() as i32;
-    state.endpoints.insert(
-        req.id.clone(),
-        Endpoint {
-            name: req.name.clone(),
-            aliases: req.aliases.clone(),
-            hostname: req.hostname.clone(),
-            ip,
-            veth,
-            netns: netns.clone(),
-            owns_netns,
-            owner_pid: me,
-            owner_start: start_time(me).unwrap_or(0),
-            pid: 0,
-            pid_start: 0,
-            ports: ports.clone(),
-            rules,
-            hosts_file: req.hosts_file.clone(),
-            extra_hosts: req.extra_hosts.clone(),
-        },
-    );
-    save(&state)?;
     write_hosts_files(&state);
     if state.resolve_names {
         if let Err(e) = dns::ensure_running(&mut state) {
