@@ -1,6 +1,6 @@
 //! The embedded DNS resolver of a user network: a re-execution of the
 //! caller's binary (as the container init is) listening on the network's
-//! gateway address, UDP port 53. It answers A queries for the names and
+//! gateway address, port 53 (UDP and TCP). It answers A queries for the names and
 //! aliases of the network's containers (read from the bridge's state file
 //! at each query) and forwards every other query to the host's name
 //! servers. It is started when a container joins the network and ends by
@@ -92,6 +92,13 @@ fn serve(bridge: &str) -> Result<()> {
     socket
         .set_read_timeout(Some(Duration::from_secs(1)))
         .map_err(|e| Error::io("setting a timeout", e))?;
+    let tcp = std::net::TcpListener::bind((gateway, 53))
+        .map_err(|e| Error::io(&format!("listening on {gateway}:53/tcp"), e))?;
+    {
+        let bridge = bridge.to_string();
+        let upstreams = upstreams();
+        std::thread::spawn(move || serve_tcp(&bridge, tcp, &upstreams));
+    }
     println!("ok");
     let _ = std::io::stdout().flush();
     let upstreams = upstreams();
@@ -124,6 +131,43 @@ fn serve(bridge: &str) -> Result<()> {
             }
             Err(e) => return Err(Error::io("reading a DNS query", e)),
         }
+    }
+}
+
+/// DNS over TCP: each message prefixed with its 2-byte length.
+fn serve_tcp(bridge: &str, listener: std::net::TcpListener, upstreams: &[SocketAddr]) {
+    use std::io::Read;
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        let from = match stream.peer_addr() {
+            Ok(a) => a.ip(),
+            Err(_) => continue,
+        };
+        let bridge = bridge.to_string();
+        let upstreams = upstreams.to_vec();
+        std::thread::spawn(move || {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            loop {
+                let mut len = [0u8; 2];
+                if stream.read_exact(&mut len).is_err() {
+                    return;
+                }
+                let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                if stream.read_exact(&mut query).is_err() {
+                    return;
+                }
+                let Some(reply) = answer(&bridge, &query, from, &upstreams) else {
+                    return;
+                };
+                let Ok(n) = u16::try_from(reply.len()) else {
+                    return;
+                };
+                if stream.write_all(&n.to_be_bytes()).is_err() || stream.write_all(&reply).is_err()
+                {
+                    return;
+                }
+            }
+        });
     }
 }
 
