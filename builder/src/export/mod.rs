@@ -90,6 +90,7 @@ struct RootFs {
 struct HistoryEntry<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     created: Option<&'a str>,
+    #[serde(skip_serializing_if = "str::is_empty")]
     created_by: &'a str,
     #[serde(skip_serializing_if = "str::is_empty")]
     comment: &'a str,
@@ -126,7 +127,7 @@ pub fn config_json(
         }
     }
     let history_start = own.first().copied().unwrap_or(config.history.len());
-    // Entries of this build get the build time; base entries have none here.
+    // Entries of this build get the build time; base entries keep theirs.
     let base_len = config
         .history
         .iter()
@@ -185,7 +186,11 @@ pub fn config_json(
             .iter()
             .enumerate()
             .map(|(i, h)| HistoryEntry {
-                created: (i >= base_len).then_some(created),
+                created: if i >= base_len {
+                    Some(created)
+                } else {
+                    h.created.as_deref()
+                },
                 created_by: &h.created_by,
                 comment: &h.comment,
                 empty_layer: empty_flags[i],
@@ -270,5 +275,36 @@ mod tests {
         assert_eq!(v["config"]["Shell"][0], "/bin/ash");
         assert_eq!(v["config"]["Labels"]["k"], "v");
         assert_eq!(v["rootfs"]["type"], "layers");
+    }
+
+    #[test]
+    fn base_history_keeps_its_times() {
+        let base = ImageConfig::from_config_json(
+            br#"{"config":{},"history":[{"created":"1970-01-01T00:00:00Z","comment":"Imported"}]}"#,
+        )
+        .unwrap();
+        let mut stage = compile(
+            &Dockerfile::parse("Dockerfile", "FROM scratch\nENV A=1\n").unwrap(),
+            &CompileOptions::default(),
+            &NoImages,
+        )
+        .unwrap()
+        .target_stage()
+        .clone();
+        let mut history = base.history.clone();
+        history.extend(stage.config.history.drain(..));
+        stage.config.history = history;
+        let solved = Solved {
+            layers: Vec::new(),
+            steps: Vec::new(),
+            created: None,
+        };
+        let bytes = config_json(&stage, &solved, "2024-01-01T00:00:00Z", &[]);
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let history = v["history"].as_array().unwrap();
+        assert_eq!(history[0]["created"], "1970-01-01T00:00:00Z");
+        assert!(history[0].get("created_by").is_none(), "{}", history[0]);
+        assert_eq!(history[1]["created"], "2024-01-01T00:00:00Z");
+        assert_eq!(history[1]["created_by"], "ENV A=1");
     }
 }

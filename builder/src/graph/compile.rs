@@ -525,7 +525,8 @@ impl<'a> Compiler<'a> {
                         }
                     }
                 }
-                state.history(format!("EXPOSE {}", added.join(" ")), true);
+                // As BuildKit writes it: the expanded ports as a Go slice.
+                state.history(format!("EXPOSE [{}]", added.join(" ")), true);
             }
             Instruction::Volume { paths } => {
                 let mut added = Vec::new();

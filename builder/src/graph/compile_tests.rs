@@ -286,6 +286,7 @@ fn config_changes() {
     );
     let h = history(&g);
     assert_eq!(h[0], "CMD [\"x\"]");
+    assert_eq!(h[2], "EXPOSE [80/tcp 53/udp]");
     assert_eq!(
         h[6],
         "HEALTHCHECK &{[\"CMD-SHELL\" \"curl\"] \"5m0s\" \"0s\" \"0s\" \"0s\" '\\x03'}"

@@ -59,6 +59,10 @@ pub struct HealthConfig {
 /// One history entry (OCI config `history`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct History {
+    /// When a base image's entry was made (RFC 3339), kept as it was; this
+    /// build's entries get the build time when exported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
     /// The instruction as docker writes it (`RUN /bin/sh -c make # buildkit`).
     pub created_by: String,
     /// `buildkit.dockerfile.v0`, as BuildKit writes.
@@ -143,6 +147,8 @@ struct HealthSection {
 #[derive(Deserialize)]
 struct HistoryEntry {
     #[serde(default)]
+    created: Option<String>,
+    #[serde(default)]
     created_by: Option<String>,
     #[serde(default)]
     comment: Option<String>,
@@ -184,6 +190,7 @@ impl ImageConfig {
                 .history
                 .into_iter()
                 .map(|h| History {
+                    created: h.created,
                     created_by: h.created_by.unwrap_or_default(),
                     comment: h.comment.unwrap_or_default(),
                     empty_layer: h.empty_layer.unwrap_or(false),

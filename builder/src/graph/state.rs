@@ -89,6 +89,7 @@ impl StageState {
 
     pub(super) fn history(&mut self, created_by: String, empty_layer: bool) {
         self.config.history.push(History {
+            created: None,
             created_by,
             comment: HISTORY_COMMENT.to_string(),
             empty_layer,
