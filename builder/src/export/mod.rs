@@ -54,6 +54,8 @@ struct Runtime<'a> {
     on_build: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
     shell: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    args_escaped: bool,
 }
 
 #[derive(Serialize)]
@@ -172,6 +174,7 @@ pub fn config_json(
             }),
             on_build: &config.on_build,
             shell: config.shell.as_deref(),
+            args_escaped: config.args_escaped,
         },
         rootfs: RootFs {
             kind: "layers",

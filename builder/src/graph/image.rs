@@ -33,6 +33,9 @@ pub struct ImageConfig {
     pub shell: Option<Vec<String>>,
     /// ONBUILD triggers, as written after the keyword.
     pub on_build: Vec<String>,
+    /// docker's `ArgsEscaped`: BuildKit sets it with CMD; kept from the base.
+    #[serde(default)]
+    pub args_escaped: bool,
     /// MAINTAINER (the image's `author`).
     pub author: Option<String>,
     /// History entries, oldest first.
@@ -126,6 +129,7 @@ struct RuntimeSection {
     healthcheck: Option<HealthSection>,
     shell: Option<Vec<String>>,
     on_build: Option<Vec<String>>,
+    args_escaped: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -185,6 +189,7 @@ impl ImageConfig {
             }),
             shell: section.shell,
             on_build: section.on_build.unwrap_or_default(),
+            args_escaped: section.args_escaped.unwrap_or(false),
             author: file.author,
             history: file
                 .history

@@ -4,6 +4,8 @@
 #[cfg(feature = "test-root")]
 mod build;
 mod build_check;
+#[cfg(feature = "test-root")]
+mod build_diff;
 mod common;
 #[cfg(feature = "test-root")]
 mod containers;
