@@ -295,7 +295,7 @@ mod tests {
         .target_stage()
         .clone();
         let mut history = base.history.clone();
-        history.extend(stage.config.history.drain(..));
+        history.append(&mut stage.config.history);
         stage.config.history = history;
         let solved = Solved {
             layers: Vec::new(),

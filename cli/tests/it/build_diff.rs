@@ -134,7 +134,11 @@ fn cases() -> (Vec<Case>, Vec<(String, String)>) {
     for dir in dirs {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
         if let Ok(reason) = std::fs::read_to_string(dir.join(".nodiff")) {
-            skipped.push((name, reason.trim().to_string()));
+            let reason = match reason.trim() {
+                "" => "no reason given in the file".to_string(),
+                r => r.to_string(),
+            };
+            skipped.push((name, reason));
             continue;
         }
         let lines = |file: &str| -> Vec<String> {
