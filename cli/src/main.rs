@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod args;
+mod build_progress;
 mod commands;
 mod containers;
 mod names;

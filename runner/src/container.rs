@@ -50,6 +50,9 @@ struct Common {
     stdout: Stdio,
     stderr: Stdio,
     init_binary: PathBuf,
+    /// SIGKILL the container's init (and so its whole pid namespace) when
+    /// the thread that started it dies.
+    kill_with_parent: bool,
 }
 
 impl Default for Common {
@@ -59,6 +62,7 @@ impl Default for Common {
             stdout: Stdio::Inherit,
             stderr: Stdio::Inherit,
             init_binary: "/proc/self/exe".into(),
+            kill_with_parent: false,
         }
     }
 }
@@ -155,6 +159,15 @@ impl ContainerBuilder {
     /// signals to the program, reaps zombies and exits with its status.
     pub fn init(mut self, enabled: bool) -> Self {
         self.init_process = enabled;
+        self
+    }
+
+    /// Kills the container (SIGKILL to its init, PR_SET_PDEATHSIG) when the
+    /// thread that spawns it exits, even by SIGKILL: for short-lived
+    /// containers owned by one process (build steps). Spawn and wait on the
+    /// same thread.
+    pub fn kill_with_parent(mut self, enabled: bool) -> Self {
+        self.common.kill_with_parent = enabled;
         self
     }
 
@@ -275,6 +288,7 @@ impl ContainerBuilder {
         };
         let mut process_config = process_config(process)?;
         process_config.has_seccomp = seccomp.is_some();
+        process_config.kill_with_parent = self.common.kill_with_parent;
         let sysctl = linux
             .and_then(|l| l.sysctl().as_ref())
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
@@ -361,6 +375,7 @@ fn process_config(process: &Process) -> Result<ProcessConfig> {
         ambient: names(c.ambient()),
     });
     Ok(ProcessConfig {
+        kill_with_parent: false,
         args,
         env: process.env().clone().unwrap_or_default(),
         cwd: process.cwd().clone(),
@@ -512,8 +527,14 @@ fn launch(
         (stderr.child.as_raw_fd(), 2),
         (theirs.as_raw_fd(), protocol::INIT_FD),
     ];
-    let pid = sys::clone_exec(flags, &fds, protocol::INIT_FD, &image)
-        .map_err(Error::sys("clone the container init"))?;
+    let pid = sys::clone_exec(
+        flags,
+        &fds,
+        protocol::INIT_FD,
+        &image,
+        common.kill_with_parent,
+    )
+    .map_err(Error::sys("clone the container init"))?;
     drop((stdin.child, stdout.child, stderr.child, theirs));
     let pid_text = pid.as_raw().to_string();
     for file in procs {

@@ -60,6 +60,10 @@ pub(crate) struct RunConfig {
 /// The program and its credentials (OCI `process`), resolved.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct ProcessConfig {
+    /// PR_SET_PDEATHSIG(SIGKILL) again right before exec (a uid change
+    /// clears it).
+    #[serde(default)]
+    pub kill_with_parent: bool,
     pub args: Vec<String>,
     pub env: Vec<String>,
     pub cwd: PathBuf,

@@ -2,6 +2,8 @@
 //! `Healthcheck`, `Shell`, `OnBuild`), the manifest, and names (DESIGN.md,
 //! "How data flows: build", step 4).
 
+pub mod fs;
+
 use std::collections::BTreeMap;
 
 use kiln_store::{CachedLayer, Digest, Lease, Store};
@@ -221,24 +223,43 @@ pub fn commit(
     layers: &[CachedLayer],
     names: &[String],
 ) -> Result<Exported, SolveError> {
+    let exported = write_image(store, lease, config_bytes, layers)?;
+    name_image(store, &exported, names)?;
+    Ok(exported)
+}
+
+/// Writes config and manifest, protected by `lease` only: the image has
+/// no name (an export to a file or directory, without `-t`).
+pub fn write_image(
+    store: &Store,
+    lease: &Lease,
+    config_bytes: &[u8],
+    layers: &[CachedLayer],
+) -> Result<Exported, SolveError> {
     let descriptors: Vec<Descriptor> = layers.iter().map(|l| l.descriptor.clone()).collect();
     let manifest = store
         .commit_image_bytes(config_bytes, &descriptors, lease)
         .map_err(SolveError::store("writing the image"))?;
-    for name in names {
-        store
-            .set_name(name, &manifest)
-            .map_err(SolveError::store("naming the image"))?;
-    }
-    if names.is_empty() {
-        store
-            .keep_untagged(&manifest)
-            .map_err(SolveError::store("recording the untagged image"))?;
-    }
     Ok(Exported {
         manifest,
         config_digest: Digest::of(config_bytes),
     })
+}
+
+/// Points each of `names` (normalized) at the image, or keeps it as an
+/// untagged image when there are none.
+pub fn name_image(store: &Store, image: &Exported, names: &[String]) -> Result<(), SolveError> {
+    for name in names {
+        store
+            .set_name(name, &image.manifest)
+            .map_err(SolveError::store("naming the image"))?;
+    }
+    if names.is_empty() {
+        store
+            .keep_untagged(&image.manifest)
+            .map_err(SolveError::store("recording the untagged image"))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -38,6 +38,35 @@ pub(crate) fn record_path(cache_dir: &Path, identity: &str) -> std::path::PathBu
     cache_dir.join("steps").join(format!("{hex}.json"))
 }
 
+/// The file whose mtime is when the cache record `key` was last used
+/// (written or hit), for `kiln builder du` and `prune --keep-storage`.
+pub(crate) fn used_path(cache_dir: &Path, key: &str) -> std::path::PathBuf {
+    let hex = key.strip_prefix("sha256:").unwrap_or(key);
+    cache_dir.join("used").join(hex)
+}
+
+/// Records that the cache record `key` was used now.
+pub(crate) fn touch_used(cache_dir: &Path, key: &str) {
+    let path = used_path(cache_dir, key);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .or_else(|_| {
+            std::fs::create_dir_all(cache_dir.join("used"))?;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+        });
+    // Advisory only: a lost mark makes the record look older.
+    if let Ok(f) = file {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
+}
+
 pub(crate) fn load(path: &Path) -> Option<StepRecord> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
@@ -106,6 +135,18 @@ pub(crate) fn miss_reason(
             .filter(|i| !prev.inputs.contains(i))
             .map(|(role, _)| role.as_str())
             .collect();
+        // A stage's first step reads its base image (`image DIGEST PLATFORM`).
+        let base_image = |inputs: &[(String, String)]| {
+            inputs
+                .iter()
+                .find(|(role, key)| role == "rootfs" && key.starts_with("image "))
+                .and_then(|(_, key)| key.split(' ').nth(1).map(str::to_string))
+        };
+        if let (Some(old), Some(new)) = (base_image(&prev.inputs), base_image(&now.inputs)) {
+            if old != new {
+                return format!("base image changed ({old} -> {new})");
+            }
+        }
         return match changed.first() {
             Some(&"rootfs") => "previous step changed".to_string(),
             Some(role) => format!("input {role} changed"),
@@ -161,6 +202,14 @@ mod tests {
         assert_eq!(
             miss_reason(Some(&base), &parent, &[]),
             "previous step changed"
+        );
+        let mut from = base.clone();
+        from.inputs[0].1 = "image sha256:aa linux/amd64".into();
+        let mut moved = base.clone();
+        moved.inputs[0].1 = "image sha256:bb linux/amd64".into();
+        assert_eq!(
+            miss_reason(Some(&from), &moved, &[]),
+            "base image changed (sha256:aa -> sha256:bb)"
         );
     }
 }

@@ -90,6 +90,18 @@ pub enum SolveError {
         /// The value.
         value: String,
     },
+    /// A RUN mount that cannot be made (missing secret, missing source).
+    #[error("{message}")]
+    Mount {
+        /// What is wrong (never a secret's value).
+        message: String,
+    },
+    /// A RUN needing an entitlement kiln does not grant.
+    #[error("entitlement {name} is not granted")]
+    Entitlement {
+        /// `security.insecure`.
+        name: &'static str,
+    },
     /// A feature the solver does not have yet.
     #[error("{what} is not supported yet")]
     Unsupported {

@@ -12,6 +12,7 @@ use kiln_runner::{default_spec, Container, Stdio};
 use crate::dockerfile::instructions::{Network, Security};
 use crate::graph::ops::ExecOp;
 use crate::solve::error::SolveError;
+use crate::solve::mounts;
 use crate::solve::paths::resolve_in_root;
 use crate::solve::progress::StepEvent;
 use crate::solve::users::{resolve_in, Purpose};
@@ -30,30 +31,46 @@ const MOUNT_STUBS: &[&str] = &[
     "etc/hostname",
 ];
 
-/// Why a RUN cannot run yet; checked before anything is prepared.
+/// Why a RUN cannot run; checked before anything is prepared.
 pub(crate) fn check_supported(op: &ExecOp) -> Result<(), SolveError> {
-    if let Some(mount) = op.mounts.first() {
-        let what = if mount.inline.is_some() {
-            "RUN with a heredoc starting with #!".to_string()
-        } else {
-            format!(
-                "RUN --mount=type={}",
-                serde_json::to_value(mount.kind)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default()
-            )
-        };
-        return Err(SolveError::unsupported(what));
-    }
     if op.security == Security::Insecure {
-        return Err(SolveError::unsupported("RUN --security=insecure"));
+        return Err(SolveError::Entitlement {
+            name: "security.insecure",
+        });
     }
     Ok(())
 }
 
+/// How a RUN's network is set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NetworkSetup {
+    /// The host's network namespace.
+    Host,
+    /// A network namespace of its own with only loopback.
+    Isolated,
+}
+
+/// The network a RUN gets: its `--network`, else the build's `--network`.
+/// `default` is the host's network for now (no bridge yet).
+pub(crate) fn network_setup(step: Network, build: Network) -> NetworkSetup {
+    let chosen = if step == Network::Default {
+        build
+    } else {
+        step
+    };
+    match chosen {
+        Network::None => NetworkSetup::Isolated,
+        Network::Host | Network::Default => NetworkSetup::Host,
+    }
+}
+
 /// Builds the runtime spec of a RUN step.
-pub(crate) fn spec_for(op: &ExecOp, root: &Path) -> Result<Spec, SolveError> {
+pub(crate) fn spec_for(
+    op: &ExecOp,
+    root: &Path,
+    network: NetworkSetup,
+    mounts: &mounts::Prepared,
+) -> Result<Spec, SolveError> {
     let ids = resolve_in(root, &op.user, Purpose::Process)?;
     let mut spec = default_spec();
     spec.set_hostname(Some("buildkitsandbox".to_string()));
@@ -62,25 +79,26 @@ pub(crate) fn spec_for(op: &ExecOp, root: &Path) -> Result<Spec, SolveError> {
         .as_mut()
         .expect("the default spec has a process");
     process.set_args(Some(op.args.clone()));
-    process.set_env(Some(op.env.clone()));
+    let mut env = op.env.clone();
+    env.extend(mounts.env.iter().cloned());
+    process.set_env(Some(env));
     process.set_cwd(PathBuf::from(if op.cwd.is_empty() { "/" } else { &op.cwd }));
     process.user_mut().set_uid(ids.uid);
     process.user_mut().set_gid(ids.gid);
     // docker build lets RUN use setuid programs (sudo, su).
     process.set_no_new_privileges(Some(false));
-    let host_network = op.network != Network::None;
-    if host_network {
+    if network == NetworkSetup::Host {
         // No network namespace yet: RUN shares the host's network.
         if let Some(linux) = spec.linux_mut().as_mut() {
             if let Some(namespaces) = linux.namespaces_mut().as_mut() {
                 namespaces.retain(|n| n.typ() != LinuxNamespaceType::Network);
             }
         }
-        let mut mounts = spec.mounts().clone().unwrap_or_default();
+        let mut extra = spec.mounts().clone().unwrap_or_default();
         for file in ["/etc/resolv.conf", "/etc/hosts"] {
             let inside = resolve_in_root(root, file).ok();
             if Path::new(file).is_file() && inside.is_some_and(|p| p.is_file()) {
-                mounts.push(
+                extra.push(
                     MountBuilder::default()
                         .destination(file)
                         .typ("bind")
@@ -91,14 +109,18 @@ pub(crate) fn spec_for(op: &ExecOp, root: &Path) -> Result<Spec, SolveError> {
                 );
             }
         }
-        spec.set_mounts(Some(mounts));
+        spec.set_mounts(Some(extra));
     }
+    let mut all = spec.mounts().clone().unwrap_or_default();
+    all.extend(mounts.mounts.iter().cloned());
+    spec.set_mounts(Some(all));
     Ok(spec)
 }
 
 /// Runs the command on the prepared `root` (an overlay whose upper dir is
 /// `upper`), streaming its output as events. `cgroup` is relative to the
 /// cgroup root.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn run(
     op: &ExecOp,
     root: &Path,
@@ -106,9 +128,13 @@ pub(crate) fn run(
     cgroup: &str,
     emit: &dyn Fn(StepEvent),
     running: &std::sync::Mutex<Vec<i32>>,
+    network: NetworkSetup,
+    mount_env: &mounts::MountEnv,
 ) -> Result<(), SolveError> {
     check_supported(op)?;
-    let spec = spec_for(op, root)?;
+    let prepared = mounts::prepare(mount_env, &op.mounts)?;
+    let spec = spec_for(op, root, network, &prepared)?;
+    let stubs = mounts::stubs(root, &prepared.mounts);
     let missing: Vec<&str> = MOUNT_STUBS
         .iter()
         .copied()
@@ -131,6 +157,7 @@ pub(crate) fn run(
         .stdin(Stdio::Null)
         .stdout(Stdio::Fd(write))
         .stderr(Stdio::Fd(write2))
+        .kill_with_parent(true)
         .spawn()
         .map_err(|source| SolveError::Runner { source })?;
     // Registered so an interrupted build can kill it.
@@ -160,6 +187,8 @@ pub(crate) fn run(
     let status = child
         .wait()
         .map_err(|source| SolveError::Runner { source })?;
+    drop(prepared);
+    mounts::remove_stubs(&stubs);
     for stub in missing {
         remove_stub(&upper.join(stub));
     }

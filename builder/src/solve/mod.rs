@@ -4,13 +4,15 @@
 //! cache first (DESIGN.md, "How data flows: build", step 3).
 
 mod cache;
+pub mod cachemount;
 mod context;
 mod copy;
 mod error;
 mod exec;
+mod mounts;
 mod paths;
 mod progress;
-mod rootfs;
+pub(crate) mod rootfs;
 mod users;
 
 use std::collections::BTreeMap;
@@ -23,8 +25,10 @@ use futures_util::future::{BoxFuture, FutureExt, Shared};
 use kiln_store::{CacheRecord, CachedLayer, DiffOptions, Lease, Store};
 
 pub use error::SolveError;
+pub use mounts::Secrets;
 pub use progress::{NoProgress, Progress, StepEvent};
 
+use crate::dockerfile::instructions::Network;
 use crate::dockerfile::platform::Platform;
 use crate::graph::ops::{FileAction, Graph, NodeId, Op};
 use cache::StepRecord;
@@ -52,12 +56,62 @@ pub struct SolveOptions {
     pub dockerfile: PathBuf,
     /// Ignore cache records (still write new ones).
     pub no_cache: bool,
+    /// Nodes that ignore cache records (`--no-cache-filter`: the steps of
+    /// the named stages).
+    pub no_cache_nodes: std::collections::BTreeSet<NodeId>,
     /// Steps running at once (at least 1).
     pub jobs: usize,
     /// `SOURCE_DATE_EPOCH`: clamps layer mtimes.
     pub source_date_epoch: Option<i64>,
     /// Names given with `--build-arg`, for miss reasons.
     pub build_arg_names: Vec<String>,
+    /// What RUN steps get beyond their op: secrets, the network.
+    pub run: RunOptions,
+}
+
+/// Build-wide settings of RUN steps (`--secret`, `--network`).
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Secrets for `RUN --mount=type=secret`.
+    pub secrets: Secrets,
+    /// The network of a RUN without `--network` (`kiln build --network`).
+    pub network: Network,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            secrets: Secrets::default(),
+            network: Network::Default,
+        }
+    }
+}
+
+/// When the build cache record `key` was last used (written or hit).
+pub fn cache_record_last_used(store: &Store, key: &str) -> Option<std::time::SystemTime> {
+    std::fs::metadata(cache::used_path(&store.cache_dir(), key))
+        .and_then(|m| m.modified())
+        .ok()
+}
+
+/// Forgets the last use of `key` (after its record was removed).
+pub fn forget_cache_record_use(store: &Store, key: &str) {
+    let _ = std::fs::remove_file(cache::used_path(&store.cache_dir(), key));
+}
+
+/// Cleans what a killed build left: overlay mounts, RUN scratch
+/// directories and the cgroups of its RUN containers.
+pub fn remove_leftovers(store: &Store) {
+    rootfs::remove_stale_mounts(store);
+    mounts::remove_stale(store);
+    kiln_runner::cgroup::remove_stale_children(std::path::Path::new("kiln-build"), &|name| {
+        name.split('-')
+            .next()
+            .and_then(|p| p.parse::<u32>().ok())
+            .is_some_and(|pid| {
+                pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            })
+    });
 }
 
 /// The solved target: its layer stack and, for each layer-making step
@@ -128,7 +182,7 @@ pub fn solve(
     resolver: Arc<dyn ImageResolver>,
     progress: Arc<dyn Progress>,
 ) -> Result<Solved, SolveError> {
-    rootfs::remove_stale_mounts(store);
+    remove_leftovers(store);
     let order = needed(graph);
     let mut steps = vec![0; graph.nodes.len()];
     for (n, &id) in order.iter().enumerate() {
@@ -374,6 +428,12 @@ impl Ctx {
                                 }
                             }
                         }
+                        Op::Exec(e) => sources.extend(
+                            e.mounts
+                                .iter()
+                                .filter(|m| m.input == Some(slot))
+                                .map(|m| m.source.as_str()),
+                        ),
                         _ => sources.push("."),
                     }
                     for source in sources {
@@ -409,10 +469,12 @@ impl Ctx {
             node.description
         );
         let record_path = cache::record_path(&self.store.cache_dir(), &identity);
-        if !self.options.no_cache {
+        let no_cache_filter = self.options.no_cache_nodes.contains(&id);
+        if !self.options.no_cache && !no_cache_filter {
             if let Some(hit) = self.cached(&key)? {
                 self.emit(id, StepEvent::Cached);
                 cache::save(&record_path, &record);
+                cache::touch_used(&self.store.cache_dir(), &key);
                 return Ok(Output::Rootfs(Arc::new(RootfsOut {
                     layers: hit.layers,
                     steps: decode_steps(&hit.annotations),
@@ -423,6 +485,8 @@ impl Ctx {
         }
         let reason = if self.options.no_cache {
             "--no-cache".to_string()
+        } else if no_cache_filter {
+            "--no-cache-filter".to_string()
         } else {
             cache::miss_reason(
                 cache::load(&record_path).as_ref(),
@@ -452,6 +516,26 @@ impl Ctx {
             Op::Exec(op) => {
                 let cgroup = format!("kiln-build/{}-{}", std::process::id(), self.steps[id]);
                 let emit = |event: StepEvent| self.emit(id, event);
+                let mount_env = mounts::MountEnv {
+                    store: &self.store,
+                    lease: &self.lease,
+                    inputs: node
+                        .inputs
+                        .iter()
+                        .zip(inputs)
+                        .map(|(input, output)| match output {
+                            Output::Context(index) => {
+                                let filtered = matches!(
+                                    &self.graph.nodes[input.node].op,
+                                    Op::Context { exclude, .. } if !exclude.is_empty()
+                                );
+                                Some(mounts::Source::Context(index, filtered))
+                            }
+                            Output::Rootfs(r) => Some(mounts::Source::Layers(&r.layers)),
+                        })
+                        .collect(),
+                    secrets: &self.options.run.secrets,
+                };
                 exec::run(
                     op,
                     workspace.merged(),
@@ -459,6 +543,8 @@ impl Ctx {
                     &cgroup,
                     &emit,
                     &self.running,
+                    exec::network_setup(op.network, self.options.run.network),
+                    &mount_env,
                 )?;
             }
             Op::File(op) => self.file_actions(workspace.merged(), &op.actions, inputs)?,
@@ -485,6 +571,7 @@ impl Ctx {
             .put_cache_record(&key, &cache_record)
             .map_err(SolveError::store("writing a cache record"))?;
         cache::save(&record_path, &record);
+        cache::touch_used(&self.store.cache_dir(), &key);
         Ok(Output::Rootfs(Arc::new(RootfsOut {
             layers,
             steps,

@@ -2,8 +2,10 @@
 //! named in the store), or with `--check` parses, compiles and lints, or
 //! with `--print-graph` shows the op graph.
 
-use std::io::{Read, Write};
+use std::collections::HashSet;
+use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
@@ -14,7 +16,7 @@ use kiln_builder::{
     Platform,
 };
 
-use crate::commands::pull::ensure_image;
+use crate::commands::pull::{ensure_image, pull_image};
 use crate::settings::RegistrySettings;
 use crate::ExitStatus;
 
@@ -69,8 +71,9 @@ pub struct BuildArgs {
     #[arg(long, value_name = "FILE")]
     pub iidfile: Option<PathBuf>,
 
-    /// Progress output: auto and plain print BuildKit-style lines, json one
-    /// JSON object per event, quiet only the image id.
+    /// Progress output: tty a live view (auto on a terminal), plain
+    /// BuildKit-style lines (auto elsewhere), json one JSON object per
+    /// event, quiet only the image id.
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: ProgressMode,
 
@@ -81,14 +84,56 @@ pub struct BuildArgs {
     /// Image label KEY=VALUE; may repeat.
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
+
+    /// Secret for `RUN --mount=type=secret`: id=ID,src=FILE or id=ID,env=VAR
+    /// (also type=file|env); may repeat.
+    #[arg(long = "secret", value_name = "id=ID,src=FILE")]
+    pub secrets: Vec<String>,
+
+    /// Network of RUN steps without their own --network: default, host or none.
+    #[arg(long, value_name = "MODE", default_value = "default")]
+    pub network: String,
+
+    /// Output: type=image|oci|docker|local|tar[,dest=PATH][,name=NAME],
+    /// DIR (type=local) or - (a tar on stdout); may repeat.
+    #[arg(short = 'o', long = "output", value_name = "SPEC")]
+    pub outputs: Vec<String>,
+
+    /// Write the build result's metadata (image digest, config digest,
+    /// descriptor, names) to this file as JSON.
+    #[arg(long = "metadata-file", value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
+
+    /// Always pull base images from their registry, even when present.
+    #[arg(long)]
+    pub pull: bool,
+
+    /// Do not use the cache for the steps of these stages; may repeat.
+    #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
+    pub no_cache_filter: Vec<String>,
+
+    /// Print only the image id (`--progress quiet`).
+    #[arg(short = 'q', long, conflicts_with = "progress")]
+    pub quiet: bool,
+}
+
+impl BuildArgs {
+    /// `--progress`, with `-q` meaning quiet.
+    pub fn progress_mode(&self) -> ProgressMode {
+        if self.quiet {
+            ProgressMode::Quiet
+        } else {
+            self.progress
+        }
+    }
 }
 
 /// `--progress` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ProgressMode {
-    /// plain (a live terminal view is not available yet).
+    /// tty when stderr is a terminal, plain otherwise.
     Auto,
-    /// A live terminal view (not supported yet).
+    /// A live terminal view: running steps with timers and output tails.
     Tty,
     /// Lines like BuildKit's `--progress plain`.
     Plain,
@@ -114,6 +159,37 @@ struct StoreImages {
     pull: Option<RegistrySettings>,
     /// Pull without progress lines (`--progress quiet|json`).
     quiet_pull: bool,
+    /// `--pull`: base images pulled again, each once per build.
+    refresh: Option<std::sync::Arc<Refresh>>,
+}
+
+/// The base images a `--pull` build has pulled: each is pulled again
+/// from its registry once, then read from the store.
+#[derive(Debug, Default)]
+pub struct Refresh {
+    pulled: Mutex<HashSet<String>>,
+}
+
+/// A base image for a build: pulled when missing, or always once per
+/// build with `--pull` (`refresh`).
+pub fn base_image(
+    store: &kiln_store::Store,
+    settings: &RegistrySettings,
+    reference: &str,
+    quiet: bool,
+    refresh: Option<&Refresh>,
+) -> anyhow::Result<kiln_store::Image> {
+    let Some(refresh) = refresh else {
+        return ensure_image(store, settings, reference, quiet);
+    };
+    // Held across the pull: a reference asked for twice at once is pulled once.
+    let mut pulled = refresh.pulled.lock().expect("not poisoned");
+    if pulled.contains(reference) {
+        return crate::commands::find_image(store, reference);
+    }
+    let image = pull_image(store, settings, reference, quiet)?;
+    pulled.insert(reference.to_string());
+    Ok(image)
 }
 
 impl ImageSource for StoreImages {
@@ -126,7 +202,13 @@ impl ImageSource for StoreImages {
             return Ok(None);
         };
         let image = match &self.pull {
-            Some(settings) => ensure_image(store, settings, reference, self.quiet_pull)?,
+            Some(settings) => base_image(
+                store,
+                settings,
+                reference,
+                self.quiet_pull,
+                self.refresh.as_deref(),
+            )?,
             // Offline: only images already in the store are known.
             None => match crate::commands::find_image(store, reference) {
                 Ok(image) => image,
@@ -140,7 +222,10 @@ impl ImageSource for StoreImages {
 
 /// The Dockerfile's text, the name to show in messages, and its path.
 fn read_dockerfile(args: &BuildArgs) -> anyhow::Result<(String, String, PathBuf)> {
-    if args.context == "-" {
+    if args.context == "-" && args.file.is_some() {
+        anyhow::bail!("-f cannot be used with a Dockerfile on stdin (context \"-\")");
+    }
+    if args.context == "-" || args.file.as_deref() == Some(Path::new("-")) {
         let mut text = String::new();
         std::io::stdin()
             .read_to_string(&mut text)
@@ -160,6 +245,80 @@ fn read_dockerfile(args: &BuildArgs) -> anyhow::Result<(String, String, PathBuf)
     Ok((text, name, path))
 }
 
+/// With the Dockerfile on stdin (context `-`) there are no files: a step
+/// that reads the context is an error, said before anything runs.
+fn no_context_problem(args: &BuildArgs, graph: &kiln_builder::Graph) -> Option<String> {
+    if args.context != "-" {
+        return None;
+    }
+    let target = graph.target_stage().root?;
+    let mut need = vec![false; graph.nodes.len()];
+    let mut stack = vec![target];
+    while let Some(id) = stack.pop() {
+        if !std::mem::replace(&mut need[id], true) {
+            stack.extend(graph.nodes[id].inputs.iter().map(|i| i.node));
+        }
+    }
+    graph.nodes.iter().enumerate().find_map(|(id, node)| {
+        let reads_context = node.inputs.iter().any(|input| {
+            matches!(graph.nodes[input.node].op, kiln_builder::Op::Context { .. })
+        });
+        (need[id] && reads_context).then(|| {
+            let line = node.line.map(|l| format!("Dockerfile:{l}: ")).unwrap_or_default();
+            format!(
+                "{line}{} reads the build context, but the Dockerfile came from stdin (context \"-\") and there is none; give a context directory (kiln build -f - DIR)",
+                node.description
+            )
+        })
+    })
+}
+
+/// The nodes of the stages named by `--no-cache-filter` (a name, or a
+/// stage's index): each stage's own steps, from its last one back along
+/// its file system to where it starts.
+fn no_cache_nodes(
+    dockerfile: &Dockerfile,
+    graph: &kiln_builder::Graph,
+    filter: &[String],
+) -> anyhow::Result<std::collections::BTreeSet<usize>> {
+    let mut nodes = std::collections::BTreeSet::new();
+    for wanted in filter.iter().map(|w| w.trim()).filter(|w| !w.is_empty()) {
+        let found = dockerfile.stages.iter().position(|stage| {
+            stage
+                .name
+                .as_deref()
+                .is_some_and(|n| n.eq_ignore_ascii_case(wanted))
+                || wanted.parse::<usize>().ok() == Some(stage.index)
+        });
+        let Some(index) = found else {
+            anyhow::bail!("--no-cache-filter: the Dockerfile has no stage {wanted:?}");
+        };
+        // A stage the target does not need is not built at all.
+        let Some(stage) = graph.stages.iter().find(|s| s.index == index) else {
+            continue;
+        };
+        let label = stage
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("stage-{}", stage.index));
+        let prefix = format!("[{label} ");
+        let mut next = stage.root;
+        while let Some(id) = next {
+            let node = &graph.nodes[id];
+            if !node.description.starts_with(&prefix) {
+                break;
+            }
+            nodes.insert(id);
+            next = node
+                .inputs
+                .iter()
+                .find(|i| i.role == "rootfs")
+                .map(|i| i.node);
+        }
+    }
+    Ok(nodes)
+}
+
 fn parse_build_args(raw: &[String]) -> anyhow::Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     for text in raw {
@@ -176,24 +335,57 @@ fn parse_build_args(raw: &[String]) -> anyhow::Result<Vec<(String, String)>> {
     Ok(out)
 }
 
+/// `--platform`: the host's (`local` is the host, as in buildx); another
+/// platform would need emulation, which kiln does not do.
+fn target_platform(text: &str) -> anyhow::Result<Platform> {
+    let host = Platform::host();
+    let mut chosen: Option<Platform> = None;
+    for part in text.split(',').map(str::trim) {
+        let platform = if part == "local" {
+            host.clone()
+        } else {
+            Platform::parse(part).map_err(|e| anyhow::anyhow!("--platform: {e}"))?
+        };
+        if platform.os != host.os || platform.architecture != host.architecture {
+            anyhow::bail!(
+                "--platform {part}: kiln builds only for this host's platform ({host}); building for {platform} would need emulation"
+            );
+        }
+        if chosen.as_ref().is_some_and(|c| *c != platform) {
+            anyhow::bail!("--platform {text}: a build makes one platform's image");
+        }
+        chosen = Some(platform);
+    }
+    chosen.ok_or_else(|| anyhow::anyhow!("--platform: no platform given"))
+}
+
 pub fn run(global: &crate::args::Cli, args: &BuildArgs) -> anyhow::Result<ExitStatus> {
     let building = !args.check && args.print_graph.is_none();
-    if building && args.context == "-" {
-        anyhow::bail!("building from a Dockerfile on stdin (context \"-\") is not supported yet; give a context directory");
+    if building && args.progress_mode() == ProgressMode::Tty && !std::io::stderr().is_terminal() {
+        anyhow::bail!("--progress tty: standard error is not a terminal; use auto or plain");
     }
-    if building && args.progress == ProgressMode::Tty {
-        anyhow::bail!("--progress tty is not supported yet; use plain, json or quiet");
-    }
-    if building && args.platform.is_some() {
-        anyhow::bail!("--platform is not supported yet for builds (only the host's platform)");
-    }
-    let (text, name, path) = read_dockerfile(args)?;
+    // Every --output is checked before anything is read or built.
+    let outputs = if building {
+        crate::commands::build_output::parse_all(&args.outputs)?
+    } else {
+        Vec::new()
+    };
     let platform = match &args.platform {
+        Some(p) if building => Some(target_platform(p)?),
         Some(p) => Some(Platform::parse(p).map_err(|e| anyhow::anyhow!("--platform: {e}"))?),
         None => None,
     };
+    let (text, name, path) = read_dockerfile(args)?;
     let dockerignore = if args.context == "-" {
         Vec::new()
+    } else if args.file.as_deref() == Some(Path::new("-")) {
+        // The Dockerfile has no file beside which to look for its own ignore file.
+        let file = Path::new(&args.context).join(".dockerignore");
+        match std::fs::read_to_string(&file) {
+            Ok(text) => dockerignore::read_patterns(&text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+        }
     } else {
         dockerignore::load(Path::new(&args.context), &path)
             .map_err(|e| anyhow::anyhow!("{}", e.kind))?
@@ -214,7 +406,8 @@ pub fn run(global: &crate::args::Cli, args: &BuildArgs) -> anyhow::Result<ExitSt
         StoreImages {
             store: Some(store),
             pull: Some(RegistrySettings::from_cli(global)),
-            quiet_pull: args.progress.is_machine_or_quiet(),
+            quiet_pull: args.progress_mode().is_machine_or_quiet(),
+            refresh: args.pull.then(Default::default),
         }
     } else {
         StoreImages {
@@ -226,6 +419,7 @@ pub fn run(global: &crate::args::Cli, args: &BuildArgs) -> anyhow::Result<ExitSt
                 .transpose()?,
             pull: None,
             quiet_pull: true,
+            refresh: None,
         }
     };
     let dockerfile = match Dockerfile::parse(&name, &text) {
@@ -251,7 +445,12 @@ pub fn run(global: &crate::args::Cli, args: &BuildArgs) -> anyhow::Result<ExitSt
                 return Ok(ExitStatus::FAILURE);
             }
         };
+        if let Some(problem) = no_context_problem(args, &graph) {
+            writeln!(stderr, "{problem}")?;
+            return Ok(ExitStatus::FAILURE);
+        }
         drop(stderr);
+        let no_cache_nodes = no_cache_nodes(&dockerfile, &graph, &args.no_cache_filter)?;
         let (Some(store), Some(settings)) = (images.store, images.pull) else {
             unreachable!("a build opens the store and resolves registry settings above");
         };
@@ -262,6 +461,11 @@ pub fn run(global: &crate::args::Cli, args: &BuildArgs) -> anyhow::Result<ExitSt
             &graph,
             &path,
             &options.build_args,
+            crate::commands::build_run::Extra {
+                outputs,
+                no_cache_nodes,
+                refresh: images.refresh,
+            },
         );
     }
     let mut stdout = std::io::stdout().lock();

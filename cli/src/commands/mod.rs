@@ -1,6 +1,7 @@
 //! One module per subcommand; each exposes `run(...) -> anyhow::Result<ExitStatus>`.
 
 pub mod build;
+pub mod build_output;
 pub mod build_run;
 pub mod builder;
 pub mod commit;

@@ -100,6 +100,35 @@ pub fn ensure_image(
     Ok(pulled.image)
 }
 
+/// The image `name` names, pulled from its registry even when the store
+/// has it (`kiln build --pull`), so a tag that moved is fetched again.
+/// Messages go to stderr; `quiet` leaves them out.
+pub fn pull_image(
+    store: &Store,
+    settings: &RegistrySettings,
+    name: &str,
+    quiet: bool,
+) -> Result<Image> {
+    let reference = Reference::parse(name)?;
+    let mode = if quiet {
+        Mode::Quiet
+    } else if std::io::stderr().is_terminal() {
+        Mode::Bars
+    } else {
+        Mode::Lines
+    };
+    let progress = Progress::on_stderr(mode, Direction::Pull);
+    let pulled = pull_with(store, settings, &reference, &Platform::host(), &progress)?;
+    progress.println(&format!("Digest: {}", pulled.digest));
+    let status = if pulled.up_to_date {
+        "Image is up to date for"
+    } else {
+        "Downloaded newer image for"
+    };
+    progress.println(&format!("Status: {status} {}", reference.familiar()));
+    Ok(pulled.image)
+}
+
 fn is_not_found(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
         cause

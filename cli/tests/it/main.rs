@@ -6,6 +6,9 @@ mod build;
 mod build_check;
 #[cfg(feature = "test-root")]
 mod build_diff;
+#[cfg(feature = "test-root")]
+mod build_mounts;
+mod build_outputs;
 mod common;
 #[cfg(feature = "test-root")]
 mod containers;

@@ -612,3 +612,67 @@ fn run_pulls_a_missing_image() {
     );
     assert_fsck_clean(target.path());
 }
+
+#[cfg(feature = "test-root")]
+#[test]
+fn build_pull_uses_a_changed_base_image() {
+    let Some(live) = Live::start(Auth::None) else {
+        return;
+    };
+    let source = root_with_busybox();
+    let name = format!("{}/base:v1", live.host());
+    kiln_ok(source.path(), &["tag", "busybox:latest", &name]);
+    live.ok(source.path(), &["push", &name]);
+
+    let target = tempfile::tempdir().unwrap();
+    let ctx = context_with(&format!(
+        "FROM {name}\nRUN cat /version 2>/dev/null || echo none\n"
+    ));
+    let c = ctx.path().to_str().unwrap();
+    let build = |extra: &[&str]| {
+        let mut args = vec!["build", "--progress", "plain", "-t", "onbase:v1"];
+        args.extend_from_slice(extra);
+        args.push(c);
+        let out = live.kiln(target.path(), &args, None);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        stderr
+    };
+    build(&[]);
+    let first_base = image_id(target.path(), &name);
+
+    // The tag moves in the registry to an image with /version.
+    let newer = context_with("FROM busybox:latest\nRUN echo v2 > /version\n");
+    kiln_ok(
+        source.path(),
+        &["build", "-q", "-t", &name, newer.path().to_str().unwrap()],
+    );
+    live.ok(source.path(), &["push", &name]);
+    let new_base = image_id(source.path(), &name);
+    assert_ne!(first_base, new_base);
+
+    // Without --pull the stored base is used: all cached.
+    let stderr = build(&[]);
+    assert!(!stderr.contains("Downloaded newer image"), "{stderr}");
+    assert!(stderr.contains("#2 CACHED"), "{stderr}");
+    assert_eq!(image_id(target.path(), &name), first_base);
+
+    // With --pull the moved tag is fetched, and the step says why it ran.
+    let stderr = build(&["--pull"]);
+    assert!(
+        stderr.contains(&format!("Status: Downloaded newer image for {name}")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("cache miss: base image changed"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(" v2\n"), "{stderr}");
+    assert_eq!(image_id(target.path(), &name), new_base);
+
+    // Again with --pull: the registry has nothing newer; the cache holds.
+    let stderr = build(&["--pull"]);
+    assert!(stderr.contains("Status: Image is up to date"), "{stderr}");
+    assert!(stderr.contains("#2 CACHED"), "{stderr}");
+    assert_fsck_clean(target.path());
+}

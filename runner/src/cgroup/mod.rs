@@ -320,6 +320,50 @@ impl Cgroup {
     }
 }
 
+/// Removes the cgroups directly below `parent` (relative to the cgroup
+/// root, e.g. `kiln-build`) whose name `stale` accepts, killing anything
+/// still in them: what a killed process left behind. Errors are ignored
+/// (a cgroup that cannot go now is tried again next time).
+pub fn remove_stale_children(parent: &Path, stale: &dyn Fn(&str) -> bool) {
+    let version = detect();
+    let roots: Vec<(String, PathBuf)> = match version {
+        CgroupVersion::V2 => vec![(String::new(), PathBuf::from(CGROUP_ROOT))],
+        CgroupVersion::V1 => {
+            let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
+                return;
+            };
+            parse_v1_hierarchies(&mountinfo)
+                .into_iter()
+                .map(|h| (h.controllers, h.mountpoint))
+                .collect()
+        }
+    };
+    let mut names = std::collections::BTreeSet::new();
+    for (_, root) in &roots {
+        let Ok(entries) = std::fs::read_dir(root.join(parent)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                names.insert(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    for name in names.into_iter().filter(|n| stale(n)) {
+        let relative = parent.join(&name);
+        let cgroup = Cgroup {
+            version,
+            dirs: roots
+                .iter()
+                .map(|(c, root)| (c.clone(), root.join(&relative)))
+                .filter(|(_, d)| d.is_dir())
+                .collect(),
+            relative,
+        };
+        let _ = cgroup.remove();
+    }
+}
+
 /// rmdir a cgroup, killing its processes until it is empty (up to 5 s: a
 /// process killed by SIGKILL leaves its cgroup only once it has exited).
 fn remove_dir(dir: &Path) -> Result<()> {

@@ -115,6 +115,11 @@ pub(crate) fn exec(sock: &File, process: &ProcessConfig, bpf: &[u8]) -> Result<N
         .map(|e| to_c(e))
         .collect::<Result<_, _>>()?;
     sys::reset_signals();
+    if process.kill_with_parent {
+        // Set at clone time too; a uid or gid change clears it.
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+            .map_err(|e| Failure::sys("set the parent death signal", e))?;
+    }
     if process.no_new_privileges && process.has_seccomp {
         sys::load_seccomp(bpf).map_err(|e| Failure::sys("load seccomp filter", e))?;
     }

@@ -70,12 +70,15 @@ pub const BOOTSTRAP_TAG: u8 = 0xEE;
 /// and exits with 127.
 ///
 /// Every source fd must be >= 10 and every target < 10, so no dup2 clobbers a
-/// later source. Returns the child's pid in the caller's pid namespace.
+/// later source. With `kill_with_parent` the child gets SIGKILL when the
+/// calling thread dies (PR_SET_PDEATHSIG). Returns the child's pid in the
+/// caller's pid namespace.
 pub fn clone_exec(
     flags: CloneFlags,
     fds: &[(RawFd, RawFd)],
     report_fd: RawFd,
     image: &ExecImage,
+    kill_with_parent: bool,
 ) -> nix::Result<Pid> {
     debug_assert!(fds.iter().all(|&(src, dst)| src >= 10 && dst < 10));
     let mut empty_set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
@@ -86,7 +89,7 @@ pub fn clone_exec(
     let raw_flags = flags.bits() as libc::c_long | libc::SIGCHLD as libc::c_long;
     // SAFETY: a clone without CLONE_VM and without a new stack behaves like
     // fork(2): the child gets a copy of the address space and continues here.
-    // It then only calls async-signal-safe functions (dup2, sigprocmask,
+    // It then only calls async-signal-safe functions (dup2, prctl, sigprocmask,
     // execve, write, _exit) on memory prepared before the clone, so the state
     // of other threads' locks in the copy does not matter.
     let ret = unsafe {
@@ -113,6 +116,17 @@ pub fn clone_exec(
             if libc::dup2(src, dst) < 0 {
                 child_fail(report_fd);
             }
+        }
+        if kill_with_parent
+            && libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            ) < 0
+        {
+            child_fail(report_fd);
         }
         libc::sigprocmask(libc::SIG_SETMASK, &empty_set, std::ptr::null_mut());
         libc::execve(
