@@ -191,7 +191,7 @@ pub fn config_json(
             .iter()
             .enumerate()
             .map(|(i, h)| HistoryEntry {
-                created: if i >= base_len {
+                created: if i >= base_len || later_than(h.created.as_deref(), created) {
                     Some(created)
                 } else {
                     h.created.as_deref()
@@ -203,6 +203,18 @@ pub fn config_json(
             .collect(),
     };
     serde_json::to_vec(&file).expect("an image config serializes")
+}
+
+/// Whether RFC 3339 time `a` is after `b`. A base image's history entry
+/// newer than the image being made is clamped to the image's time, as
+/// BuildKit does with SOURCE_DATE_EPOCH, so that epoch gives the same
+/// config whenever the base was made.
+fn later_than(a: Option<&str>, b: &str) -> bool {
+    let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
+    match (a.and_then(parse), parse(b)) {
+        (Some(a), Some(b)) => a > b,
+        _ => false,
+    }
 }
 
 /// An image written to the store.
@@ -330,5 +342,9 @@ mod tests {
         assert!(history[0].get("created_by").is_none(), "{}", history[0]);
         assert_eq!(history[1]["created"], "2024-01-01T00:00:00Z");
         assert_eq!(history[1]["created_by"], "ENV A=1");
+        // An older image time (SOURCE_DATE_EPOCH) clamps newer base entries.
+        let bytes = config_json(&stage, &solved, "1960-01-01T00:00:00Z", &[]);
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["history"][0]["created"], "1960-01-01T00:00:00Z");
     }
 }
