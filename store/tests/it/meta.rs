@@ -68,11 +68,25 @@ fn a_lease_writes_only_new_digests_and_removes_its_record() {
         after_first,
         "protecting a protected digest wrote meta.redb"
     );
+    let more = [
+        store.content().write(b"two").unwrap(),
+        store.content().write(b"three").unwrap(),
+    ];
+    lease
+        .protect_all(&[more[0].clone(), blob.clone(), more[1].clone()])
+        .unwrap();
+    let after_all = meta_file(root.path());
+    lease.protect_all(&more).unwrap();
+    assert_eq!(
+        meta_file(root.path()),
+        after_all,
+        "nothing new, yet written"
+    );
     let report = store.prune(&PruneOptions::default()).unwrap();
-    assert_eq!(report.blobs_removed, 0, "the lease keeps its blob");
+    assert_eq!(report.blobs_removed, 0, "the lease keeps its blobs");
     drop(lease);
     let report = store.prune(&PruneOptions::default()).unwrap();
-    assert_eq!(report.blobs_removed, 1, "a dropped lease keeps nothing");
+    assert_eq!(report.blobs_removed, 3, "a dropped lease keeps nothing");
 }
 
 #[test]
