@@ -2,8 +2,15 @@
 //! still putting together (blobs written but not yet named, snapshots being
 //! made). A lease belongs to a process; one whose process is gone protects
 //! nothing and is removed by the next collection.
+//!
+//! A lease costs no metadata write until it protects something: its record
+//! is written by the first [`Lease::protect`], rewritten only when a new
+//! digest is added, and removed on drop only if it was written. So a
+//! command that finds everything already in place (`kiln run` of an image
+//! whose snapshots exist) writes no metadata at all.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::BTreeSet;
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
@@ -26,29 +33,38 @@ impl LeaseRecord {
 }
 
 /// A lease held by this process; dropping it releases what it protects.
-///
-/// The lease's record is written with the first digest it protects (a
-/// record without digests protects nothing), so a lease that ends up
-/// protecting nothing, as in a fully cached build, costs no metadata write.
 #[derive(Debug)]
 pub struct Lease {
     store: Store,
     id: String,
-    pid: i32,
-    /// Whether the record exists in `meta.redb` (set once written).
-    written: AtomicBool,
+    record: LeaseRecord,
+    /// What this lease protects, and whether its record may be in the
+    /// metadata (set before the first write is tried).
+    state: Mutex<LeaseState>,
+}
+
+#[derive(Debug, Default)]
+struct LeaseState {
+    protected: BTreeSet<Digest>,
+    written: bool,
 }
 
 impl Store {
-    /// Takes a new lease for this process.
+    /// Takes a new lease for this process. Nothing is written until it
+    /// protects something.
     pub fn lease(&self) -> Result<Lease> {
         let pid = std::process::id() as i32;
+        let record = LeaseRecord {
+            pid,
+            start_time: process_start_time(pid).unwrap_or(0),
+            digests: Vec::new(),
+        };
         let id = format!("{pid}-{:016x}", rand::random::<u64>());
         Ok(Lease {
             store: self.clone(),
             id,
-            pid,
-            written: AtomicBool::new(false),
+            record,
+            state: Mutex::new(LeaseState::default()),
         })
     }
 }
@@ -56,38 +72,46 @@ impl Store {
 impl Lease {
     /// Protects `digest` (a blob digest or a snapshot chain id) until the
     /// lease is dropped. Call before the content appears.
+    ///
+    /// Protecting a digest this lease already protects writes nothing.
     pub fn protect(&self, digest: &Digest) -> Result<()> {
         self.protect_all(std::slice::from_ref(digest))
     }
 
-    /// Protects every digest of `digests` in one metadata write.
+    /// Protects every digest of `digests`, in one metadata write (none if
+    /// all are protected already).
     pub fn protect_all(&self, digests: &[Digest]) -> Result<()> {
-        let meta = &self.store.meta;
-        meta.write(|txn| {
-            let mut record: LeaseRecord = match meta::get(meta, txn, LEASES, &self.id)? {
-                Some(bytes) => crate::images::parse_json("lease", &bytes)?,
-                None => LeaseRecord {
-                    pid: self.pid,
-                    start_time: process_start_time(self.pid).unwrap_or(0),
-                    digests: Vec::new(),
-                },
-            };
-            for digest in digests {
-                if !record.digests.contains(digest) {
-                    record.digests.push(digest.clone());
-                }
+        // Held across the write: threads sharing this lease add digests one
+        // write at a time, so no record written loses another's digest.
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut new: Vec<&Digest> = Vec::new();
+        for digest in digests {
+            if !state.protected.contains(digest) && !new.contains(&digest) {
+                new.push(digest);
             }
-            let bytes = serde_json::to_vec(&record).expect("a lease serializes");
-            meta::put(meta, txn, LEASES, &self.id, &bytes)
-        })?;
-        self.written.store(true, Ordering::Release);
+        }
+        if new.is_empty() {
+            return Ok(());
+        }
+        let mut record = self.record.clone();
+        record.digests = state.protected.iter().cloned().collect();
+        record.digests.extend(new.iter().map(|d| (*d).clone()));
+        let bytes = serde_json::to_vec(&record).expect("a lease serializes");
+        state.written = true;
+        let meta = &self.store.meta;
+        meta.write(|txn| meta::put(meta, txn, LEASES, &self.id, &bytes))?;
+        state.protected.extend(new.into_iter().cloned());
         Ok(())
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if !self.written.load(Ordering::Acquire) {
+        let written = match self.state.get_mut() {
+            Ok(state) => state.written,
+            Err(poisoned) => poisoned.into_inner().written,
+        };
+        if !written {
             return;
         }
         let meta = &self.store.meta;
