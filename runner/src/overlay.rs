@@ -28,6 +28,11 @@ pub struct Writable<'a> {
     pub upper: &'a Path,
     /// overlayfs scratch space; empty, same file system as `upper`.
     pub work: &'a Path,
+    /// The upper directory is scratch, thrown away or read back by kiln
+    /// itself (a `--rm` container, a build step): mount with overlayfs'
+    /// `volatile`, so neither syncs nor the unmount flush it to disk (an
+    /// unmount otherwise syncs the upper file system, tens of ms).
+    pub volatile: bool,
 }
 
 /// The option string for these directories; pure, for tests. `lower` is
@@ -60,6 +65,9 @@ pub fn options(lower: &[PathBuf], writable: Option<Writable<'_>>) -> Result<Stri
             w.upper.display(),
             w.work.display()
         ));
+        if w.volatile {
+            text.push_str(",volatile");
+        }
     }
     // No inode index, no redirects, no metacopy: the upper directory must
     // read as a plain tree plus whiteouts, so it can become a layer.
@@ -86,6 +94,18 @@ impl OverlayMount {
         target: &Path,
     ) -> Result<OverlayMount> {
         let data = options(lower, writable)?;
+        if let Some(w) = writable.filter(|w| w.volatile) {
+            // A volatile mount leaves work/incompat/volatile behind, and
+            // overlayfs refuses the next mount while it is there: the upper
+            // directory is scratch, so the marker can go.
+            let marker = w.work.join("incompat");
+            if marker.exists() {
+                std::fs::remove_dir_all(&marker).map_err(|e| Error::Setup {
+                    step: format!("removing {}", marker.display()),
+                    detail: e.to_string(),
+                })?;
+            }
+        }
         let flags = if writable.is_some() {
             MsFlags::empty()
         } else {
@@ -150,6 +170,7 @@ mod tests {
             Some(Writable {
                 upper: Path::new("/u"),
                 work: Path::new("/w"),
+                volatile: false,
             }),
         )
         .unwrap();

@@ -272,6 +272,7 @@ fn prepare_one(
                         Some(Writable {
                             upper: &upper,
                             work: &work,
+                            volatile: true,
                         }),
                         &merged,
                     )

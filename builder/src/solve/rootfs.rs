@@ -122,6 +122,7 @@ impl Workspace {
                 Some(Writable {
                     upper: &upper,
                     work: &work,
+                    volatile: true,
                 }),
                 &target,
             )

@@ -106,6 +106,7 @@ fn mount_stopped(container: &Container) -> Result<ContainerRoot> {
         Some(Writable {
             upper: &upper,
             work: &work,
+            volatile: false,
         }),
         &target,
     )?;

@@ -202,6 +202,10 @@ impl Container {
     pub fn state(&self) -> Result<State> {
         let path = self.state_path();
         let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        if text.is_empty() {
+            // Unflushed and cut short by a power loss: the container stopped.
+            return Ok(State::default());
+        }
         serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))
     }
 
@@ -303,6 +307,12 @@ impl Containers {
             let Ok(text) = std::fs::read(&path) else {
                 continue;
             };
+            if text.is_empty() {
+                // Only a power loss leaves an empty record: that of a --rm
+                // container (written without a flush), gone with its process.
+                tracing::debug!("skipping {}: empty after a power loss", path.display());
+                continue;
+            }
             let record: Record = serde_json::from_slice(&text)
                 .with_context(|| format!("parsing {}", path.display()))?;
             out.push(Container {
@@ -352,13 +362,19 @@ impl Containers {
             for sub in ["upper", "work", "rootfs"] {
                 std::fs::create_dir(tmp.join(sub))?;
             }
-            write_atomic(
+            // A --rm container lives only as long as its process, which a
+            // power loss ends: its record need not survive one, so it skips
+            // the disk flush (a killed kiln still leaves a complete file).
+            // The state is never flushed (see set_state).
+            write_file(
                 &tmp.join("config.json"),
                 &serde_json::to_vec_pretty(record)?,
+                !record.auto_remove,
             )?;
-            write_atomic(
+            write_file(
                 &tmp.join("state.json"),
                 &serde_json::to_vec(&State::default())?,
+                false,
             )?;
             std::fs::rename(&tmp, &dir)?;
             Ok(())

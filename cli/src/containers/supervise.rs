@@ -87,6 +87,7 @@ fn start_inner(
         Some(Writable {
             upper: &upper,
             work: &work,
+            volatile: record.auto_remove,
         }),
         &rootfs,
     )
