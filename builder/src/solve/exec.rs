@@ -231,7 +231,8 @@ pub(crate) fn run(
 }
 
 /// The /etc/hosts of a RUN step (as BuildKit writes it).
-const HOSTS: &str = "127.0.0.1\tlocalhost buildkitsandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n";
+const HOSTS: &str =
+    "127.0.0.1\tlocalhost buildkitsandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n";
 
 /// A RUN step's place on the default bridge network: its attachment and the
 /// scratch directory holding its /etc/hosts and /etc/resolv.conf. Dropping

@@ -8,6 +8,8 @@ mod build_check;
 mod build_corpus;
 #[cfg(feature = "test-root")]
 mod build_mounts;
+#[cfg(feature = "test-root")]
+mod build_network;
 mod build_outputs;
 mod common;
 #[cfg(feature = "test-root")]
