@@ -578,3 +578,60 @@ fn publish_all_and_container_network_mode() {
     ]);
     assert!(!out.status.success());
 }
+
+/// A container reaches a published port of a container on its own network,
+/// and its own published port, through the gateway address (hairpin: the
+/// bridge sends the frame back out of the port it came in on).
+#[test]
+fn published_port_answers_from_the_same_network_hairpin() {
+    let Some(root) = Root::new() else { return };
+    let port = free_port().to_string();
+    let name = unique("hairpin");
+    root.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "-p",
+        &format!("{port}:80"),
+        "busybox",
+        "sh",
+        "-c",
+        "echo hello-hairpin > /tmp/index.html; httpd -f -p 80 -h /tmp",
+    ]);
+    let network: Value = serde_json::from_str(&root.ok(&["network", "inspect", "bridge"])).unwrap();
+    let gateway = network[0]["IPAM"]["Config"][0]["Gateway"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no gateway in {network}"))
+        .to_string();
+    // From the host first: httpd answers (polled until it has started).
+    let url = format!("http://{gateway}:{port}/index.html");
+    let mut body = None;
+    for _ in 0..50 {
+        body = wget(&url);
+        if body.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(body.as_deref(), Some("hello-hairpin\n"));
+    let fetch = format!(
+        "printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {gateway} {port} | tail -n 1"
+    );
+    // Another container of the same network.
+    let out = root.run(&["run", "--rm", "busybox", "sh", "-c", &fetch]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "hello-hairpin",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The container itself.
+    let out = root.run(&["exec", &name, "sh", "-c", &fetch]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "hello-hairpin",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
