@@ -11,10 +11,14 @@
 # Needs root, busybox-static, hyperfine (Debian packages) and a release
 # build of kiln (KILN=path, default target/release/kiln).
 #
+# The docker client is $DOCKER (default: docker); it must build with
+# BuildKit (engine 20.10's built-in one, DOCKER_BUILDKIT=1, or buildx).
+#
 # Usage: bench/build-run-network.sh [RUNS]   (default 10)
 set -eu
 
 RUNS=${1:-10}
+DOCKER=${DOCKER:-docker}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 KILN=${KILN:-$HERE/target/release/kiln}
 [ -x "$KILN" ] || KILN=${CARGO_TARGET_DIR:-$HERE/target}/release/kiln
@@ -43,12 +47,12 @@ hyperfine -N --warmup 2 --runs "$RUNS" --export-json "$WORK/kiln.json" \
     { cat "$WORK/kiln.txt"; exit 1; }
 
 echo '{"results": []}' >"$WORK/docker.json"
-if command -v docker >/dev/null && timeout 5 docker info >/dev/null 2>&1; then
-    if ! docker image inspect busybox:latest >/dev/null 2>&1; then
-        "$KILN" --root "$WORK/root" save busybox:latest | docker load >/dev/null ||
+if command -v "$DOCKER" >/dev/null && timeout 5 "$DOCKER" info >/dev/null 2>&1; then
+    if ! "$DOCKER" image inspect busybox:latest >/dev/null 2>&1; then
+        "$KILN" --root "$WORK/root" save busybox:latest | "$DOCKER" load >/dev/null ||
             echo "note: loading busybox into docker failed"
     fi
-    D="docker build -q --no-cache"
+    D="$DOCKER build -q --no-cache"
     hyperfine -N --warmup 1 --runs "$RUNS" --export-json "$WORK/docker.json" \
         -n docker-default "$D --network default $WORK/ctx" \
         -n docker-none "$D --network none $WORK/ctx" >"$WORK/docker.txt" 2>&1 ||
