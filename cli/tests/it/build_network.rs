@@ -267,3 +267,42 @@ fn sleep_running(seconds: &str) -> bool {
             .unwrap_or(false)
     })
 }
+
+#[test]
+fn interrupted_build_gives_its_run_attachment_back() {
+    if !ready() {
+        return;
+    }
+    let root = root_with_busybox();
+    let seconds = format!("{}", 5000 + rand::random::<u16>() % 1000);
+    let dir = dockerfile(&format!("FROM busybox:latest\nRUN sleep {seconds}\n"));
+    let mut child = Command::new(kiln_bin())
+        .arg("--root")
+        .arg(root.path())
+        .args(["build", "--progress", "plain"])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let started = Instant::now();
+    while held_by_build(pid).len() < 2 || !sleep_running(&seconds) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the RUN never started"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "the build ended early");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Ctrl-C: the build stops its RUN and gives back what it held itself.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    assert_eq!(held_by_build(pid), Vec::<String>::new());
+    assert!(!sleep_running(&seconds), "the RUN outlived its build");
+}
