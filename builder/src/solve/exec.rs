@@ -92,7 +92,7 @@ pub(crate) fn spec_for(
     // docker build lets RUN use setuid programs (sudo, su).
     process.set_no_new_privileges(Some(false));
     if network == NetworkSetup::Host {
-        // No network namespace yet: RUN shares the host's network.
+        // --network=host: RUN shares the host's network namespace.
         if let Some(linux) = spec.linux_mut().as_mut() {
             if let Some(namespaces) = linux.namespaces_mut().as_mut() {
                 namespaces.retain(|n| n.typ() != LinuxNamespaceType::Network);
@@ -347,5 +347,36 @@ fn remove_stub(path: &Path) {
             let _ = std::fs::remove_file(path);
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_network_falls_back_to_the_builds_and_default_is_the_bridge() {
+        let cases = [
+            (Network::Default, Network::Default, NetworkSetup::Bridge),
+            (Network::Default, Network::Host, NetworkSetup::Host),
+            (Network::Default, Network::None, NetworkSetup::Isolated),
+            (Network::None, Network::Default, NetworkSetup::Isolated),
+            (Network::Host, Network::None, NetworkSetup::Host),
+        ];
+        for (step, build, want) in cases {
+            assert_eq!(
+                network_setup(step, build),
+                want,
+                "{step:?} in a {build:?} build"
+            );
+        }
+    }
+
+    #[test]
+    fn resolv_conf_has_no_loopback_name_server() {
+        let text = resolv_conf();
+        assert!(text.contains("nameserver "), "{text}");
+        assert!(!text.contains("nameserver 127."), "{text}");
+        assert!(!text.contains("nameserver ::1"), "{text}");
     }
 }
