@@ -107,14 +107,23 @@ impl Store {
         layers: &[Descriptor],
         lease: &Lease,
     ) -> Result<Descriptor> {
-        let config_bytes = config_bytes.to_vec();
-        let config_digest = self.write_leased(&config_bytes, lease)?;
+        let config_digest = Digest::of(config_bytes);
         let config = descriptor(
             MediaType::ImageConfig,
             &config_digest,
             config_bytes.len() as u64,
         );
-        self.write_manifest(config, layers, lease)
+        let manifest_bytes = manifest_json(config, layers);
+        let manifest_digest = Digest::of(&manifest_bytes);
+        // Both under the lease in one metadata write, then both written.
+        lease.protect_all(&[config_digest, manifest_digest.clone()])?;
+        self.content.write(config_bytes)?;
+        self.content.write(&manifest_bytes)?;
+        Ok(descriptor(
+            MediaType::ImageManifest,
+            &manifest_digest,
+            manifest_bytes.len() as u64,
+        ))
     }
 
     /// Writes an OCI image manifest for `config` and `layers`; returns its descriptor.
@@ -124,14 +133,7 @@ impl Store {
         layers: &[Descriptor],
         lease: &Lease,
     ) -> Result<Descriptor> {
-        let manifest = ImageManifestBuilder::default()
-            .schema_version(2u32)
-            .media_type(MediaType::ImageManifest)
-            .config(config)
-            .layers(layers.to_vec())
-            .build()
-            .expect("a manifest with config and layers builds");
-        let manifest_bytes = serde_json::to_vec(&manifest).expect("a manifest serializes");
+        let manifest_bytes = manifest_json(config, layers);
         let manifest_digest = self.write_leased(&manifest_bytes, lease)?;
         Ok(descriptor(
             MediaType::ImageManifest,
@@ -173,6 +175,18 @@ impl Store {
         lease.protect(&digest)?;
         self.content.write(bytes)
     }
+}
+
+/// The OCI image manifest JSON for `config` and `layers`.
+fn manifest_json(config: Descriptor, layers: &[Descriptor]) -> Vec<u8> {
+    let manifest = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .config(config)
+        .layers(layers.to_vec())
+        .build()
+        .expect("a manifest with config and layers builds");
+    serde_json::to_vec(&manifest).expect("a manifest serializes")
 }
 
 /// The OCI media type of a layer with this compression.

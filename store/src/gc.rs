@@ -66,9 +66,14 @@ impl Store {
     /// Removes what nothing references (and, per `options`, untagged or
     /// unused images).
     pub fn prune(&self, options: &PruneOptions) -> Result<PruneReport> {
-        let locked = self.meta.lock()?;
+        self.meta.with_writable(|db| self.prune_in(db, options))
+    }
+
+    /// [`Store::prune`] with the database open (and the root lock held)
+    /// from the first read to the last removal.
+    fn prune_in(&self, db: &redb::Database, options: &PruneOptions) -> Result<PruneReport> {
         let mut report = PruneReport::default();
-        let txn = locked.db.begin_write().map_err(|e| self.meta.error(e))?;
+        let txn = db.begin_write().map_err(|e| self.meta.error(e))?;
         let in_use: HashSet<String> = options.in_use.iter().map(|d| d.to_string()).collect();
         for (key, _) in meta::all_in_write(&self.meta, &txn, DANGLING)? {
             if (options.dangling || options.all) && !in_use.contains(&key) {
@@ -153,28 +158,29 @@ impl Store {
                 }
             }
         }
-        drop(locked);
         Ok(report)
     }
 
     /// Space used by images, snapshots and the build cache.
     pub fn disk_usage(&self) -> Result<DiskUsage> {
+        let (records, compressed) = self.meta.read(|txn| {
+            Ok((
+                self.image_records_in(txn)?,
+                meta::read_all(&self.meta, txn, COMPRESSED)?,
+            ))
+        })?;
         let mut roots = Vec::new();
-        for (_, target, _) in self.names()? {
-            roots.push(descriptor_digest(&target)?);
+        for (_, target, _) in &records.names {
+            roots.push(descriptor_digest(target)?);
         }
-        for target in self.untagged()? {
-            roots.push(descriptor_digest(&target)?);
+        for target in &records.untagged {
+            roots.push(descriptor_digest(target)?);
         }
         let mut usage = DiskUsage {
             images: roots.iter().collect::<HashSet<_>>().len() as u64,
             ..DiskUsage::default()
         };
-        let twins = twins_of(
-            &self
-                .meta
-                .read(|txn| meta::read_all(&self.meta, txn, COMPRESSED))?,
-        );
+        let twins = twins_of(&compressed);
         let marked = self.mark(&roots, &twins)?;
         for digest in self.content.list()? {
             let size = self.content.size(&digest).unwrap_or(0);

@@ -219,12 +219,7 @@ impl Store {
         let rows = self
             .meta
             .read(|txn| meta::read_all(&self.meta, txn, NAMES))?;
-        rows.into_iter()
-            .map(|(name, bytes)| {
-                let record: NameRecord = parse_json("name record", &bytes)?;
-                Ok((name, record.target, record.tagged_at))
-            })
-            .collect()
+        parse_names(rows)
     }
 
     /// Every untagged image's target.
@@ -232,15 +227,31 @@ impl Store {
         let rows = self
             .meta
             .read(|txn| meta::read_all(&self.meta, txn, DANGLING))?;
-        rows.into_iter()
-            .map(|(_, bytes)| Ok(parse_json::<NameRecord>("untagged record", &bytes)?.target))
-            .collect()
+        parse_untagged(rows)
+    }
+
+    /// Names and untagged images, in one metadata read.
+    fn image_records(&self) -> Result<ImageRecords> {
+        self.meta.read(|txn| self.image_records_in(txn))
+    }
+
+    /// Names and untagged images, read in `txn`.
+    pub(crate) fn image_records_in(&self, txn: &redb::ReadTransaction) -> Result<ImageRecords> {
+        Ok(ImageRecords {
+            names: parse_names(meta::read_all(&self.meta, txn, NAMES)?)?,
+            untagged: parse_untagged(meta::read_all(&self.meta, txn, DANGLING)?)?,
+        })
     }
 
     /// Every image (named and untagged), one entry per target, names grouped.
     pub fn images(&self) -> Result<Vec<Image>> {
+        let records = self.image_records()?;
+        self.images_of(records)
+    }
+
+    fn images_of(&self, records: ImageRecords) -> Result<Vec<Image>> {
         let mut by_target: BTreeMap<String, (Descriptor, Vec<String>)> = BTreeMap::new();
-        for (name, target, _) in self.names()? {
+        for (name, target, _) in records.names {
             let key = descriptor_digest(&target)?.to_string();
             by_target
                 .entry(key)
@@ -248,7 +259,7 @@ impl Store {
                 .1
                 .push(name);
         }
-        for target in self.untagged()? {
+        for target in records.untagged {
             let key = descriptor_digest(&target)?.to_string();
             by_target.entry(key).or_insert_with(|| (target, Vec::new()));
         }
@@ -264,9 +275,10 @@ impl Store {
     /// Finds an image by name, full or short id (config digest, with or
     /// without `sha256:`), or manifest digest.
     pub fn find_image(&self, name_or_id: &str) -> Result<Image> {
-        let names = self.names()?;
+        let records = self.image_records()?;
+        let names = &records.names;
         if let Some((_, target, _)) = names.iter().find(|(n, _, _)| n == name_or_id) {
-            let all: Vec<String> = names_pointing_at(&names, target)?;
+            let all: Vec<String> = names_pointing_at(names, target)?;
             return self.load_image(target, all);
         }
         let wanted = name_or_id.strip_prefix("sha256:").unwrap_or(name_or_id);
@@ -281,7 +293,7 @@ impl Store {
             });
         }
         let mut found: Vec<Image> = Vec::new();
-        for image in self.images()? {
+        for image in self.images_of(records)? {
             let hit = image.config_digest.hex().starts_with(wanted)
                 || image.manifest_digest.hex() == wanted
                 || descriptor_digest(&image.target)?.hex() == wanted;
@@ -400,6 +412,27 @@ impl Store {
         let bytes = fs::read(&path).map_err(Error::io(&path))?;
         parse_json("index.json", &bytes)
     }
+}
+
+/// The image tables as read in one transaction.
+pub(crate) struct ImageRecords {
+    pub names: Vec<(String, Descriptor, i64)>,
+    pub untagged: Vec<Descriptor>,
+}
+
+fn parse_names(rows: Vec<(String, Vec<u8>)>) -> Result<Vec<(String, Descriptor, i64)>> {
+    rows.into_iter()
+        .map(|(name, bytes)| {
+            let record: NameRecord = parse_json("name record", &bytes)?;
+            Ok((name, record.target, record.tagged_at))
+        })
+        .collect()
+}
+
+fn parse_untagged(rows: Vec<(String, Vec<u8>)>) -> Result<Vec<Descriptor>> {
+    rows.into_iter()
+        .map(|(_, bytes)| Ok(parse_json::<NameRecord>("untagged record", &bytes)?.target))
+        .collect()
 }
 
 fn names_pointing_at(

@@ -43,5 +43,6 @@ pub use images::{
 };
 pub use layer::{apply, diff, ApplyStats, Compression, DiffOptions, DiffOutput};
 pub use lease::Lease;
+pub use meta::MetaHold;
 pub use snapshot::{chain_ids, SnapshotInfo};
 pub use store::Store;

@@ -94,16 +94,21 @@ impl Store {
             });
         }
         let chains = chain_ids(&diff_ids);
-        let lease = self.lease()?;
-        (0..chains.len())
-            .into_par_iter()
+        let missing: Vec<usize> = (0..chains.len())
             .filter(|&i| !self.has_snapshot(&chains[i]))
-            .try_for_each(|i| {
-                lease.protect(&chains[i])?;
-                let blob = self.content.open(&layers[i])?;
-                let parent = i.checked_sub(1).map(|p| chains[p].clone());
-                self.create_snapshot(&chains[i], parent, &diff_ids[i], blob)
-            })?;
+            .collect();
+        if missing.is_empty() {
+            return Ok(chains.iter().map(|c| self.snapshot_fs(c)).collect());
+        }
+        // One lease write for every snapshot about to be made.
+        let lease = self.lease()?;
+        let protect: Vec<Digest> = missing.iter().map(|&i| chains[i].clone()).collect();
+        lease.protect_all(&protect)?;
+        missing.into_par_iter().try_for_each(|i| {
+            let blob = self.content.open(&layers[i])?;
+            let parent = i.checked_sub(1).map(|p| chains[p].clone());
+            self.create_snapshot(&chains[i], parent, &diff_ids[i], blob)
+        })?;
         Ok(chains.iter().map(|c| self.snapshot_fs(c)).collect())
     }
 

@@ -4,7 +4,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::content::ContentStore;
-use crate::meta::Meta;
+use crate::meta::{Meta, MetaHold};
 use crate::{Error, Result};
 
 /// The `oci-layout` file every OCI image layout has (image-layout.md).
@@ -54,6 +54,15 @@ impl Store {
     /// The build cache directory (`cache/`), for the builder.
     pub fn cache_dir(&self) -> PathBuf {
         self.root.join("cache")
+    }
+
+    /// Keeps the metadata database open from the next metadata operation
+    /// until the returned hold (and every other hold on this store or its
+    /// clones) is dropped, so a command's several operations pay for one
+    /// open. Other kiln processes on this root wait meanwhile: hold only
+    /// around quick work, never while a container or build step runs.
+    pub fn hold_metadata(&self) -> MetaHold {
+        self.meta.hold()
     }
 
     /// The containers directory (`containers/`).

@@ -56,6 +56,8 @@ struct Runtime<'a> {
     on_build: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
     shell: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    args_escaped: bool,
 }
 
 #[derive(Serialize)]
@@ -92,6 +94,7 @@ struct RootFs {
 struct HistoryEntry<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     created: Option<&'a str>,
+    #[serde(skip_serializing_if = "str::is_empty")]
     created_by: &'a str,
     #[serde(skip_serializing_if = "str::is_empty")]
     comment: &'a str,
@@ -128,7 +131,7 @@ pub fn config_json(
         }
     }
     let history_start = own.first().copied().unwrap_or(config.history.len());
-    // Entries of this build get the build time; base entries have none here.
+    // Entries of this build get the build time; base entries keep theirs.
     let base_len = config
         .history
         .iter()
@@ -173,6 +176,7 @@ pub fn config_json(
             }),
             on_build: &config.on_build,
             shell: config.shell.as_deref(),
+            args_escaped: config.args_escaped,
         },
         rootfs: RootFs {
             kind: "layers",
@@ -187,7 +191,11 @@ pub fn config_json(
             .iter()
             .enumerate()
             .map(|(i, h)| HistoryEntry {
-                created: (i >= base_len).then_some(created),
+                created: if i >= base_len || later_than(h.created.as_deref(), created) {
+                    Some(created)
+                } else {
+                    h.created.as_deref()
+                },
                 created_by: &h.created_by,
                 comment: &h.comment,
                 empty_layer: empty_flags[i],
@@ -195,6 +203,18 @@ pub fn config_json(
             .collect(),
     };
     serde_json::to_vec(&file).expect("an image config serializes")
+}
+
+/// Whether RFC 3339 time `a` is after `b`. A base image's history entry
+/// newer than the image being made is clamped to the image's time, as
+/// BuildKit does with SOURCE_DATE_EPOCH, so that epoch gives the same
+/// config whenever the base was made.
+fn later_than(a: Option<&str>, b: &str) -> bool {
+    let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
+    match (a.and_then(parse), parse(b)) {
+        (Some(a), Some(b)) => a > b,
+        _ => false,
+    }
 }
 
 /// An image written to the store.
@@ -291,5 +311,40 @@ mod tests {
         assert_eq!(v["config"]["Shell"][0], "/bin/ash");
         assert_eq!(v["config"]["Labels"]["k"], "v");
         assert_eq!(v["rootfs"]["type"], "layers");
+    }
+
+    #[test]
+    fn base_history_keeps_its_times() {
+        let base = ImageConfig::from_config_json(
+            br#"{"config":{},"history":[{"created":"1970-01-01T00:00:00Z","comment":"Imported"}]}"#,
+        )
+        .unwrap();
+        let mut stage = compile(
+            &Dockerfile::parse("Dockerfile", "FROM scratch\nENV A=1\n").unwrap(),
+            &CompileOptions::default(),
+            &NoImages,
+        )
+        .unwrap()
+        .target_stage()
+        .clone();
+        let mut history = base.history.clone();
+        history.append(&mut stage.config.history);
+        stage.config.history = history;
+        let solved = Solved {
+            layers: Vec::new(),
+            steps: Vec::new(),
+            created: None,
+        };
+        let bytes = config_json(&stage, &solved, "2024-01-01T00:00:00Z", &[]);
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let history = v["history"].as_array().unwrap();
+        assert_eq!(history[0]["created"], "1970-01-01T00:00:00Z");
+        assert!(history[0].get("created_by").is_none(), "{}", history[0]);
+        assert_eq!(history[1]["created"], "2024-01-01T00:00:00Z");
+        assert_eq!(history[1]["created_by"], "ENV A=1");
+        // An older image time (SOURCE_DATE_EPOCH) clamps newer base entries.
+        let bytes = config_json(&stage, &solved, "1960-01-01T00:00:00Z", &[]);
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["history"][0]["created"], "1960-01-01T00:00:00Z");
     }
 }

@@ -108,6 +108,10 @@ pub(super) struct Compiler<'a> {
     pub(super) index: HashMap<String, NodeId>,
     pub(super) done: Vec<Option<StageOutput>>,
     pub(super) in_progress: Vec<bool>,
+    /// Per compiled stage: the ARG values its build steps saw, which a
+    /// stage FROM it sees too (BuildKit keeps them in the LLB state's
+    /// environment, not in the image config).
+    pub(super) arg_env: Vec<Vec<(String, String)>>,
     /// Global scope: platform ARGs and ARGs before the first FROM.
     pub(super) globals: Vec<(String, Option<String>)>,
     pub(super) build_args: HashMap<String, String>,
@@ -153,6 +157,7 @@ impl<'a> Compiler<'a> {
             index: HashMap::new(),
             done: vec![None; df.stages.len()],
             in_progress: vec![false; df.stages.len()],
+            arg_env: vec![Vec::new(); df.stages.len()],
             globals,
             build_args: options.build_args.iter().cloned().collect(),
             target_platform,
@@ -344,6 +349,7 @@ impl<'a> Compiler<'a> {
             config: ImageConfig::default(),
             platform: platform.clone(),
             args: Vec::new(),
+            inherited: Vec::new(),
             cmd_set: false,
             scope: None,
             label,
@@ -355,7 +361,7 @@ impl<'a> Compiler<'a> {
             let out = self.stage(base, depth + 1)?;
             state.root = out.root;
             state.config = out.config.clone();
-            state.args = out.args.clone();
+            state.inherited = self.arg_env[base].clone();
         } else if !image.eq_ignore_ascii_case("scratch") {
             if let Some(later) = self.df.find_stage(&image, None) {
                 let name = self.df.stages[later].name.clone().unwrap_or_default();
@@ -404,6 +410,16 @@ impl<'a> Compiler<'a> {
             state.step += 1;
             self.instruction(&mut state, command, depth)?;
         }
+        let mut arg_env = state.inherited.clone();
+        for (key, value) in &state.args {
+            let Some(value) = value else { continue };
+            if PROXY_ARGS.contains(&key.as_str()) {
+                continue;
+            }
+            arg_env.retain(|(k, _)| k != key);
+            arg_env.push((key.clone(), value.clone()));
+        }
+        self.arg_env[stage.index] = arg_env;
         Ok(StageOutput {
             index: stage.index,
             name: stage.name.clone(),
@@ -535,7 +551,8 @@ impl<'a> Compiler<'a> {
                         }
                     }
                 }
-                state.history(format!("EXPOSE {}", added.join(" ")), true);
+                // As BuildKit writes it: the expanded ports as a Go slice.
+                state.history(format!("EXPOSE [{}]", added.join(" ")), true);
             }
             Instruction::Volume { paths } => {
                 let mut added = Vec::new();
@@ -607,6 +624,9 @@ impl<'a> Compiler<'a> {
                 let args = state.with_shell(cmd);
                 state.history(format!("CMD {}", go_quote_list(&args)), true);
                 state.config.cmd = Some(args);
+                // BuildKit marks CMD's arguments as escaped (docker's
+                // ArgsEscaped, for Windows); ENTRYPOINT does not.
+                state.config.args_escaped = true;
                 state.cmd_set = true;
             }
             Instruction::Entrypoint { command: cmd } => {
@@ -641,8 +661,8 @@ impl<'a> Compiler<'a> {
                 state.config.healthcheck = Some(config);
             }
             Instruction::Onbuild { expression } => {
+                // BuildKit records no history entry for ONBUILD.
                 state.config.on_build.push(expression.clone());
-                state.history(format!("ONBUILD {expression}"), true);
             }
             Instruction::Run(run) => self.run(state, command, run, env, depth)?,
             Instruction::Copy(copy) | Instruction::Add(copy) => {

@@ -286,6 +286,8 @@ fn config_changes() {
     );
     let h = history(&g);
     assert_eq!(h[0], "CMD [\"x\"]");
+    assert_eq!(h[2], "EXPOSE [80/tcp 53/udp]");
+    assert!(c.args_escaped, "CMD sets ArgsEscaped as BuildKit does");
     assert_eq!(
         h[6],
         "HEALTHCHECK &{[\"CMD-SHELL\" \"curl\"] \"5m0s\" \"0s\" \"0s\" \"0s\" '\\x03'}"
@@ -389,4 +391,29 @@ fn copy_of_an_ignored_file_is_reported() {
             ),
         ]
     );
+}
+
+#[test]
+fn a_stage_from_a_stage_sees_its_arg_values() {
+    // BuildKit keeps a stage's ARG values in its state's environment, so a
+    // stage FROM it sees them in RUN and in expansion (not in its config
+    // nor in RUN's `|N` history prefix); its own ARG and ENV win.
+    let g = graph(
+        "FROM a AS base\nARG F=plain\nARG G=g\nFROM base\nARG G=own\nWORKDIR /$F\nRUN echo $F\n",
+    );
+    let e = exec(&g, 0);
+    assert!(e.env.contains(&"F=plain".to_string()), "{:?}", e.env);
+    assert!(e.env.contains(&"G=own".to_string()), "{:?}", e.env);
+    assert!(!e.env.contains(&"G=g".to_string()), "{:?}", e.env);
+    let c = &g.target_stage().config;
+    assert_eq!(c.working_dir, "/plain");
+    assert!(!c.env.iter().any(|v| v.starts_with("F=")), "{:?}", c.env);
+    assert!(history(&g).contains(&"RUN |1 G=own /bin/sh -c echo $F # buildkit".to_string()));
+}
+
+#[test]
+fn onbuild_makes_no_history_entry() {
+    let g = graph("FROM a\nONBUILD RUN echo hi\nENV A=1\n");
+    assert_eq!(history(&g), ["ENV A=1"]);
+    assert_eq!(g.target_stage().config.on_build, ["RUN echo hi"]);
 }

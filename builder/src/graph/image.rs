@@ -33,6 +33,9 @@ pub struct ImageConfig {
     pub shell: Option<Vec<String>>,
     /// ONBUILD triggers, as written after the keyword.
     pub on_build: Vec<String>,
+    /// docker's `ArgsEscaped`: BuildKit sets it with CMD; kept from the base.
+    #[serde(default)]
+    pub args_escaped: bool,
     /// MAINTAINER (the image's `author`).
     pub author: Option<String>,
     /// History entries, oldest first.
@@ -59,6 +62,10 @@ pub struct HealthConfig {
 /// One history entry (OCI config `history`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct History {
+    /// When a base image's entry was made (RFC 3339), kept as it was; this
+    /// build's entries get the build time when exported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
     /// The instruction as docker writes it (`RUN /bin/sh -c make # buildkit`).
     pub created_by: String,
     /// `buildkit.dockerfile.v0`, as BuildKit writes.
@@ -122,6 +129,7 @@ struct RuntimeSection {
     healthcheck: Option<HealthSection>,
     shell: Option<Vec<String>>,
     on_build: Option<Vec<String>>,
+    args_escaped: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -142,6 +150,8 @@ struct HealthSection {
 
 #[derive(Deserialize)]
 struct HistoryEntry {
+    #[serde(default)]
+    created: Option<String>,
     #[serde(default)]
     created_by: Option<String>,
     #[serde(default)]
@@ -179,11 +189,13 @@ impl ImageConfig {
             }),
             shell: section.shell,
             on_build: section.on_build.unwrap_or_default(),
+            args_escaped: section.args_escaped.unwrap_or(false),
             author: file.author,
             history: file
                 .history
                 .into_iter()
                 .map(|h| History {
+                    created: h.created,
                     created_by: h.created_by.unwrap_or_default(),
                     comment: h.comment.unwrap_or_default(),
                     empty_layer: h.empty_layer.unwrap_or(false),

@@ -17,6 +17,9 @@ pub(super) struct StageState {
     pub(super) platform: Platform,
     /// Declared ARGs of this stage with their values (None: no value).
     pub(super) args: Vec<(String, Option<String>)>,
+    /// ARG values of the stage this one is FROM (and its own parents):
+    /// visible to expansion and RUN, below this stage's ARGs and ENV.
+    pub(super) inherited: Vec<(String, String)>,
     pub(super) cmd_set: bool,
     /// Cache of [`StageState::scope`].
     pub(super) scope: Option<Rc<Scope>>,
@@ -42,11 +45,12 @@ impl StageState {
     }
 
     fn env(&self) -> Vec<(String, String)> {
-        let mut env: Vec<(String, String)> = self
-            .args
-            .iter()
-            .filter_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone())))
-            .collect();
+        let mut env: Vec<(String, String)> = self.inherited.clone();
+        env.extend(
+            self.args
+                .iter()
+                .filter_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone()))),
+        );
         env.extend(self.config.env.iter().map(|e| split_env(e)));
         env
     }
@@ -89,6 +93,7 @@ impl StageState {
 
     pub(super) fn history(&mut self, created_by: String, empty_layer: bool) {
         self.config.history.push(History {
+            created: None,
             created_by,
             comment: HISTORY_COMMENT.to_string(),
             empty_layer,

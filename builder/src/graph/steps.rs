@@ -165,6 +165,12 @@ impl Compiler<'_> {
                 exec_env.push(format!("{key}={value}"));
             }
         }
+        for (key, value) in &state.inherited {
+            let own = state.args.iter().any(|(k, v)| k == key && v.is_some());
+            if state.env_value(key).is_none() && !own {
+                exec_env.push(format!("{key}={value}"));
+            }
+        }
         for proxy in PROXY_ARGS {
             if state.args.iter().any(|(k, _)| k == proxy) {
                 continue;

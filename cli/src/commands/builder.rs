@@ -163,7 +163,9 @@ pub fn run(store: &Store, args: &BuilderArgs) -> Result<ExitStatus> {
             let mut total: u64 = all.iter().map(|e| e.size).sum();
             let (mut records, mut mounts, mut mount_bytes) = (0usize, 0usize, 0u64);
             for entry in &all {
-                if keep.is_some_and(|k| total <= k) && !prune.all {
+                // Records sharing a layer count it once, so some weigh 0 B:
+                // keeping nothing removes those too.
+                if keep.is_some_and(|k| k > 0 && total <= k) && !prune.all {
                     break;
                 }
                 if entry.in_use {

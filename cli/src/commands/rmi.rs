@@ -20,6 +20,8 @@ pub struct RmiArgs {
 }
 
 pub fn run(store: &Store, args: &RmiArgs) -> Result<ExitStatus> {
+    // One metadata open for every removal and the collection after them.
+    let _hold = store.hold_metadata();
     let mut out = std::io::stdout().lock();
     let mut failed = false;
     for given in &args.images {

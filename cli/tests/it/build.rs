@@ -177,7 +177,7 @@ fn basic_case_builds_a_docker_compatible_image() {
     assert_eq!(layers, diff_ids.len(), "one history entry per layer");
     assert!(history.iter().any(|h| h["created_by"]
         .as_str()
-        .unwrap()
+        .unwrap_or("")
         .starts_with("RUN |1 VERSION=1 /bin/sh -c echo")));
     assert!(history
         .iter()

@@ -343,8 +343,16 @@ fn detached_logs_exec_stop_and_rm() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(logs, "started\n");
-    let raw =
-        std::fs::read_to_string(r.path().join("containers").join(&id).join("log.json")).unwrap();
+    // stderr is a separate pipe: its line may land a moment after stdout's.
+    let log = r.path().join("containers").join(&id).join("log.json");
+    let mut raw = String::new();
+    for _ in 0..100 {
+        raw = std::fs::read_to_string(&log).unwrap();
+        if raw.contains(r#""stream":"stderr""#) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(raw.contains(r#""stream":"stderr""#), "{raw}");
     assert_eq!(
         r.ok(&[

@@ -7,6 +7,8 @@ mod build_check;
 #[cfg(feature = "test-root")]
 mod build_corpus;
 #[cfg(feature = "test-root")]
+mod build_diff;
+#[cfg(feature = "test-root")]
 mod build_mounts;
 #[cfg(feature = "test-root")]
 mod build_network;

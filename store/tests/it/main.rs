@@ -6,3 +6,4 @@ mod layer_hostile;
 mod layer_root;
 mod layer_roundtrip;
 mod layer_support;
+mod meta;

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# `kiln build` against `docker build` (BuildKit) on the same projects, in one
+# run; prints medians and kiln/docker ratios next to the targets:
+#
+#   cold     4 independent stages (each `RUN sleep 2` plus some work) and a
+#            final stage COPYing from all four; kiln --no-cache vs
+#            docker build --no-cache                          target <= 0.8x
+#   no-op    rebuild, nothing changed, of a 10,000-file ~200 MB context
+#            (generated deterministically; COPY . /app)       target <= 0.1x
+#   one-file rebuild after one source file of that context changed
+#                                                             target <= 0.5x
+#
+#   cargo build --release -p kiln && sudo bench/build.sh
+#   RUNS=5 NOOP_RUNS=10 KILN=path/to/kiln bench/build.sh
+#
+# Needs root, hyperfine, python3, busybox-static (the base image, from
+# testdata/base/make-busybox-rootfs.sh) and a Docker engine (DOCKER_HOST, as
+# ../shared/peers/dockerd.sh exports it). The busybox image is saved from
+# kiln and loaded into docker, so both build FROM the same image. Images the
+# script tags in docker are removed at the end; docker's build cache from
+# these builds stays in the engine.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+RUNS=${RUNS:-5}
+NOOP_RUNS=${NOOP_RUNS:-10}
+FILES=${FILES:-10000}
+KILN=${KILN:-${CARGO_TARGET_DIR:-$here/target}/release/kiln}
+DOCKER=${DOCKER:-/usr/bin/docker}
+[ -x "$KILN" ] || { echo "no kiln release build at $KILN (cargo build --release -p kiln, or set KILN)" >&2; exit 1; }
+for tool in hyperfine python3; do
+  command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }
+done
+[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
+[ -n "${DOCKER_HOST:-}" ] || { echo "DOCKER_HOST is not set (eval \"\$(../shared/peers/dockerd.sh)\")" >&2; exit 1; }
+export DOCKER_BUILDKIT=1
+"$DOCKER" info >/dev/null 2>&1 || { echo "no Docker engine answers at $DOCKER_HOST" >&2; exit 1; }
+
+work=$(mktemp -d /var/tmp/kiln-bench-build.XXXXXX)
+tag=kiln-bench-build-$$
+cleanup() {
+  "$DOCKER" rmi -f "$tag-multi" "$tag-ctx" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+root=$work/root
+
+# The base image: the same busybox:latest in kiln and in docker.
+"$here/testdata/base/make-busybox-rootfs.sh" "$work/busybox.tar" 2>/dev/null
+SOURCE_DATE_EPOCH=0 "$KILN" --root "$root" import "$work/busybox.tar" busybox:latest >/dev/null
+"$KILN" --root "$root" save busybox:latest | "$DOCKER" load >/dev/null
+
+# Project 1: four independent stages and a final stage joining them.
+mkdir -p "$work/multi"
+{
+  for s in 1 2 3 4; do
+    echo "FROM busybox:latest AS s$s"
+    echo "RUN sleep 2 && seq 1 300000 | sed 's/\$/ stage $s/' > /data && sha256sum /data > /sum"
+    echo
+  done
+  echo "FROM busybox:latest"
+  for s in 1 2 3 4; do
+    echo "COPY --from=s$s /data /sum /out/s$s/"
+  done
+} > "$work/multi/Dockerfile"
+
+# Project 2: a 10,000-file context of ~200 MB (seeded, so every run of the
+# script makes the same bytes).
+ctx=$work/ctx
+python3 - "$ctx" "$FILES" <<'EOF'
+import os, random, sys
+root, files = sys.argv[1], int(sys.argv[2])
+rng = random.Random(20241123)
+per_dir = 100
+for i in range(files):
+    d = os.path.join(root, "src", "d%03d" % (i // per_dir))
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "f%03d.dat" % (i % per_dir)), "wb") as f:
+        f.write(rng.randbytes(rng.randint(10_000, 30_000)))
+EOF
+printf 'FROM busybox:latest\nCOPY . /app\nRUN ls /app/src | wc -l\n' > "$ctx/Dockerfile"
+echo "context: $(find "$ctx" -type f | wc -l) files, $(du -sm "$ctx" | cut -f1) MB"
+
+kb="$KILN --root $root build --progress quiet"
+db="$DOCKER build -q --pull=false"
+# One build each first, so the rebuilds below have a cache to hit.
+$kb -t "$tag-ctx" "$ctx" >/dev/null
+$db -t "$tag-ctx" "$ctx" >/dev/null
+$kb -t "$tag-multi" "$work/multi" >/dev/null
+$db -t "$tag-multi" "$work/multi" >/dev/null
+
+# One file changes before each one-file run (new content every time).
+change="python3 -c 'import time; open(\"$ctx/src/d000/f050.dat\", \"w\").write(str(time.time_ns()))'"
+
+hyperfine -N --runs "$RUNS" --export-json "$work/cold.json" \
+  -n kiln "$kb --no-cache -t $tag-multi $work/multi" \
+  -n docker "$db --no-cache -t $tag-multi $work/multi" >"$work/cold.txt" 2>&1 ||
+  { cat "$work/cold.txt"; exit 1; }
+hyperfine -N --runs "$NOOP_RUNS" --export-json "$work/noop.json" \
+  -n kiln "$kb -t $tag-ctx $ctx" \
+  -n docker "$db -t $tag-ctx $ctx" >"$work/noop.txt" 2>&1 ||
+  { cat "$work/noop.txt"; exit 1; }
+hyperfine --runs "$RUNS" --export-json "$work/onefile.json" --prepare "$change" \
+  -n kiln "$kb -t $tag-ctx $ctx" \
+  -n docker "$db -t $tag-ctx $ctx" >"$work/onefile.txt" 2>&1 ||
+  { cat "$work/onefile.txt"; exit 1; }
+
+python3 - "$work" <<'EOF'
+import json, sys
+work = sys.argv[1]
+rows = [("cold", "cold multi-stage (4 stages, --no-cache)", 0.8),
+        ("noop", "no-op rebuild, 10k-file context", 0.1),
+        ("onefile", "rebuild after one file changed", 0.5)]
+print("%-42s %10s %10s %8s %8s" % ("build (median of runs)", "kiln ms", "docker ms", "ratio", "target"))
+for key, name, target in rows:
+    res = {r["command"]: r for r in json.load(open("%s/%s.json" % (work, key)))["results"]}
+    k, d = res["kiln"]["median"] * 1000, res["docker"]["median"] * 1000
+    ratio = k / d
+    print("%-42s %10.0f %10.0f %7.2fx %7.1fx %s" % (
+        name, k, d, ratio, target, "ok" if ratio <= target else "MISSED"))
+EOF
