@@ -29,8 +29,20 @@ impl Store {
         lease: &Lease,
         options: &DiffOptions,
     ) -> Result<NewLayer> {
+        self.layer_from_dir_excluding(dir, lease, options, &[])
+    }
+
+    /// [`Store::layer_from_dir`] leaving out the paths in `exclude`
+    /// (relative to `dir`; each one path, not what is below it).
+    pub fn layer_from_dir_excluding(
+        &self,
+        dir: &Path,
+        lease: &Lease,
+        options: &DiffOptions,
+        exclude: &[&Path],
+    ) -> Result<NewLayer> {
         let mut writer = self.content.writer()?;
-        let out = crate::layer::diff(dir, &mut writer, options)?;
+        let out = crate::layer::diff_excluding(dir, &mut writer, options, exclude)?;
         let digest = writer.commit_leased(lease, Some(&out.digest), Some(out.size))?;
         Ok(NewLayer {
             descriptor: descriptor(layer_media_type(options.compression), &digest, out.size),

@@ -96,6 +96,12 @@ pub enum SolveError {
         /// What is wrong (never a secret's value).
         message: String,
     },
+    /// A RUN step's network that cannot be set up.
+    #[error("{message}")]
+    Network {
+        /// What failed.
+        message: String,
+    },
     /// A RUN needing an entitlement kiln does not grant.
     #[error("entitlement {name} is not granted")]
     Entitlement {

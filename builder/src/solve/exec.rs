@@ -48,10 +48,13 @@ pub(crate) enum NetworkSetup {
     Host,
     /// A network namespace of its own with only loopback.
     Isolated,
+    /// A network namespace of its own on the default bridge network (kiln0),
+    /// NAT out, as BuildKit's default.
+    Bridge,
 }
 
 /// The network a RUN gets: its `--network`, else the build's `--network`.
-/// `default` is the host's network for now (no bridge yet).
+/// `default` is the default bridge network.
 pub(crate) fn network_setup(step: Network, build: Network) -> NetworkSetup {
     let chosen = if step == Network::Default {
         build
@@ -60,7 +63,8 @@ pub(crate) fn network_setup(step: Network, build: Network) -> NetworkSetup {
     };
     match chosen {
         Network::None => NetworkSetup::Isolated,
-        Network::Host | Network::Default => NetworkSetup::Host,
+        Network::Host => NetworkSetup::Host,
+        Network::Default => NetworkSetup::Bridge,
     }
 }
 
@@ -88,7 +92,7 @@ pub(crate) fn spec_for(
     // docker build lets RUN use setuid programs (sudo, su).
     process.set_no_new_privileges(Some(false));
     if network == NetworkSetup::Host {
-        // No network namespace yet: RUN shares the host's network.
+        // --network=host: RUN shares the host's network namespace.
         if let Some(linux) = spec.linux_mut().as_mut() {
             if let Some(namespaces) = linux.namespaces_mut().as_mut() {
                 namespaces.retain(|n| n.typ() != LinuxNamespaceType::Network);
@@ -133,12 +137,27 @@ pub(crate) fn run(
 ) -> Result<(), SolveError> {
     check_supported(op)?;
     let prepared = mounts::prepare(mount_env, &op.mounts)?;
-    let spec = spec_for(op, root, network, &prepared)?;
+    let mut spec = spec_for(op, root, network, &prepared)?;
+    // Released when dropped: after the step, failed or interrupted too.
+    let bridged = match network {
+        NetworkSetup::Bridge => Some(bridge_setup(mount_env, &mut spec)?),
+        _ => None,
+    };
     let stubs = mounts::stubs(root, &prepared.mounts);
     let missing: Vec<&str> = MOUNT_STUBS
         .iter()
         .copied()
         .filter(|p| std::fs::symlink_metadata(root.join(p)).is_err())
+        .collect();
+    // Directories of the upper layer that only the stubs would make (etc/ of
+    // an image without /etc/hosts): removed with them when left empty, so a
+    // RUN that changes nothing makes no layer.
+    let stub_parents: Vec<PathBuf> = missing
+        .iter()
+        .filter_map(|p| Path::new(p).parent())
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(|p| upper.join(p))
+        .filter(|p| std::fs::symlink_metadata(p).is_err())
         .collect();
     // BuildKit creates the working directory when it is missing.
     let cwd =
@@ -162,6 +181,11 @@ pub(crate) fn run(
         .map_err(|source| SolveError::Runner { source })?;
     // Registered so an interrupted build can kill it.
     running.lock().expect("not poisoned").push(child.pid());
+    if let Some(b) = &bridged {
+        // Keeps the attachment while the container lives, even if this
+        // process is killed (and lets the next reap take it once both are gone).
+        let _ = kiln_runner::network::set_pid(&b.id, child.pid());
+    }
     let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
     let mut reader = BufReader::new(std::fs::File::from(read));
     let mut buf = Vec::new();
@@ -188,9 +212,13 @@ pub(crate) fn run(
         .wait()
         .map_err(|source| SolveError::Runner { source })?;
     drop(prepared);
+    drop(bridged);
     mounts::remove_stubs(&stubs);
     for stub in missing {
         remove_stub(&upper.join(stub));
+    }
+    for dir in stub_parents {
+        let _ = std::fs::remove_dir(dir);
     }
     if status.code() != 0 {
         return Err(SolveError::ExecFailed {
@@ -200,6 +228,112 @@ pub(crate) fn run(
         });
     }
     Ok(())
+}
+
+/// The /etc/hosts of a RUN step (as BuildKit writes it).
+const HOSTS: &str =
+    "127.0.0.1\tlocalhost buildkitsandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n";
+
+/// A RUN step's place on the default bridge network: its attachment and the
+/// scratch directory holding its /etc/hosts and /etc/resolv.conf. Dropping
+/// it gives both back.
+struct Bridged {
+    id: String,
+    dir: PathBuf,
+}
+
+impl Drop for Bridged {
+    fn drop(&mut self) {
+        if !self.id.is_empty() {
+            let _ = kiln_runner::network::release(&self.id);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Attaches a fresh network namespace to the default bridge network and
+/// points `spec` at it, with its own /etc/hosts and /etc/resolv.conf.
+fn bridge_setup(env: &mounts::MountEnv, spec: &mut Spec) -> Result<Bridged, SolveError> {
+    let token = rand::random::<u64>();
+    // The scratch name starts with the pid: a killed build's directory is
+    // removed by the next build ([`mounts::remove_stale`]).
+    let dir = env
+        .store
+        .cache_dir()
+        .join("run")
+        .join(format!("{}-net{token:016x}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(SolveError::io("create directory", &dir))?;
+    let mut bridged = Bridged {
+        id: format!("build{}x{token:016x}", std::process::id()),
+        dir,
+    };
+    let hosts = bridged.dir.join("hosts");
+    let resolv = bridged.dir.join("resolv.conf");
+    std::fs::write(&hosts, HOSTS).map_err(SolveError::io("write", &hosts))?;
+    std::fs::write(&resolv, resolv_conf()).map_err(SolveError::io("write", &resolv))?;
+    let networks = env.store.root().join("networks");
+    let attachment = match kiln_runner::network::attach_default(&networks, &bridged.id) {
+        Ok(a) => a,
+        Err(e) => {
+            // Nothing is attached: only the directory goes.
+            bridged.id.clear();
+            return Err(SolveError::Network {
+                message: format!("attaching the RUN step to the default network: {e}"),
+            });
+        }
+    };
+    if let Some(linux) = spec.linux_mut().as_mut() {
+        if let Some(namespaces) = linux.namespaces_mut().as_mut() {
+            for ns in namespaces.iter_mut() {
+                if ns.typ() == LinuxNamespaceType::Network {
+                    ns.set_path(Some(attachment.netns.clone()));
+                }
+            }
+        }
+    }
+    let mut all = spec.mounts().clone().unwrap_or_default();
+    for (source, target) in [(&hosts, "/etc/hosts"), (&resolv, "/etc/resolv.conf")] {
+        all.retain(|m| m.destination() != Path::new(target));
+        all.push(
+            MountBuilder::default()
+                .destination(target)
+                .typ("bind")
+                .source(source)
+                .options(vec!["rbind".to_string(), "ro".to_string()])
+                .build()
+                .expect("a bind mount builds"),
+        );
+    }
+    spec.set_mounts(Some(all));
+    Ok(bridged)
+}
+
+/// The host's /etc/resolv.conf without loopback name servers (they do not
+/// answer inside another network namespace); Google's public servers when
+/// none is left, as BuildKit does.
+fn resolv_conf() -> String {
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let mut out = String::new();
+    let mut servers = 0;
+    for line in host.lines() {
+        let mut words = line.split_whitespace();
+        if words.next() == Some("nameserver") {
+            let loopback = words
+                .next()
+                .and_then(|a| a.parse::<std::net::IpAddr>().ok())
+                .is_some_and(|a| a.is_loopback());
+            if loopback {
+                continue;
+            }
+            servers += 1;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if servers == 0 {
+        out.push_str("nameserver 8.8.8.8\nnameserver 8.8.4.4\n");
+    }
+    out
 }
 
 /// Removes an empty directory or empty file the runtime made as a mount
@@ -213,5 +347,36 @@ fn remove_stub(path: &Path) {
             let _ = std::fs::remove_file(path);
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_network_falls_back_to_the_builds_and_default_is_the_bridge() {
+        let cases = [
+            (Network::Default, Network::Default, NetworkSetup::Bridge),
+            (Network::Default, Network::Host, NetworkSetup::Host),
+            (Network::Default, Network::None, NetworkSetup::Isolated),
+            (Network::None, Network::Default, NetworkSetup::Isolated),
+            (Network::Host, Network::None, NetworkSetup::Host),
+        ];
+        for (step, build, want) in cases {
+            assert_eq!(
+                network_setup(step, build),
+                want,
+                "{step:?} in a {build:?} build"
+            );
+        }
+    }
+
+    #[test]
+    fn resolv_conf_has_no_loopback_name_server() {
+        let text = resolv_conf();
+        assert!(text.contains("nameserver "), "{text}");
+        assert!(!text.contains("nameserver 127."), "{text}");
+        assert!(!text.contains("nameserver ::1"), "{text}");
     }
 }

@@ -101,12 +101,16 @@ pub fn forget_cache_record_use(store: &Store, key: &str) {
 }
 
 /// Cleans what a killed build left: overlay mounts, RUN scratch
-/// directories, unpack/download scratch and the cgroups of its RUN
-/// containers.
+/// directories, unpack/download scratch, the cgroups of its RUN
+/// containers and their network attachments.
 pub fn remove_leftovers(store: &Store) {
     rootfs::remove_stale_mounts(store);
     remove_stale_scratch(store);
     mounts::remove_stale(store);
+    // RUN steps' places on the default network (owner and container gone).
+    if std::path::Path::new(kiln_runner::network::RUN_DIR).exists() {
+        let _ = kiln_runner::network::reap();
+    }
     kiln_runner::cgroup::remove_stale_children(std::path::Path::new("kiln-build"), &|name| {
         name.split('-')
             .next()

@@ -235,6 +235,17 @@ fn set_netns(spec: &mut Spec, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The files under /etc (relative to the root) that [`setup`] bind-mounts
+/// for a container with these settings: the runtime makes them as empty
+/// mount points when the image has none.
+pub fn mounted_files(net: &NetSettings) -> &'static [&'static str] {
+    match net.mode.as_str() {
+        "host" => &[],
+        m if m.starts_with("container:") => &["etc/hosts", "etc/resolv.conf"],
+        _ => &["etc/hosts", "etc/resolv.conf", "etc/hostname"],
+    }
+}
+
 /// Sets up the network of `container` before it starts and adjusts `spec`
 /// (namespace path, /etc files). On error nothing is left attached.
 pub fn setup(

@@ -10,6 +10,8 @@ mod build_corpus;
 mod build_diff;
 #[cfg(feature = "test-root")]
 mod build_mounts;
+#[cfg(feature = "test-root")]
+mod build_network;
 mod build_outputs;
 mod common;
 #[cfg(feature = "test-root")]

@@ -578,3 +578,131 @@ fn publish_all_and_container_network_mode() {
     ]);
     assert!(!out.status.success());
 }
+
+/// A container reaches a published port of a container on its own network,
+/// and its own published port, through the gateway address (hairpin: the
+/// bridge sends the frame back out of the port it came in on).
+#[test]
+fn published_port_answers_from_the_same_network_hairpin() {
+    let Some(root) = Root::new() else { return };
+    let port = free_port().to_string();
+    let name = unique("hairpin");
+    root.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "-p",
+        &format!("{port}:80"),
+        "busybox",
+        "sh",
+        "-c",
+        "echo hello-hairpin > /tmp/index.html; httpd -f -p 80 -h /tmp",
+    ]);
+    let network: Value = serde_json::from_str(&root.ok(&["network", "inspect", "bridge"])).unwrap();
+    let gateway = network[0]["IPAM"]["Config"][0]["Gateway"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no gateway in {network}"))
+        .to_string();
+    // From the host first: httpd answers (polled until it has started).
+    let url = format!("http://{gateway}:{port}/index.html");
+    let mut body = None;
+    for _ in 0..50 {
+        body = wget(&url);
+        if body.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(body.as_deref(), Some("hello-hairpin\n"));
+    let fetch = format!(
+        "printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {gateway} {port} | tail -n 1"
+    );
+    // Another container of the same network.
+    let out = root.run(&["run", "--rm", "busybox", "sh", "-c", &fetch]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "hello-hairpin",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The container itself.
+    let out = root.run(&["exec", &name, "sh", "-c", &fetch]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "hello-hairpin",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `kiln commit` of a bridged container leaves out the empty /etc/hosts,
+/// /etc/resolv.conf and /etc/hostname made only as mount points of its
+/// network files; files the image had, and the container's own changes,
+/// stay.
+#[test]
+fn commit_leaves_out_network_file_mount_points() {
+    let Some(root) = Root::new() else { return };
+    let (c1, c2, c3) = (unique("cma"), unique("cmb"), unique("cmc"));
+    let (i1, i2, i3) = (
+        format!("{c1}:img"),
+        format!("{c2}:img"),
+        format!("{c3}:img"),
+    );
+    // The test image has /etc/hostname but neither /etc/hosts nor /etc/resolv.conf.
+    root.ok(&[
+        "run",
+        "--name",
+        &c1,
+        "busybox",
+        "sh",
+        "-c",
+        "echo x > /newfile; echo '10.1.2.3 extra' >> /etc/hosts; echo kept > /etc/kept",
+    ]);
+    root.ok(&["commit", &c1, &i1]);
+    // Run on the host network: no file is mounted over what the image has.
+    let check = |image: &str, script: &str| {
+        let out = root.run(&[
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            image,
+            "sh",
+            "-c",
+            script,
+        ]);
+        assert!(
+            out.status.success(),
+            "{image}: {script}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    check(
+        &i1,
+        "test ! -e /etc/hosts && test ! -e /etc/resolv.conf && test -s /etc/hostname \
+         && test \"$(cat /newfile)\" = x && test \"$(cat /etc/kept)\" = kept",
+    );
+    // A file the container itself wrote on the host network is kept ...
+    root.ok(&[
+        "run",
+        "--network",
+        "host",
+        "--name",
+        &c2,
+        "busybox",
+        "sh",
+        "-c",
+        "echo '127.0.0.1 mine' > /etc/hosts",
+    ]);
+    root.ok(&["commit", &c2, &i2]);
+    check(&i2, "grep -q mine /etc/hosts && test ! -e /etc/resolv.conf");
+    // ... and stays through a commit of a bridged container of that image.
+    root.ok(&["run", "--name", &c3, &i2, "true"]);
+    root.ok(&["commit", &c3, &i3]);
+    check(&i3, "grep -q mine /etc/hosts && test ! -e /etc/resolv.conf");
+    for image in [&i1, &i2, &i3] {
+        let _ = root.run(&["rmi", "-f", image]);
+    }
+}

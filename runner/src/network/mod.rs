@@ -793,6 +793,8 @@ pub fn attach(network: &Network, req: &AttachRequest) -> Result<Attachment> {
             .ok_or_else(|| Error::new(format!("veth {veth} vanished")))?;
         nl.set_up(link.index, Some(bridge_index))
             .map_err(|e| e.context(&format!("adding {veth} to {}", network.bridge)))?;
+        nl.set_hairpin(link.index)
+            .map_err(|e| e.context(&format!("switching on hairpin mode of {veth}")))?;
         let mut inside = Netlink::open_in(ns.as_fd())?;
         let eth = inside
             .link(ifname)?

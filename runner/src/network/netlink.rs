@@ -11,7 +11,8 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute,
+    LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -192,6 +193,24 @@ impl Netlink {
             msg.attributes.push(LinkAttribute::Controller(c));
         }
         self.request(RouteNetlinkMessage::SetLink(msg), NLM_F_ACK)
+            .map(drop)
+    }
+
+    /// Switches hairpin mode on for a bridge port (IFLA_BRPORT_MODE): the
+    /// bridge may send a frame back out of the port it came in on, so a
+    /// container reaches its own published ports through the host.
+    pub fn set_hairpin(&mut self, index: u32) -> Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::PortKind(InfoPortKind::Bridge),
+            LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(
+                true,
+            )])),
+        ]));
+        // Port data is applied by RTM_NEWLINK on an existing link (as `ip
+        // link set ... type bridge_slave` does), not by RTM_SETLINK.
+        self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_ACK)
             .map(drop)
     }
 

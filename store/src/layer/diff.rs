@@ -80,7 +80,25 @@ const READ_THREADS: usize = 2;
 /// `redirect_dir` or `metacopy` cannot be expressed as a tar and is refused
 /// ([`Error::UnsupportedFile`]). On error, `out` holds a partial layer.
 pub fn diff(dir: &Path, out: impl Write, opts: &DiffOptions) -> Result<DiffOutput> {
-    let paths = list(dir)?;
+    diff_excluding(dir, out, opts, &[])
+}
+
+/// [`diff`], leaving out the paths in `exclude` (relative to `dir`, each
+/// one path only, not what is below it).
+pub fn diff_excluding(
+    dir: &Path,
+    out: impl Write,
+    opts: &DiffOptions,
+    exclude: &[&Path],
+) -> Result<DiffOutput> {
+    let mut paths = list(dir)?;
+    if !exclude.is_empty() {
+        paths.retain(|p| {
+            !exclude
+                .iter()
+                .any(|e| e.as_os_str().as_bytes() == p.as_slice())
+        });
+    }
     let root_opaque = xattrs_of(dir, b"")?.1;
 
     let (tx, rx) = mpsc::sync_channel::<Vec<Result<Option<Prepared>>>>(2);

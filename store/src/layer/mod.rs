@@ -30,7 +30,7 @@ mod parallel;
 pub use apply::{apply, apply_atomic, ApplyStats};
 pub(crate) use compression::decoder;
 pub use compression::Compression;
-pub use diff::{diff, DiffOptions, DiffOutput};
+pub use diff::{diff, diff_excluding, DiffOptions, DiffOutput};
 
 /// A gzip writer that compresses on every core, deterministically (the
 /// output depends only on the input). Call `finish` to write the trailer.

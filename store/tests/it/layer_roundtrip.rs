@@ -399,3 +399,30 @@ fn odd_names_round_trip() {
     }
     assert_eq!(diff_to_vec(&dest, Compression::Gzip).0, first);
 }
+
+#[test]
+fn diff_excluding_leaves_out_exactly_the_named_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    fs::create_dir_all(root.join("etc/sub")).unwrap();
+    fs::write(root.join("etc/hosts"), b"").unwrap();
+    fs::write(root.join("etc/sub/kept"), b"k").unwrap();
+    fs::write(root.join("newfile"), b"x").unwrap();
+    let opts = DiffOptions {
+        compression: Compression::None,
+        source_date_epoch: None,
+    };
+    let mut blob = Vec::new();
+    layer::diff_excluding(
+        root,
+        &mut blob,
+        &opts,
+        &[Path::new("etc/hosts"), Path::new("etc")],
+    )
+    .unwrap();
+    // Only the named paths go: what is below an excluded directory stays.
+    assert_eq!(member_names(&blob), ["etc/sub/", "etc/sub/kept", "newfile"]);
+    let mut all = Vec::new();
+    layer::diff_excluding(root, &mut all, &opts, &[]).unwrap();
+    assert_eq!(all, diff_to_vec(root, Compression::None).1);
+}
