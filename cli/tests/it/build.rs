@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::common::{
-    image_id, is_root, kiln, kiln_ok, project_dir, root_with_busybox, skip_or_fail,
+    build_case as case, image_id, is_root, kiln, kiln_ok, root_with_busybox, skip_or_fail,
 };
 
 fn ready() -> bool {
@@ -18,26 +18,6 @@ fn ready() -> bool {
         return !skip_or_fail("build tests need root");
     }
     true
-}
-
-/// A copy of testdata/build/<case> in a temporary directory.
-fn case(name: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    copy_dir(&project_dir().join("testdata/build").join(name), dir.path());
-    dir
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 /// Runs `kiln build` and returns (success, stderr).

@@ -151,3 +151,24 @@ pub fn read_pty_until(
         out
     })
 }
+
+/// A copy of testdata/build/<case> in a temporary directory.
+pub fn build_case(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&project_dir().join("testdata/build").join(name), dir.path());
+    dir
+}
+
+/// Copies a tree of plain files and directories.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
