@@ -376,6 +376,18 @@ mod tests {
         // Second run uses the stat cache and gives the same digests.
         let again = index(&ctx, &[], &["*.log".to_string()], &cache).unwrap();
         assert_eq!(idx.entries, again.entries);
+        assert!(cache.join("context-stat.bin").is_file());
+        // A changed file is hashed again, not taken from the stat cache.
+        std::fs::write(ctx.join("a.txt"), "b").unwrap();
+        let changed = index(&ctx, &[], &["*.log".to_string()], &cache).unwrap();
+        assert_ne!(changed.entries["a.txt"], idx.entries["a.txt"]);
+        assert_eq!(changed.entries["src/main.rs"], idx.entries["src/main.rs"]);
+        // A cut-short cache file is read up to its last whole record.
+        let bytes = std::fs::read(cache.join("context-stat.bin")).unwrap();
+        let whole = parse_stat_cache(&bytes).len();
+        assert_eq!(whole, 2);
+        assert_eq!(parse_stat_cache(&bytes[..bytes.len() - 1]).len(), whole - 1);
+        assert!(parse_stat_cache(b"garbage").is_empty());
         let only = index(&ctx, &["src".to_string()], &[], &cache).unwrap();
         assert!(only.contains("src/main.rs") && !only.contains("a.txt"));
     }
