@@ -18,6 +18,9 @@ pub struct NewLayer {
     pub descriptor: Descriptor,
     /// Its uncompressed digest, as the config's rootfs lists it.
     pub diff_id: Digest,
+    /// (bytes of regular files, entries) of the directory it was made
+    /// from: what [`Store::adopt_snapshot`] records without a second walk.
+    pub usage: (u64, u64),
 }
 
 impl Store {
@@ -47,6 +50,7 @@ impl Store {
         Ok(NewLayer {
             descriptor: descriptor(layer_media_type(options.compression), &digest, out.size),
             diff_id: out.diff_id,
+            usage: out.usage,
         })
     }
 
@@ -66,7 +70,13 @@ impl Store {
             let layer = self.layer_from_dir(&fs_dir, lease, options)?;
             // The unpacked tree is this layer's snapshot: keep it.
             lease.protect(&layer.diff_id)?;
-            self.finish_snapshot(&temp, &layer.diff_id, None, &layer.diff_id)?;
+            self.finish_snapshot(
+                &temp,
+                &layer.diff_id,
+                None,
+                &layer.diff_id,
+                Some(layer.usage),
+            )?;
             Ok(layer)
         })();
         if temp.exists() {
@@ -154,15 +164,17 @@ impl Store {
     /// `fs/` and nothing else) the snapshot `chain_id` without copying it:
     /// an overlay upper dir becomes the snapshot of the layer made from it.
     /// Protect `chain_id` with a lease first. When the snapshot already
-    /// exists, `temp` is removed.
+    /// exists, `temp` is removed. `usage` is the tree's (bytes, entries)
+    /// when known ([`NewLayer::usage`]); `None` walks the tree for it.
     pub fn adopt_snapshot(
         &self,
         temp: &Path,
         chain_id: &Digest,
         parent: Option<Digest>,
         diff_id: &Digest,
+        usage: Option<(u64, u64)>,
     ) -> Result<()> {
-        let result = self.finish_snapshot(temp, chain_id, parent, diff_id);
+        let result = self.finish_snapshot(temp, chain_id, parent, diff_id, usage);
         if result.is_err() && temp.exists() {
             let _ = fs::remove_dir_all(temp);
         }

@@ -137,7 +137,7 @@ impl Store {
                     actual,
                 });
             }
-            self.finish_snapshot(&temp, chain_id, parent, diff_id)
+            self.finish_snapshot(&temp, chain_id, parent, diff_id, None)
         })();
         if result.is_err() {
             let _ = fs::remove_dir_all(&temp);
@@ -163,8 +163,9 @@ impl Store {
         chain_id: &Digest,
         parent: Option<Digest>,
         diff_id: &Digest,
+        usage: Option<(u64, u64)>,
     ) -> Result<()> {
-        let (bytes, entries) = crate::fsutil::tree_usage(&temp.join("fs"));
+        let (bytes, entries) = usage.unwrap_or_else(|| crate::fsutil::tree_usage(&temp.join("fs")));
         let info = SnapshotInfo {
             chain_id: chain_id.clone(),
             parent,

@@ -73,8 +73,12 @@ pub(crate) fn load(path: &Path) -> Option<StepRecord> {
 
 pub(crate) fn save(path: &Path, record: &StepRecord) {
     // Advisory only (miss reasons): a failed or lost write costs nothing.
-    let _ =
-        crate::solve::context::write_atomic(path, &serde_json::to_vec(record).expect("serializes"));
+    let bytes = serde_json::to_vec(record).expect("serializes");
+    // A rebuild of an unchanged step finds the same record: no new file.
+    if std::fs::read(path).is_ok_and(|old| old == bytes) {
+        return;
+    }
+    let _ = crate::solve::context::write_atomic(path, &bytes);
 }
 
 /// Why `now` missed, compared with the step's last record.

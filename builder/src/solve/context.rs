@@ -5,11 +5,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::dockerfile::dockerignore::Matcher;
@@ -84,7 +84,9 @@ pub(crate) fn clean_relative(path: &str) -> String {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// What the stat cache knows of one file: the stat fields that change when
+/// its content can have, and the content digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct StatEntry {
     inode: u64,
     size: u64,
@@ -92,10 +94,22 @@ struct StatEntry {
     mtime_ns: i64,
     ctime: i64,
     ctime_ns: i64,
-    digest: String,
+    digest: [u8; 32],
 }
 
 impl StatEntry {
+    fn of(m: &std::fs::Metadata, digest: [u8; 32]) -> StatEntry {
+        StatEntry {
+            inode: m.ino(),
+            size: m.size(),
+            mtime: m.mtime(),
+            mtime_ns: m.mtime_nsec(),
+            ctime: m.ctime(),
+            ctime_ns: m.ctime_nsec(),
+            digest,
+        }
+    }
+
     fn matches(&self, m: &std::fs::Metadata) -> bool {
         self.inode == m.ino()
             && self.size == m.size()
@@ -106,14 +120,59 @@ impl StatEntry {
     }
 }
 
-/// The stat cache file: absolute path -> last known digest.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct StatCache {
-    files: HashMap<String, StatEntry>,
+/// The stat cache file (`cache/context-stat.bin`): absolute path -> last
+/// known digest, for every context built from. Read with one read and
+/// looked up in place: a magic line, then per file a little-endian u32
+/// path length, the path, six 64-bit stat fields and the raw sha256.
+const STAT_MAGIC: &[u8] = b"kiln-context-stat 1\n";
+const STAT_FIXED: usize = 6 * 8 + 32;
+
+/// The stat cache as read: keys borrow the file's bytes.
+fn parse_stat_cache(bytes: &[u8]) -> HashMap<&[u8], StatEntry> {
+    let mut map = HashMap::new();
+    let Some(mut rest) = bytes.strip_prefix(STAT_MAGIC) else {
+        return map;
+    };
+    let int = |b: &[u8], i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8"));
+    while rest.len() >= 4 {
+        let len = u32::from_le_bytes(rest[..4].try_into().expect("4")) as usize;
+        let Some(record) = rest.get(4..4 + len + STAT_FIXED) else {
+            // Cut short: what came before is still good.
+            break;
+        };
+        let (path, fixed) = record.split_at(len);
+        map.insert(
+            path,
+            StatEntry {
+                inode: int(fixed, 0),
+                size: int(fixed, 1),
+                mtime: int(fixed, 2) as i64,
+                mtime_ns: int(fixed, 3) as i64,
+                ctime: int(fixed, 4) as i64,
+                ctime_ns: int(fixed, 5) as i64,
+                digest: fixed[48..80].try_into().expect("32"),
+            },
+        );
+        rest = &rest[4 + len + STAT_FIXED..];
+    }
+    map
 }
 
-/// A hashed path: its entry and, for files, the stat cache line to keep.
-type Hashed = (String, Entry, Option<(String, StatEntry)>);
+fn push_stat(out: &mut Vec<u8>, path: &[u8], e: &StatEntry) {
+    out.extend_from_slice(&(path.len() as u32).to_le_bytes());
+    out.extend_from_slice(path);
+    for v in [
+        e.inode,
+        e.size,
+        e.mtime as u64,
+        e.mtime_ns as u64,
+        e.ctime as u64,
+        e.ctime_ns as u64,
+    ] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(&e.digest);
+}
 
 /// Walks `root`, drops what `exclude` (.dockerignore) ignores and what
 /// `include` does not name (empty: everything), and hashes the files.
@@ -144,7 +203,9 @@ pub(crate) fn index(
                     || p.strip_prefix(rel).is_some_and(|r| r.starts_with('/'))
             })
     };
-    let mut listed: Vec<(String, PathBuf, std::fs::Metadata)> = Vec::new();
+    // The walk reads directories only (their entries carry the type); the
+    // stats are taken in parallel below.
+    let mut listed: Vec<(String, PathBuf)> = Vec::new();
     let mut walker = walkdir::WalkDir::new(root)
         .min_depth(1)
         .sort_by_file_name()
@@ -176,24 +237,20 @@ pub(crate) fn index(
         if ignored || !wanted(&rel) {
             continue;
         }
-        let meta = item
-            .metadata()
-            .map_err(|e| SolveError::io("stat", item.path())(e.into()))?;
-        listed.push((rel, item.path().to_path_buf(), meta));
+        listed.push((rel, item.into_path()));
     }
-    let cache_path = cache_dir.join("context-stat.json");
-    let cache: StatCache = std::fs::read(&cache_path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    let hashed: Vec<Result<Hashed, SolveError>> = listed
+    let cache_path = cache_dir.join("context-stat.bin");
+    let cache_bytes = std::fs::read(&cache_path).unwrap_or_default();
+    let cache = parse_stat_cache(&cache_bytes);
+    let hashed: Vec<Result<(Entry, Option<StatEntry>), SolveError>> = listed
         .par_iter()
-        .map(|(rel, path, meta)| {
+        .map(|(_, path)| {
+            let meta =
+                std::fs::symlink_metadata(path).map_err(SolveError::io("stat", path.as_path()))?;
             let mode = meta.mode() & 0o7777;
             let ft = meta.file_type();
             if ft.is_dir() {
                 return Ok((
-                    rel.clone(),
                     Entry {
                         kind: Kind::Dir,
                         mode,
@@ -205,7 +262,6 @@ pub(crate) fn index(
             if ft.is_symlink() {
                 let target = std::fs::read_link(path).map_err(SolveError::io("read link", path))?;
                 return Ok((
-                    rel.clone(),
                     Entry {
                         kind: Kind::Symlink,
                         mode,
@@ -214,58 +270,48 @@ pub(crate) fn index(
                     None,
                 ));
             }
-            let key = path.to_string_lossy().into_owned();
-            let digest = match cache.files.get(&key) {
-                Some(known) if known.matches(meta) => known.digest.clone(),
+            let key = path.as_os_str().as_bytes();
+            let digest = match cache.get(key) {
+                Some(known) if known.matches(&meta) => known.digest,
                 _ => hash_file(path)?,
             };
-            let stat = StatEntry {
-                inode: meta.ino(),
-                size: meta.size(),
-                mtime: meta.mtime(),
-                mtime_ns: meta.mtime_nsec(),
-                ctime: meta.ctime(),
-                ctime_ns: meta.ctime_nsec(),
-                digest: digest.clone(),
-            };
             Ok((
-                rel.clone(),
                 Entry {
                     kind: Kind::File,
                     mode,
-                    digest,
+                    digest: hex::encode(digest),
                 },
-                Some((key, stat)),
+                Some(StatEntry::of(&meta, digest)),
             ))
         })
         .collect();
     let mut entries = BTreeMap::new();
-    let mut new_cache = StatCache::default();
+    let mut stats: Vec<(&[u8], StatEntry)> = Vec::new();
     let mut changed = false;
-    for item in hashed {
-        let (rel, entry, stat) = item?;
-        if let Some((key, stat)) = stat {
-            changed |= cache
-                .files
-                .get(&key)
-                .is_none_or(|old| old.digest != stat.digest || !old_matches(old, &stat));
-            new_cache.files.insert(key, stat);
+    for ((rel, path), item) in listed.iter().zip(hashed) {
+        let (entry, stat) = item?;
+        if let Some(stat) = stat {
+            let key = path.as_os_str().as_bytes();
+            changed |= cache.get(key) != Some(&stat);
+            stats.push((key, stat));
         }
-        entries.insert(rel, entry);
-    }
-    // Keep what other contexts recorded.
-    let root_prefix = format!("{}/", root.to_string_lossy());
-    for (k, v) in cache.files {
-        if !k.starts_with(&root_prefix) {
-            new_cache.files.entry(k).or_insert(v);
-        }
+        entries.insert(rel.clone(), entry);
     }
     if changed {
+        let mut out = Vec::with_capacity(cache_bytes.len().max(stats.len() * 160));
+        out.extend_from_slice(STAT_MAGIC);
+        for (key, stat) in &stats {
+            push_stat(&mut out, key, stat);
+        }
+        // Keep what other contexts recorded.
+        let root_prefix = [root.as_os_str().as_bytes(), b"/"].concat();
+        for (key, stat) in &cache {
+            if !key.starts_with(&root_prefix) {
+                push_stat(&mut out, key, stat);
+            }
+        }
         // A lost update only costs a re-hash next time.
-        let _ = write_atomic(
-            &cache_path,
-            &serde_json::to_vec(&new_cache).expect("serializes"),
-        );
+        let _ = write_atomic(&cache_path, &out);
     }
     Ok(ContextIndex {
         root: root.to_path_buf(),
@@ -273,16 +319,7 @@ pub(crate) fn index(
     })
 }
 
-fn old_matches(old: &StatEntry, new: &StatEntry) -> bool {
-    old.inode == new.inode
-        && old.size == new.size
-        && old.mtime == new.mtime
-        && old.mtime_ns == new.mtime_ns
-        && old.ctime == new.ctime
-        && old.ctime_ns == new.ctime_ns
-}
-
-fn hash_file(path: &Path) -> Result<String, SolveError> {
+fn hash_file(path: &Path) -> Result<[u8; 32], SolveError> {
     let mut file = std::fs::File::open(path).map_err(SolveError::io("open", path))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -293,7 +330,7 @@ fn hash_file(path: &Path) -> Result<String, SolveError> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hex::encode(hasher.finalize()))
+    Ok(hasher.finalize().into())
 }
 
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -339,6 +376,18 @@ mod tests {
         // Second run uses the stat cache and gives the same digests.
         let again = index(&ctx, &[], &["*.log".to_string()], &cache).unwrap();
         assert_eq!(idx.entries, again.entries);
+        assert!(cache.join("context-stat.bin").is_file());
+        // A changed file is hashed again, not taken from the stat cache.
+        std::fs::write(ctx.join("a.txt"), "b").unwrap();
+        let changed = index(&ctx, &[], &["*.log".to_string()], &cache).unwrap();
+        assert_ne!(changed.entries["a.txt"], idx.entries["a.txt"]);
+        assert_eq!(changed.entries["src/main.rs"], idx.entries["src/main.rs"]);
+        // A cut-short cache file is read up to its last whole record.
+        let bytes = std::fs::read(cache.join("context-stat.bin")).unwrap();
+        let whole = parse_stat_cache(&bytes).len();
+        assert_eq!(whole, 2);
+        assert_eq!(parse_stat_cache(&bytes[..bytes.len() - 1]).len(), whole - 1);
+        assert!(parse_stat_cache(b"garbage").is_empty());
         let only = index(&ctx, &["src".to_string()], &[], &cache).unwrap();
         assert!(only.contains("src/main.rs") && !only.contains("a.txt"));
     }

@@ -14,7 +14,7 @@
 //! (plain, gzip, bzip2, xz or zstd, told by content) into the destination
 //! directory, owners and modes from the archive unless `--chown`.
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::solve::context::{clean_relative, ContextIndex};
@@ -211,6 +211,7 @@ pub(crate) fn copy(
     dest_root: &Path,
     spec: &CopySpec<'_>,
 ) -> Result<(), SolveError> {
+    DEST_DEV.set(std::fs::metadata(dest_root).ok().map(|m| m.dev()));
     let mut matched = Vec::new();
     for source in spec.sources {
         let prefix = pivot_prefix(source);
@@ -556,16 +557,20 @@ fn copy_tree(
             .map_err(|e| SolveError::io("stat", item.path())(e.into()))?;
         let dest = target.join(&inner);
         if is_dir {
-            match std::fs::symlink_metadata(&dest) {
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => {
-                    std::fs::remove_file(&dest).map_err(SolveError::io("remove", &dest))?;
-                    std::fs::create_dir(&dest)
-                        .map_err(SolveError::io("create directory", &dest))?;
+            // Create first; look at what is there only when that fails.
+            match std::fs::create_dir(&dest) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    match std::fs::symlink_metadata(&dest) {
+                        Ok(m) if m.is_dir() => {}
+                        _ => {
+                            std::fs::remove_file(&dest).map_err(SolveError::io("remove", &dest))?;
+                            std::fs::create_dir(&dest)
+                                .map_err(SolveError::io("create directory", &dest))?;
+                        }
+                    }
                 }
-                Err(_) => {
-                    std::fs::create_dir(&dest).map_err(SolveError::io("create directory", &dest))?
-                }
+                Err(e) => return Err(SolveError::io("create directory", &dest)(e)),
             }
             let mode = spec
                 .chmod
@@ -604,25 +609,15 @@ fn copy_entry(
     dest: &Path,
     spec: &CopySpec<'_>,
 ) -> Result<(), SolveError> {
-    if let Ok(existing) = std::fs::symlink_metadata(dest) {
-        if existing.is_dir() && !meta.is_dir() {
-            return Err(SolveError::Io {
-                op: "copy onto directory",
-                path: dest.to_path_buf(),
-                source: std::io::Error::from(std::io::ErrorKind::IsADirectory),
-            });
-        }
-        std::fs::remove_file(dest).map_err(SolveError::io("remove", dest))?;
-    }
-    let mtime = filetime::FileTime::from_last_modification_time(meta);
     let ft = meta.file_type();
     if ft.is_symlink() {
         let target = std::fs::read_link(src).map_err(SolveError::io("read link", src))?;
-        std::os::unix::fs::symlink(&target, dest)
+        replacing(dest, || std::os::unix::fs::symlink(&target, dest))
             .map_err(SolveError::io("create symlink", dest))?;
         let owner = owner_of(spec, meta);
         std::os::unix::fs::lchown(dest, Some(owner.uid), Some(owner.gid))
             .map_err(SolveError::io("chown", dest))?;
+        let mtime = filetime::FileTime::from_last_modification_time(meta);
         filetime::set_symlink_file_times(dest, mtime, mtime)
             .map_err(SolveError::io("set mtime of", dest))?;
         return Ok(());
@@ -633,17 +628,84 @@ fn copy_entry(
             src.display()
         )));
     }
-    std::fs::copy(src, dest).map_err(SolveError::io("copy to", dest))?;
+    let mut input = std::fs::File::open(src).map_err(SolveError::io("open", src))?;
+    // Everything below goes through the open descriptors: one path lookup
+    // in the destination (the create), none after it.
+    let mut output = replacing(dest, || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(dest)
+    })
+    .map_err(SolveError::io("create", dest))?;
+    copy_data(&mut input, &mut output, meta.dev()).map_err(SolveError::io("copy to", dest))?;
     let owner = owner_of(spec, meta);
-    std::os::unix::fs::lchown(dest, Some(owner.uid), Some(owner.gid))
+    std::os::unix::fs::fchown(&output, Some(owner.uid), Some(owner.gid))
         .map_err(SolveError::io("chown", dest))?;
     let mode = spec
         .chmod
         .map_or(meta.mode() & 0o7777, |c| c.apply(meta.mode(), false));
-    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode))
+    output
+        .set_permissions(std::fs::Permissions::from_mode(mode))
         .map_err(SolveError::io("chmod", dest))?;
-    filetime::set_file_mtime(dest, mtime).map_err(SolveError::io("set mtime of", dest))?;
+    let mtime = meta.modified().map_err(SolveError::io("stat", src))?;
+    output
+        .set_times(std::fs::FileTimes::new().set_modified(mtime))
+        .map_err(SolveError::io("set mtime of", dest))?;
     Ok(())
+}
+
+/// Runs `create` (which fails with `AlreadyExists` when `dest` is taken);
+/// when something is in the way, removes it (never a directory) and runs
+/// `create` again. Only a taken name costs a look at it.
+fn replacing<T>(dest: &Path, create: impl Fn() -> std::io::Result<T>) -> std::io::Result<T> {
+    match create() {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            if std::fs::symlink_metadata(dest).is_ok_and(|m| m.is_dir()) {
+                return Err(std::io::Error::from(std::io::ErrorKind::IsADirectory));
+            }
+            std::fs::remove_file(dest)?;
+            create()
+        }
+        other => other,
+    }
+}
+
+std::thread_local! {
+    /// The device of the current COPY's destination root: copy_file_range(2)
+    /// is tried only for sources on the same one (elsewhere it fails with
+    /// EXDEV, on every file; an overlay destination always is another one).
+    static DEST_DEV: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+    static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Copies `input` from where it is to its end into `output`.
+fn copy_data(
+    input: &mut std::fs::File,
+    output: &mut std::fs::File,
+    src_dev: u64,
+) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    if DEST_DEV.get() == Some(src_dev) {
+        // Same file system: std tries copy_file_range (reflinks where the
+        // file system has them) and falls back by itself.
+        return std::io::copy(input, output).map(|_| ());
+    }
+    BUFFER.with_borrow_mut(|buf| {
+        if buf.is_empty() {
+            buf.resize(256 * 1024, 0);
+        }
+        loop {
+            let n = match input.read(buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            output.write_all(&buf[..n])?;
+        }
+    })
 }
 
 /// A heredoc file: `data` at `path` with `mode`, owned by `owner`.

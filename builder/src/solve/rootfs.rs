@@ -183,7 +183,13 @@ impl Workspace {
             // Same result as a step before: keep the existing snapshot.
         } else {
             store
-                .adopt_snapshot(&temp, &chain, parent_chain, &layer.diff_id)
+                .adopt_snapshot(
+                    &temp,
+                    &chain,
+                    parent_chain,
+                    &layer.diff_id,
+                    Some(layer.usage),
+                )
                 .map_err(SolveError::store("adopting a snapshot"))?;
             self.temp = None;
         }

@@ -193,7 +193,7 @@ pub fn run(store: &Store, args: &BuilderArgs) -> Result<ExitStatus> {
             }
             if keep.is_none() || prune.all {
                 // Step records (miss reasons) and the context stat cache.
-                for name in ["steps", "context-stat.json", "used"] {
+                for name in ["steps", "context-stat.bin", "context-stat.json", "used"] {
                     let path = store.cache_dir().join(name);
                     let _ = if path.is_dir() {
                         std::fs::remove_dir_all(&path)

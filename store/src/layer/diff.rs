@@ -50,6 +50,9 @@ pub struct DiffOutput {
     pub digest: Digest,
     /// Bytes written to `out`: the layer descriptor's size.
     pub size: u64,
+    /// What the tree holds, as a snapshot records it: bytes of its regular
+    /// files (each name counted) and its number of entries.
+    pub usage: (u64, u64),
 }
 
 /// Files up to this size are read by the reading thread, in parallel;
@@ -142,7 +145,7 @@ pub fn diff_excluding(
                 }
             }
         }
-        layer.finish()
+        layer.finish(paths.len() as u64)
     })
 }
 
@@ -311,6 +314,8 @@ struct LayerWriter<W: Write> {
     links: HashMap<(u64, u64), Vec<u8>>,
     header: Vec<u8>,
     buf: Vec<u8>,
+    /// Bytes of the regular files appended (hardlinks counted again).
+    file_bytes: u64,
 }
 
 impl<W: Write> LayerWriter<W> {
@@ -335,6 +340,7 @@ impl<W: Write> LayerWriter<W> {
             links: HashMap::new(),
             header: Vec::with_capacity(2 * header::BLOCK),
             buf: vec![0; 256 * 1024],
+            file_bytes: 0,
         }
     }
 
@@ -375,6 +381,9 @@ impl<W: Write> LayerWriter<W> {
     fn append(&mut self, dir: &Path, item: Prepared) -> Result<()> {
         let meta = &item.meta;
         let file_type = meta.file_type();
+        if file_type.is_file() {
+            self.file_bytes += meta.len();
+        }
         let mtime = self.mtime(meta);
         let (parent, base) = match item.rel.iter().rposition(|&b| b == b'/') {
             Some(i) => (&item.rel[..=i], &item.rel[i + 1..]),
@@ -491,7 +500,8 @@ impl<W: Write> LayerWriter<W> {
         self.pad(size)
     }
 
-    fn finish(mut self) -> Result<DiffOutput> {
+    fn finish(mut self, entries: u64) -> Result<DiffOutput> {
+        let usage = (self.file_bytes, entries);
         let write_err = |source| Error::LayerWrite { source };
         // End of archive: two zero blocks (POSIX ustar).
         self.out
@@ -514,6 +524,7 @@ impl<W: Write> LayerWriter<W> {
                 digest: diff_id.clone(),
                 diff_id,
                 size: plain_size,
+                usage,
             },
             Some(hashing) => {
                 let (mut w, digest, size) = hashing.finish();
@@ -522,6 +533,7 @@ impl<W: Write> LayerWriter<W> {
                     diff_id,
                     digest,
                     size,
+                    usage,
                 }
             }
         })
