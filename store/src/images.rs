@@ -143,6 +143,17 @@ impl Store {
     /// as `<none>`), as a re-tagged image does in docker.
     pub fn set_name(&self, name: &str, target: &Descriptor) -> Result<()> {
         validate_name(name)?;
+        // Naming an image what it is already called (every cached rebuild
+        // does) changes nothing: a read, no write, no index.json rewrite.
+        let current = self
+            .meta
+            .read(|txn| meta::read_one(&self.meta, txn, NAMES, name))?;
+        if let Some(current) = current {
+            let current: NameRecord = parse_json("name record", &current)?;
+            if current.target == *target {
+                return Ok(());
+            }
+        }
         let record = NameRecord {
             target: target.clone(),
             tagged_at: chrono::Utc::now().timestamp(),
