@@ -136,6 +136,33 @@ impl Store {
         ))
     }
 
+    /// The manifest descriptor [`Store::commit_image_bytes`] would write for
+    /// `config_bytes` and `layers`, if `name` already points at it: then
+    /// the image is in the store and reachable, and nothing needs writing
+    /// (a fully cached rebuild). A read only.
+    pub fn named_image_matches(
+        &self,
+        name: &str,
+        config_bytes: &[u8],
+        layers: &[Descriptor],
+    ) -> Result<Option<Descriptor>> {
+        let config = descriptor(
+            MediaType::ImageConfig,
+            &Digest::of(config_bytes),
+            config_bytes.len() as u64,
+        );
+        let manifest_bytes = manifest_json(config, layers);
+        let manifest = descriptor(
+            MediaType::ImageManifest,
+            &Digest::of(&manifest_bytes),
+            manifest_bytes.len() as u64,
+        );
+        Ok(self
+            .name_target(name)?
+            .filter(|target| *target == manifest)
+            .map(|_| manifest))
+    }
+
     /// Writes an OCI image manifest for `config` and `layers`; returns its descriptor.
     pub fn write_manifest(
         &self,

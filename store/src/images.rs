@@ -141,18 +141,22 @@ impl Store {
     ///
     /// An image that loses its last name this way becomes dangling (listed
     /// as `<none>`), as a re-tagged image does in docker.
+    /// What `name` (as stored, normalized) points at, if anything; a read.
+    pub fn name_target(&self, name: &str) -> Result<Option<Descriptor>> {
+        let current = self
+            .meta
+            .read(|txn| meta::read_one(&self.meta, txn, NAMES, name))?;
+        current
+            .map(|bytes| parse_json::<NameRecord>("name record", &bytes).map(|r| r.target))
+            .transpose()
+    }
+
     pub fn set_name(&self, name: &str, target: &Descriptor) -> Result<()> {
         validate_name(name)?;
         // Naming an image what it is already called (every cached rebuild
         // does) changes nothing: a read, no write, no index.json rewrite.
-        let current = self
-            .meta
-            .read(|txn| meta::read_one(&self.meta, txn, NAMES, name))?;
-        if let Some(current) = current {
-            let current: NameRecord = parse_json("name record", &current)?;
-            if current.target == *target {
-                return Ok(());
-            }
+        if self.name_target(name)?.as_ref() == Some(target) {
+            return Ok(());
         }
         let record = NameRecord {
             target: target.clone(),

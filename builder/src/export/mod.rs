@@ -235,9 +235,37 @@ pub fn commit(
     layers: &[CachedLayer],
     names: &[String],
 ) -> Result<Exported, SolveError> {
+    if let Some(unchanged) = already_named(store, config_bytes, layers, names)? {
+        return Ok(unchanged);
+    }
     let exported = write_image(store, lease, config_bytes, layers)?;
     name_image(store, &exported, names)?;
     Ok(exported)
+}
+
+/// The image when every one of `names` (at least one) already points at
+/// exactly it: a fully cached rebuild. It is then in the store and
+/// reachable, and nothing needs writing. Reads only.
+pub fn already_named(
+    store: &Store,
+    config_bytes: &[u8],
+    layers: &[CachedLayer],
+    names: &[String],
+) -> Result<Option<Exported>, SolveError> {
+    let descriptors: Vec<Descriptor> = layers.iter().map(|l| l.descriptor.clone()).collect();
+    let mut unchanged = None;
+    for name in names {
+        unchanged = store
+            .named_image_matches(name, config_bytes, &descriptors)
+            .map_err(SolveError::store("reading the image name"))?;
+        if unchanged.is_none() {
+            break;
+        }
+    }
+    Ok(unchanged.map(|manifest| Exported {
+        manifest,
+        config_digest: Digest::of(config_bytes),
+    }))
 }
 
 /// Writes config and manifest, protected by `lease` only: the image has

@@ -287,8 +287,15 @@ fn export(
     config: &[u8],
     solved: &kiln_builder::Solved,
 ) -> anyhow::Result<Written> {
-    let image = kiln_builder::export::write_image(store, lease, config, &solved.layers)
+    // A fully cached rebuild whose -t names already point at the image
+    // writes nothing (no lease, no metadata write).
+    let unchanged = kiln_builder::export::already_named(store, config, &solved.layers, tags)
         .map_err(|e| anyhow::anyhow!("exporting the image: {}", error_chain(&e)))?;
+    let image = match unchanged {
+        Some(image) => image,
+        None => kiln_builder::export::write_image(store, lease, config, &solved.layers)
+            .map_err(|e| anyhow::anyhow!("exporting the image: {}", error_chain(&e)))?,
+    };
     let id = image.config_digest.to_string();
     let manifest_digest = image.manifest.digest().to_string();
     let mut all_names: Vec<String> = Vec::new();

@@ -190,7 +190,19 @@ fn cache_rebuilds_only_what_changed() {
     build_ok(root.path(), &["-t", "app:1", dir]);
     let first_id = image_id(root.path(), "app:1");
 
+    // A fully cached rebuild under the same name writes no metadata: the
+    // database and index.json are left as they were.
+    let stamp = |name: &str| {
+        let meta = std::fs::metadata(root.path().join(name)).unwrap();
+        (
+            meta.len(),
+            std::os::unix::fs::MetadataExt::mtime_nsec(&meta),
+            meta.modified().unwrap(),
+        )
+    };
+    let before = (stamp("meta.redb"), stamp("index.json"));
     let again = build_ok(root.path(), &["-t", "app:1", dir]);
+    assert_eq!((stamp("meta.redb"), stamp("index.json")), before);
     assert!(
         !again.contains("cache miss"),
         "second build all cached:\n{again}"
