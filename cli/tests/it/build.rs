@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::common::{
-    build_case as case, image_id, is_root, kiln, kiln_ok, root_with_busybox, skip_or_fail,
+    build_case as case, check_in_image, config_of, image_id, is_cached, is_root, kiln, kiln_ok,
+    root_with_busybox, skip_or_fail, step_lines,
 };
 
 fn ready() -> bool {
@@ -37,27 +38,6 @@ fn build_ok(root: &Path, args: &[&str]) -> String {
     stderr
 }
 
-/// Lines `#N <text>` of the step whose start line contains `needle`.
-fn step_lines<'a>(output: &'a str, needle: &str) -> Vec<&'a str> {
-    let Some(start) = output
-        .lines()
-        .find(|l| l.starts_with('#') && l.contains(needle))
-    else {
-        panic!("no step {needle:?} in:\n{output}");
-    };
-    let id = start.split_whitespace().next().unwrap().to_string();
-    output
-        .lines()
-        .filter(|l| l.split_whitespace().next() == Some(id.as_str()))
-        .collect()
-}
-
-fn is_cached(output: &str, needle: &str) -> bool {
-    step_lines(output, needle)
-        .iter()
-        .any(|l| l.ends_with(" CACHED"))
-}
-
 fn miss_reason(output: &str, needle: &str) -> Option<String> {
     step_lines(output, needle)
         .iter()
@@ -77,30 +57,6 @@ fn assert_clean(root: &Path) {
         .collect();
     assert!(stray.is_empty(), "stray mounts: {stray:?}");
     kiln_ok(root, &["fsck"]);
-}
-
-fn config_of(root: &Path, image: &str) -> Value {
-    let out = kiln_ok(root, &["inspect", image]);
-    let records: Value = serde_json::from_str(&out).unwrap();
-    let id = records[0]["Id"].as_str().unwrap().to_string();
-    let bytes = std::fs::read(
-        root.join("blobs/sha256")
-            .join(id.trim_start_matches("sha256:")),
-    )
-    .unwrap();
-    serde_json::from_slice(&bytes).unwrap()
-}
-
-/// Builds a Dockerfile with these lines FROM `image` and expects success:
-/// its RUN steps run inside the built image.
-fn check_in_image(root: &Path, image: &str, checks: &[&str]) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut text = format!("FROM {image}\n");
-    for check in checks {
-        text.push_str(&format!("RUN {check}\n"));
-    }
-    std::fs::write(dir.path().join("Dockerfile"), text).unwrap();
-    build_ok(root, &["--no-cache", dir.path().to_str().unwrap()]);
 }
 
 #[test]

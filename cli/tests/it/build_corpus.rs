@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex};
 use serde_json::Value;
 
 use crate::common::{
-    build_case as case, is_root, kiln, kiln_ok, project_dir, root_with_busybox, skip_or_fail,
+    build_case as case, config_of, is_cached, is_root, kiln, kiln_ok, project_dir,
+    root_with_busybox, sha256_hex, skip_or_fail,
 };
 
 fn ready() -> bool {
@@ -56,19 +57,6 @@ fn run_sh(root: &Path, image: &str, script: &str) -> String {
     )
 }
 
-/// The image config JSON of `image`.
-fn config_of(root: &Path, image: &str) -> Value {
-    let out = kiln_ok(root, &["inspect", image]);
-    let records: Value = serde_json::from_str(&out).unwrap();
-    let id = records[0]["Id"].as_str().unwrap().to_string();
-    let bytes = std::fs::read(
-        root.join("blobs/sha256")
-            .join(id.trim_start_matches("sha256:")),
-    )
-    .unwrap();
-    serde_json::from_slice(&bytes).unwrap()
-}
-
 fn history(config: &Value) -> Vec<String> {
     config["history"]
         .as_array()
@@ -76,27 +64,6 @@ fn history(config: &Value) -> Vec<String> {
         .iter()
         .map(|h| h["created_by"].as_str().unwrap_or_default().to_string())
         .collect()
-}
-
-/// Lines `#N ...` of the step whose start line contains `needle`.
-fn step_lines<'a>(output: &'a str, needle: &str) -> Vec<&'a str> {
-    let Some(start) = output
-        .lines()
-        .find(|l| l.starts_with('#') && l.contains(needle))
-    else {
-        panic!("no step {needle:?} in:\n{output}");
-    };
-    let id = start.split_whitespace().next().unwrap().to_string();
-    output
-        .lines()
-        .filter(|l| l.split_whitespace().next() == Some(id.as_str()))
-        .collect()
-}
-
-fn is_cached(output: &str, needle: &str) -> bool {
-    step_lines(output, needle)
-        .iter()
-        .any(|l| l.ends_with(" CACHED"))
 }
 
 /// No mount under this root is left, and fsck is clean.
@@ -331,10 +298,6 @@ impl Server {
     fn whole(&self) -> usize {
         *self.whole.lock().unwrap()
     }
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    kiln_store::Digest::of(data).hex().to_string()
 }
 
 #[test]

@@ -10,8 +10,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    assert_fsck_clean, build_case as case, is_root, kiln, kiln_bin, kiln_ok, root_with_busybox,
-    skip_or_fail,
+    assert_fsck_clean, build_case as case, check_in_image, is_cached, is_root, kiln, kiln_bin,
+    kiln_ok, root_with_busybox, sha256_hex, skip_or_fail,
 };
 
 fn ready() -> bool {
@@ -35,32 +35,6 @@ fn build_ok(root: &Path, args: &[&str]) -> String {
     let (ok, output) = build(root, args);
     assert!(ok, "kiln build {args:?} failed:\n{output}");
     output
-}
-
-/// Whether the step whose start line contains `needle` was CACHED.
-fn is_cached(output: &str, needle: &str) -> bool {
-    let Some(start) = output
-        .lines()
-        .find(|l| l.starts_with('#') && l.contains(needle))
-    else {
-        panic!("no step {needle:?} in:\n{output}");
-    };
-    let id = start.split_whitespace().next().unwrap().to_string();
-    output
-        .lines()
-        .filter(|l| l.split_whitespace().next() == Some(id.as_str()))
-        .any(|l| l.ends_with(" CACHED"))
-}
-
-/// Builds a Dockerfile with these RUN lines FROM `image`; each must succeed.
-fn check_in_image(root: &Path, image: &str, checks: &[&str]) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut text = format!("FROM {image}\n");
-    for check in checks {
-        text.push_str(&format!("RUN {check}\n"));
-    }
-    std::fs::write(dir.path().join("Dockerfile"), text).unwrap();
-    build_ok(root, &["--no-cache", dir.path().to_str().unwrap()]);
 }
 
 /// No mount under this root and no overlay of kiln's is left; fsck is clean.
@@ -88,19 +62,6 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
             out.push(entry.path());
         }
     }
-}
-
-/// sha256 of `data` in hex, by the host's sha256sum.
-fn sha256_hex(data: &[u8]) -> String {
-    use std::io::Write as _;
-    let mut child = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("sha256sum (coreutils)");
-    child.stdin.take().unwrap().write_all(data).unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout)[..64].to_string()
 }
 
 fn cache_mount_ids(root: &Path) -> Vec<String> {

@@ -172,3 +172,67 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The lines `#N ...` of the build step whose start line contains `needle`
+/// (BuildKit-style plain progress).
+pub fn step_lines<'a>(output: &'a str, needle: &str) -> Vec<&'a str> {
+    let Some(start) = output
+        .lines()
+        .find(|l| l.starts_with('#') && l.contains(needle))
+    else {
+        panic!("no step {needle:?} in:\n{output}");
+    };
+    let id = start.split_whitespace().next().unwrap().to_string();
+    output
+        .lines()
+        .filter(|l| l.split_whitespace().next() == Some(id.as_str()))
+        .collect()
+}
+
+/// Whether the build step whose start line contains `needle` was CACHED.
+pub fn is_cached(output: &str, needle: &str) -> bool {
+    step_lines(output, needle)
+        .iter()
+        .any(|l| l.ends_with(" CACHED"))
+}
+
+/// The image config of `image`, read from its blob.
+pub fn config_of(root: &Path, image: &str) -> serde_json::Value {
+    let id = image_id(root, image);
+    let bytes = std::fs::read(
+        root.join("blobs/sha256")
+            .join(id.trim_start_matches("sha256:")),
+    )
+    .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// Builds a Dockerfile with these RUN lines FROM `image` (no cache): each
+/// must succeed inside the built image.
+pub fn check_in_image(root: &Path, image: &str, checks: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = format!("FROM {image}\n");
+    for check in checks {
+        text.push_str(&format!("RUN {check}\n"));
+    }
+    std::fs::write(dir.path().join("Dockerfile"), text).unwrap();
+    let args = [
+        "build",
+        "--progress",
+        "plain",
+        "--no-cache",
+        dir.path().to_str().unwrap(),
+    ];
+    let out = kiln(root, &args);
+    assert!(
+        out.status.success(),
+        "kiln build {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Hex SHA-256 of `data`.
+pub fn sha256_hex(data: &[u8]) -> String {
+    kiln_store::Digest::of(data).hex().to_string()
+}
