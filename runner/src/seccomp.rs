@@ -188,7 +188,11 @@ fn write_entry(path: &std::path::Path, key: &[u8], bpf: &[u8]) {
     data.extend_from_slice(&(key.len() as u32).to_le_bytes());
     data.extend_from_slice(key);
     data.extend_from_slice(bpf);
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let tmp = {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        path.with_extension(format!("tmp{}-{n}", std::process::id()))
+    };
     if std::fs::write(&tmp, &data).is_ok() && std::fs::rename(&tmp, path).is_ok() {
         return;
     }

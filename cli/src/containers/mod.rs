@@ -242,7 +242,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 fn write_file(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let tmp = {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        path.with_extension(format!("tmp{}-{n}", std::process::id()))
+    };
     let mut file = File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
     file.write_all(bytes)?;
     if durable {

@@ -180,11 +180,13 @@ impl Definitions {
     /// The default network (defined on first use).
     pub fn default_network(&self) -> Result<Network> {
         let path = self.path(DEFAULT_NETWORK);
-        if let Ok(bytes) = std::fs::read(&path) {
-            if let Ok(n) = serde_json::from_slice(&bytes) {
-                return Ok(n);
-            }
-        }
+        let damaged = match std::fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(n) => return Ok(n),
+                Err(_) => true,
+            },
+            Err(_) => false,
+        };
         let subnet_text =
             std::env::var("KILN_BRIDGE_SUBNET").unwrap_or_else(|_| DEFAULT_SUBNET.to_string());
         let subnet: Ipv4Net = subnet_text.parse().map_err(|_| {
@@ -202,8 +204,32 @@ impl Definitions {
             resolve_names: false,
             created: now(),
         };
-        self.write(&network)?;
-        Ok(network)
+        if damaged {
+            // A definition that does not parse is replaced.
+            self.write(&network)?;
+            return Ok(network);
+        }
+        // Two processes (or two RUN steps of one build) may get here at once:
+        // the first definition published wins and every caller uses it.
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| Error::io(&format!("creating {}", self.dir.display()), e))?;
+        let bytes = serde_json::to_vec_pretty(&network).map_err(|e| Error::new(e.to_string()))?;
+        let tmp = temp_path(&path);
+        std::fs::write(&tmp, &bytes)
+            .map_err(|e| Error::io(&format!("writing {}", tmp.display()), e))?;
+        let linked = std::fs::hard_link(&tmp, &path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => Ok(network),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let bytes = std::fs::read(&path)
+                    .map_err(|e| Error::io(&format!("reading {}", path.display()), e))?;
+                serde_json::from_slice(&bytes).map_err(|e| {
+                    Error::new(format!("network {DEFAULT_NETWORK}: bad definition: {e}"))
+                })
+            }
+            Err(e) => Err(Error::io(&format!("creating {}", path.display()), e)),
+        }
     }
 
     fn write(&self, network: &Network) -> Result<()> {
@@ -357,8 +383,15 @@ fn random_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A temporary name beside `path` that no other process or thread uses.
+fn temp_path(path: &Path) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    path.with_extension(format!("tmp{}-{n}", std::process::id()))
+}
+
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let tmp = temp_path(path);
     std::fs::write(&tmp, bytes).map_err(|e| Error::io(&format!("writing {}", tmp.display()), e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(&format!("renaming {}", path.display()), e))
 }
@@ -1006,4 +1039,43 @@ pub fn attach_default(networks_dir: &Path, id: &str) -> Result<Attachment> {
             ..AttachRequest::default()
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrent_first_uses_agree_on_one_default_network() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let defs = dir.path().join("networks");
+            let ids: Vec<String> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..8)
+                    .map(|_| {
+                        let defs = defs.clone();
+                        s.spawn(move || Definitions::new(defs).default_network().unwrap().id)
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            assert!(ids.iter().all(|id| *id == ids[0]), "ids differ: {ids:?}");
+            let stored = Definitions::new(defs.clone()).default_network().unwrap();
+            assert_eq!(stored.id, ids[0]);
+            let names: Vec<_> = std::fs::read_dir(&defs)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            assert_eq!(names, vec!["bridge.json".to_string()], "temporaries left");
+        }
+    }
+
+    #[test]
+    fn a_damaged_default_definition_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("bridge.json"), b"").unwrap();
+        let defs = Definitions::new(dir.path().to_path_buf());
+        let n = defs.default_network().unwrap();
+        assert_eq!(defs.default_network().unwrap().id, n.id);
+    }
 }
