@@ -179,8 +179,9 @@ pub fn build(
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut outputs = extra.outputs;
     // No --output: the image goes into the store, named by -t. With other
-    // outputs, -t still names the image in the store (and in archives).
-    if outputs.is_empty() || (!tags.is_empty() && !outputs.iter().any(|o| o.kind == Kind::Image)) {
+    // outputs -t names the image inside oci/docker archives only, as
+    // docker build does (its -t does not reach `docker images` then).
+    if outputs.is_empty() {
         outputs.push(Output {
             kind: Kind::Image,
             dest: Dest::None,

@@ -249,7 +249,8 @@ CMD [\"cat\", \"/hello.txt\"]
         let work = tempfile::tempdir().unwrap();
         let dir = work.path().join("rootfs");
         let tar = work.path().join("rootfs.tar");
-        // -o DIR is type=local; -t still names the image in the store.
+        // -o DIR is type=local; -t then names nothing in the store (as in
+        // docker build).
         build_ok(
             root.path(),
             &[
@@ -262,7 +263,12 @@ CMD [\"cat\", \"/hello.txt\"]
                 ctx.path().to_str().unwrap(),
             ],
         );
-        image_id(root.path(), "named:v1");
+        let listed = kiln(root.path(), &["images", "-q", "named:v1"]);
+        assert!(
+            !listed.status.success() || listed.stdout.is_empty(),
+            "-t with only -o outputs named an image: {}",
+            String::from_utf8_lossy(&listed.stdout)
+        );
         assert_eq!(
             std::fs::read_to_string(dir.join("hello.txt")).unwrap(),
             "hello\n"
