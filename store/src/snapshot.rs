@@ -73,6 +73,24 @@ impl Store {
         crate::images::parse_json("snapshot info", &bytes)
     }
 
+    /// The image's size as docker reports it: the unpacked bytes of its
+    /// layers (from their snapshots), or a layer's stored size where it has
+    /// no snapshot yet.
+    pub fn unpacked_size(&self, image: &crate::Image) -> u64 {
+        let Ok(diff_ids) = image.diff_ids() else {
+            return image.size();
+        };
+        let layers = image.manifest.layers();
+        chain_ids(&diff_ids)
+            .iter()
+            .enumerate()
+            .map(|(i, chain)| match self.snapshot_info(chain) {
+                Ok(info) => info.bytes,
+                Err(_) => layers.get(i).map_or(0, |l| l.size()),
+            })
+            .sum()
+    }
+
     /// Every complete snapshot's chain id.
     pub fn snapshots(&self) -> Result<Vec<Digest>> {
         crate::fsutil::digests_in(&self.root.join("snapshots"))

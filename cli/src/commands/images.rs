@@ -54,7 +54,7 @@ pub fn run(store: &Store, args: &ImagesArgs) -> Result<ExitStatus> {
         } else {
             image.id().short().to_string()
         };
-        let size = human_size(image.size());
+        let size = human_size(store.unpacked_size(&image));
         let created_since = human_since(now - created);
         let names: Vec<(String, String)> = if image.names.is_empty() {
             vec![("<none>".to_string(), "<none>".to_string())]

@@ -53,7 +53,7 @@ pub fn run(root: &std::path::Path, args: &InspectArgs) -> Result<ExitStatus> {
             "RootFS": config.get("rootfs"),
             "History": config.get("history"),
             "Layers": image.manifest.layers(),
-            "Size": image.size(),
+            "Size": store.unpacked_size(&image),
         }));
     }
     let mut out = std::io::stdout().lock();

@@ -40,6 +40,20 @@ fn import_lists_and_inspects() {
     );
     assert_eq!(inspect[0]["Layers"].as_array().unwrap().len(), 1);
     assert!(inspect[0]["Size"].as_u64().unwrap() > 1_000_000);
+    // Size is the unpacked size, as docker reports it: the bytes of the
+    // layer's snapshot, not of its stored blob.
+    let diff_id = inspect[0]["RootFS"]["diff_ids"][0].as_str().unwrap();
+    let info: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            root.path()
+                .join("snapshots")
+                .join(diff_id.trim_start_matches("sha256:"))
+                .join("info.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(inspect[0]["Size"], info["bytes"]);
     // The same image by short id.
     let by_id: serde_json::Value =
         serde_json::from_str(&kiln_ok(root.path(), &["inspect", &id[7..19]])).unwrap();
