@@ -18,7 +18,8 @@ use crate::ExitStatus;
 #[derive(Debug, Args)]
 pub struct ImportArgs {
     /// Apply a Dockerfile instruction to the image config: CMD, ENTRYPOINT,
-    /// ENV, WORKDIR, USER, LABEL, EXPOSE or VOLUME (repeatable).
+    /// ENV, EXPOSE, LABEL, STOPSIGNAL, USER, VOLUME or WORKDIR (repeatable;
+    /// quoting and `$VAR` as in a Dockerfile).
     #[arg(short, long = "change")]
     pub changes: Vec<String>,
     /// Commit message recorded in the image history.
@@ -36,12 +37,7 @@ pub fn run(store: &Store, args: &ImportArgs) -> Result<ExitStatus> {
         .as_deref()
         .map(crate::names::normalize)
         .transpose()?;
-    let mut config = ConfigBuilder::default()
-        .build()
-        .expect("an empty config builds");
-    for change in &args.changes {
-        apply_change(&mut config, change).with_context(|| format!("--change {change:?}"))?;
-    }
+    let config = config_from_changes(&args.changes)?;
     let lease = store.lease()?;
     let options = DiffOptions {
         compression: Compression::None,
@@ -127,164 +123,104 @@ fn source_date_epoch() -> Result<Option<i64>> {
     }
 }
 
-/// Applies one `--change` instruction (Dockerfile syntax) to `config`.
-fn apply_change(config: &mut oci_spec::image::Config, change: &str) -> Result<()> {
-    let change = change.trim();
-    let (keyword, rest) = change
-        .split_once(char::is_whitespace)
-        .unwrap_or((change, ""));
-    let rest = rest.trim();
-    match keyword.to_ascii_uppercase().as_str() {
-        "CMD" => {
-            config.set_cmd(Some(command_form(rest)?));
+/// The instructions `--change` takes (docker's list for import, less the
+/// docker-only config fields HEALTHCHECK and ONBUILD).
+const CHANGE_INSTRUCTIONS: &[&str] = &[
+    "CMD",
+    "ENTRYPOINT",
+    "ENV",
+    "EXPOSE",
+    "LABEL",
+    "STOPSIGNAL",
+    "USER",
+    "VOLUME",
+    "WORKDIR",
+];
+
+/// The image config the `--change` instructions (Dockerfile syntax, read by
+/// the build's own parser and compiler, so quoting, escapes and `$VAR`
+/// expansion are as in a Dockerfile) give an image that starts empty.
+fn config_from_changes(changes: &[String]) -> Result<oci_spec::image::Config> {
+    let mut source = String::from("FROM scratch\n");
+    for change in changes {
+        let ast = kiln_builder::dockerfile::parser::parse("--change", change).map_err(|e| {
+            anyhow::anyhow!(
+                "--change {change:?}: {}",
+                e.to_string().lines().next().unwrap_or("")
+            )
+        })?;
+        match ast.nodes.as_slice() {
+            [node] if CHANGE_INSTRUCTIONS.contains(&node.name().as_str()) => {}
+            [node] => bail!(
+                "--change {change:?}: unsupported instruction {}: import takes {}",
+                node.name(),
+                CHANGE_INSTRUCTIONS.join(", ")
+            ),
+            _ => bail!("--change {change:?}: give exactly one instruction"),
         }
-        "ENTRYPOINT" => {
-            config.set_entrypoint(Some(command_form(rest)?));
-        }
-        "WORKDIR" => {
-            config.set_working_dir(Some(non_empty(rest, "WORKDIR")?.to_string()));
-        }
-        "USER" => {
-            config.set_user(Some(non_empty(rest, "USER")?.to_string()));
-        }
-        "ENV" => {
-            let mut env = config.env().clone().unwrap_or_default();
-            for (k, v) in key_values(rest, "ENV")? {
-                env.retain(|e| e.split_once('=').map(|(ek, _)| ek) != Some(k.as_str()));
-                env.push(format!("{k}={v}"));
-            }
-            config.set_env(Some(env));
-        }
-        "LABEL" => {
-            let mut labels: HashMap<String, String> = config.labels().clone().unwrap_or_default();
-            labels.extend(key_values(rest, "LABEL")?);
-            config.set_labels(Some(labels));
-        }
-        "EXPOSE" => {
-            let mut ports = config.exposed_ports().clone().unwrap_or_default();
-            for port in rest.split_whitespace() {
-                let (number, proto) = port.split_once('/').unwrap_or((port, "tcp"));
-                if number.parse::<u16>().is_err() || !["tcp", "udp", "sctp"].contains(&proto) {
-                    bail!("EXPOSE: invalid port {port:?} (want PORT[/tcp|udp|sctp])");
-                }
-                let port = format!("{number}/{proto}");
-                if !ports.contains(&port) {
-                    ports.push(port);
-                }
-            }
-            config.set_exposed_ports(Some(ports));
-        }
-        "VOLUME" => {
-            let mut volumes = config.volumes().clone().unwrap_or_default();
-            let paths = if rest.starts_with('[') {
-                serde_json::from_str::<Vec<String>>(rest).context("VOLUME: invalid JSON array")?
-            } else {
-                rest.split_whitespace().map(str::to_string).collect()
-            };
-            volumes.extend(paths);
-            config.set_volumes(Some(volumes));
-        }
-        other => bail!(
-            "unsupported instruction {other:?}: import takes CMD, ENTRYPOINT, ENV, WORKDIR, USER, LABEL, EXPOSE or VOLUME"
-        ),
+        source.push_str(change.trim());
+        source.push('\n');
     }
-    Ok(())
+    let dockerfile = kiln_builder::Dockerfile::parse("--change", &source)
+        .map_err(|e| anyhow::anyhow!("--change: {}", first_line(&e)))?;
+    let graph = kiln_builder::compile(
+        &dockerfile,
+        &kiln_builder::CompileOptions::default(),
+        &kiln_builder::NoImages,
+    )
+    .map_err(|e| anyhow::anyhow!("--change: {}", first_line(&e)))?;
+    let built = &graph.target_stage().config;
+    // The compiler gives every stage a PATH, as BuildKit does; docker import
+    // sets only what the changes say.
+    let sets_path = changes.iter().any(|c| {
+        let c = c.trim_start();
+        c.len() > 3
+            && c[..3].eq_ignore_ascii_case("ENV")
+            && c[3..]
+                .split_whitespace()
+                .any(|w| w == "PATH" || w.starts_with("PATH="))
+    });
+    let env: Vec<String> = built
+        .env
+        .iter()
+        .filter(|e| sets_path || !e.starts_with("PATH="))
+        .cloned()
+        .collect();
+    let mut config = ConfigBuilder::default()
+        .build()
+        .expect("an empty config builds");
+    if !env.is_empty() {
+        config.set_env(Some(env));
+    }
+    config.set_cmd(built.cmd.clone());
+    config.set_entrypoint(built.entrypoint.clone());
+    if !built.user.is_empty() {
+        config.set_user(Some(built.user.clone()));
+    }
+    if !built.working_dir.is_empty() {
+        config.set_working_dir(Some(built.working_dir.clone()));
+    }
+    if !built.labels.is_empty() {
+        config.set_labels(Some(
+            built
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<HashMap<_, _>>(),
+        ));
+    }
+    if !built.exposed_ports.is_empty() {
+        config.set_exposed_ports(Some(built.exposed_ports.clone()));
+    }
+    if !built.volumes.is_empty() {
+        config.set_volumes(Some(built.volumes.clone()));
+    }
+    config.set_stop_signal(built.stop_signal.clone());
+    Ok(config)
 }
 
-fn non_empty<'a>(value: &'a str, what: &str) -> Result<&'a str> {
-    if value.is_empty() {
-        bail!("{what} needs a value");
-    }
-    Ok(value)
-}
-
-/// Exec form (`["a","b"]`) or shell form (`a b` -> `/bin/sh -c "a b"`).
-fn command_form(rest: &str) -> Result<Vec<String>> {
-    if rest.starts_with('[') {
-        if let Ok(args) = serde_json::from_str::<Vec<String>>(rest) {
-            return Ok(args);
-        }
-    }
-    non_empty(rest, "the instruction")?;
-    Ok(vec!["/bin/sh".into(), "-c".into(), rest.to_string()])
-}
-
-/// `k=v k2="v 2"` or the legacy `k v`.
-fn key_values(rest: &str, what: &str) -> Result<Vec<(String, String)>> {
-    let rest = non_empty(rest, what)?;
-    let first = rest.split_whitespace().next().unwrap_or("");
-    if !first.contains('=') {
-        let (k, v) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
-        return Ok(vec![(k.to_string(), unquote(v.trim()))]);
-    }
-    let mut out = Vec::new();
-    for word in split_words(rest) {
-        let (k, v) = word
-            .split_once('=')
-            .with_context(|| format!("{what}: {word:?} is not KEY=VALUE"))?;
-        if k.is_empty() {
-            bail!("{what}: empty key in {word:?}");
-        }
-        out.push((k.to_string(), unquote(v)));
-    }
-    Ok(out)
-}
-
-/// Splits on white space outside quotes.
-fn split_words(text: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut current = String::new();
-    let mut quote: Option<char> = None;
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        match (quote, c) {
-            (None, c) if c.is_whitespace() => {
-                if !current.is_empty() {
-                    words.push(std::mem::take(&mut current));
-                }
-            }
-            (None, '"' | '\'') => {
-                quote = Some(c);
-                current.push(c);
-            }
-            (Some(q), c) if c == q => {
-                quote = None;
-                current.push(c);
-            }
-            (_, '\\') => {
-                current.push(c);
-                if let Some(next) = chars.next() {
-                    current.push(next);
-                }
-            }
-            (_, c) => current.push(c),
-        }
-    }
-    if !current.is_empty() {
-        words.push(current);
-    }
-    words
-}
-
-/// Removes quotes and backslash escapes.
-fn unquote(text: &str) -> String {
-    let mut out = String::new();
-    let mut quote: Option<char> = None;
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        match (quote, c) {
-            (None, '"' | '\'') => quote = Some(c),
-            (Some(q), c) if c == q => quote = None,
-            (Some('\''), c) => out.push(c),
-            (_, '\\') => {
-                if let Some(next) = chars.next() {
-                    out.push(next);
-                }
-            }
-            (_, c) => out.push(c),
-        }
-    }
-    out
+fn first_line(e: &dyn std::fmt::Display) -> String {
+    e.to_string().lines().next().unwrap_or("").to_string()
 }
 
 #[cfg(test)]
@@ -292,11 +228,7 @@ mod tests {
     use super::*;
 
     fn config_with(changes: &[&str]) -> Result<oci_spec::image::Config> {
-        let mut config = ConfigBuilder::default().build().unwrap();
-        for c in changes {
-            apply_change(&mut config, c)?;
-        }
-        Ok(config)
+        config_from_changes(&changes.iter().map(|c| c.to_string()).collect::<Vec<_>>())
     }
 
     #[test]
@@ -326,8 +258,41 @@ mod tests {
 
     #[test]
     fn rejects_bad_changes() {
-        for bad in ["RUN echo", "EXPOSE http", "ENV", "WORKDIR", "ENV =x"] {
-            assert!(config_with(&[bad]).is_err(), "{bad}");
+        for bad in [
+            "RUN echo",
+            "EXPOSE http",
+            "ENV",
+            "WORKDIR",
+            "ENV =x",
+            "STOPSIGNAL NOSUCH",
+            "USER a\nRUN rm -rf /",
+            "FROM busybox",
+        ] {
+            let err = config_with(&[bad]).unwrap_err().to_string();
+            assert!(!err.contains('\n'), "one line: {err}");
         }
+    }
+
+    #[test]
+    fn changes_read_like_a_dockerfile() {
+        let c = config_with(&[
+            "ENV BASE=/opt/app",
+            r#"WORKDIR $BASE/bin"#,
+            r#"LABEL "quoted key"='single $BASE' other=a\ b"#,
+            "STOPSIGNAL SIGINT",
+            "EXPOSE 8000-8001/tcp",
+            r#"VOLUME ["/data", "/logs"]"#,
+        ])
+        .unwrap();
+        assert_eq!(c.env().clone().unwrap(), ["BASE=/opt/app"]);
+        assert_eq!(c.working_dir().as_deref(), Some("/opt/app/bin"));
+        let labels = c.labels().clone().unwrap();
+        assert_eq!(labels["quoted key"], "single $BASE");
+        assert_eq!(labels["other"], "a b");
+        assert_eq!(c.stop_signal().as_deref(), Some("SIGINT"));
+        assert_eq!(c.exposed_ports().clone().unwrap(), ["8000/tcp", "8001/tcp"]);
+        assert_eq!(c.volumes().clone().unwrap(), ["/data", "/logs"]);
+        let with_path = config_with(&["ENV PATH=/x:/y"]).unwrap();
+        assert_eq!(with_path.env().clone().unwrap(), ["PATH=/x:/y"]);
     }
 }
