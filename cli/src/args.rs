@@ -121,6 +121,10 @@ pub enum Command {
     Port(commands::network::PortArgs),
     /// Copy files between a container and the host.
     Cp(commands::cp::CpArgs),
+    /// Write a container's file system as a tar.
+    Export(commands::export::ExportArgs),
+    /// List the files a container added, changed or deleted.
+    Diff(commands::export::DiffArgs),
     /// Attach this terminal (or stdio) to a running container.
     Attach(commands::attach::AttachArgs),
     /// Per-container monitor of a detached container (internal).

@@ -71,6 +71,8 @@ fn main() -> ExitCode {
         args::Command::Port(a) => commands::network::port(&cli.root, a),
         args::Command::Top(a) => commands::top::run(&cli.root, a),
         args::Command::Cp(a) => commands::cp::run(&cli.root, a),
+        args::Command::Export(a) => commands::export::export(&cli.root, a),
+        args::Command::Diff(a) => commands::export::diff(&cli.root, a),
         args::Command::Attach(a) => commands::attach::run(&cli.root, a),
         args::Command::ContainerMonitor(a) => commands::monitor::run(&cli.root, a),
         args::Command::Version => {

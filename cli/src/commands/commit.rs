@@ -18,7 +18,7 @@ use crate::ExitStatus;
 /// went to the mounted file), and etc/ itself when nothing else of it
 /// changed. As with docker's init layer, a commit leaves them out; the
 /// image's own files are never in the upper directory for these paths.
-fn mount_stubs(upper: &Path, mounted: &[&str]) -> Vec<PathBuf> {
+pub(crate) fn mount_stubs(upper: &Path, mounted: &[&str]) -> Vec<PathBuf> {
     let mut stubs: Vec<PathBuf> = mounted
         .iter()
         .map(PathBuf::from)

@@ -87,16 +87,7 @@ fn open_container(root: &Path, given: &str) -> Result<ContainerRoot> {
 /// process whatever happens to it.
 fn mount_stopped(container: &Container) -> Result<ContainerRoot> {
     use nix::mount::MsFlags;
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
-        .context("making a private mount namespace")?;
-    nix::mount::mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .context("making mounts private")?;
+    crate::containers::private_mount_namespace()?;
     let lowers: Vec<_> = container.record.lowers.iter().rev().cloned().collect();
     let upper = container.dir.join("upper");
     let work = container.dir.join("work");

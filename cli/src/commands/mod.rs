@@ -8,6 +8,7 @@ pub mod builder;
 pub mod commit;
 pub mod cp;
 pub mod exec;
+pub mod export;
 pub mod fsck;
 pub mod images;
 pub mod import;

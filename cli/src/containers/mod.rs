@@ -464,3 +464,20 @@ pub fn new_id() -> String {
     let bytes: [u8; 32] = rand::random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Moves this (single-threaded) process into a mount namespace of its own
+/// with every mount private: what it mounts next shows nowhere else and goes
+/// away with the process, whatever happens to it.
+pub fn private_mount_namespace() -> Result<()> {
+    use nix::mount::MsFlags;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .context("making a private mount namespace")?;
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .context("making mounts private")
+}

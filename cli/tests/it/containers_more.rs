@@ -190,6 +190,23 @@ fn start_attach_interactive() {
     assert_eq!(text(&out.stdout), "out\n");
 }
 
+/// Waits until the running container `name` has made the file `path`.
+fn wait_for_file(r: &Root, name: &str, path: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = r.run(&["exec", name, "test", "-f", path]);
+        if out.status.success() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "container {name} never made {path}: {}",
+            text(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn read(path: impl AsRef<Path>) -> String {
     std::fs::read_to_string(path.as_ref())
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.as_ref().display()))
@@ -210,20 +227,7 @@ fn cp_both_ways_running_and_stopped() {
         "-c",
         "mkdir -p /d/sub && echo f > /d/f && echo g > /d/sub/g && chown 5:6 /d/f && sleep 1000",
     ]);
-    // Wait for the program's files.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = r.run(&["exec", "cc", "test", "-f", "/d/sub/g"]);
-        if out.status.success() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the container never made its files: {}",
-            text(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_file(&r, "cc", "/d/sub/g");
     let host = tempfile::tempdir().unwrap();
     let h = host.path();
     // A directory into an existing directory: lands as h/d.
@@ -577,4 +581,132 @@ fn v2_device_program_allows_and_denies() {
         assert!(stdout.contains(want), "{want} missing: {stdout}");
     }
     assert!(!dir.exists(), "test cgroup left behind");
+}
+
+/// Member names of a tar on disk.
+fn tar_names(tar: &Path) -> Vec<String> {
+    let out = Command::new("tar").arg("-tf").arg(tar).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout).lines().map(str::to_string).collect()
+}
+
+#[test]
+fn diff_and_export_show_the_container_changes() {
+    let r = root!();
+    r.ok(&[
+        "run",
+        "--name",
+        "dx",
+        "busybox",
+        "sh",
+        "-c",
+        "echo new > /new && rm /bin/ls && mkdir -p /srv/dd && echo f > /srv/dd/f && echo me >> /etc/passwd",
+    ]);
+    let lines = r.ok(&["diff", "dx"]);
+    let lines: Vec<&str> = lines.lines().collect();
+    for want in [
+        "A /new",
+        "C /bin",
+        "D /bin/ls",
+        "C /etc",
+        "C /etc/passwd",
+        "A /srv/dd/f",
+    ] {
+        assert!(lines.contains(&want), "{want} not in {lines:?}");
+    }
+    // The network files are mount points, not changes; the listing is sorted.
+    assert!(!lines.iter().any(|l| l.contains("/etc/hosts")), "{lines:?}");
+    let mut sorted = lines.clone();
+    sorted.sort_by_key(|l| l[2..].to_string());
+    assert_eq!(lines, sorted);
+
+    // export: the image with the changes, to a file and to stdout alike.
+    let work = tempfile::tempdir().unwrap();
+    let tar = work.path().join("dx.tar");
+    r.ok(&["export", "-o", tar.to_str().unwrap(), "dx"]);
+    let names = tar_names(&tar);
+    assert!(names.iter().any(|n| n == "new"), "{names:?}");
+    assert!(names.iter().any(|n| n == "srv/dd/f"), "{names:?}");
+    assert!(names.iter().any(|n| n == "bin/busybox"), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n == "bin/ls"),
+        "a deleted file is in the export"
+    );
+    assert!(!names.iter().any(|n| n.contains(".wh.")), "{names:?}");
+    let piped = r.run(&["export", "dx"]);
+    assert!(piped.status.success(), "{}", text(&piped.stderr));
+    assert_eq!(
+        piped.stdout,
+        std::fs::read(&tar).unwrap(),
+        "same tree, same bytes"
+    );
+    // What export wrote imports and runs.
+    r.ok(&["import", tar.to_str().unwrap(), "exported:v1"]);
+    assert_eq!(
+        r.ok(&[
+            "run",
+            "--rm",
+            "exported:v1",
+            "sh",
+            "-c",
+            "cat /new; tail -n1 /etc/passwd"
+        ]),
+        "new\nme\n"
+    );
+
+    // A running container: its own files, not what is mounted in it.
+    r.ok(&[
+        "run",
+        "-d",
+        "-v",
+        "/vol",
+        "--name",
+        "live",
+        "busybox",
+        "sh",
+        "-c",
+        "echo v > /vol/inside && echo r > /running && sleep 1000",
+    ]);
+    wait_for_file(&r, "live", "/running");
+    let live = work.path().join("live.tar");
+    r.ok(&["export", "-o", live.to_str().unwrap(), "live"]);
+    let names = tar_names(&live);
+    assert!(names.iter().any(|n| n == "running"), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.starts_with("vol/inside")),
+        "a volume was exported"
+    );
+    assert!(
+        !names.iter().any(|n| n.starts_with("proc/1")),
+        "/proc was exported"
+    );
+    assert!(r.ok(&["diff", "live"]).lines().any(|l| l == "A /running"));
+    // Nothing of the views stays mounted on the host (a view stacks the
+    // container's upper directory as a lower one).
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts
+            .lines()
+            .any(|l| l.contains(r.path().to_str().unwrap()) && l.contains("/upper:")),
+        "{mounts}"
+    );
+    r.ok(&["rm", "-f", "-v", "live", "dx"]);
+
+    // Bad input: one line, non-zero.
+    let out = r.run(&["export", "-o", tar.to_str().unwrap(), "nosuch"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        text(&out.stderr).trim().lines().count(),
+        1,
+        "{}",
+        text(&out.stderr)
+    );
+    let out = r.run(&["diff", "nosuch"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        text(&out.stderr).trim().lines().count(),
+        1,
+        "{}",
+        text(&out.stderr)
+    );
 }
