@@ -61,6 +61,8 @@ pub enum Command {
     Builder(commands::builder::BuilderArgs),
     /// Make a one-layer image from a root filesystem tar or directory.
     Import(commands::import::ImportArgs),
+    /// Show an image's history.
+    History(commands::history::HistoryArgs),
     /// List images.
     Images(commands::images::ImagesArgs),
     /// Give an image another name.

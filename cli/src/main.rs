@@ -65,6 +65,7 @@ fn main() -> ExitCode {
         args::Command::Ps(a) => commands::ps::run(&cli.root, a),
         args::Command::Logs(a) => commands::logs::run(&cli.root, a),
         args::Command::Exec(a) => commands::exec::run(&cli.root, a),
+        args::Command::History(a) => with_store(&cli, |s| commands::history::run(s, a)),
         args::Command::Commit(a) => with_store(&cli, |s| commands::commit::run(s, a)),
         args::Command::Volume(a) => commands::volume::run(&cli.root, a),
         args::Command::Network(a) => commands::network::run(&cli.root, a),

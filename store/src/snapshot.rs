@@ -77,10 +77,15 @@ impl Store {
     /// layers (from their snapshots), or a layer's stored size where it has
     /// no snapshot yet.
     pub fn unpacked_size(&self, image: &crate::Image) -> u64 {
-        let Ok(diff_ids) = image.diff_ids() else {
-            return image.size();
-        };
+        self.layer_sizes(image).iter().sum()
+    }
+
+    /// Each layer's size, bottom first, as [`Store::unpacked_size`] counts it.
+    pub fn layer_sizes(&self, image: &crate::Image) -> Vec<u64> {
         let layers = image.manifest.layers();
+        let Ok(diff_ids) = image.diff_ids() else {
+            return layers.iter().map(|l| l.size()).collect();
+        };
         chain_ids(&diff_ids)
             .iter()
             .enumerate()
@@ -88,7 +93,7 @@ impl Store {
                 Ok(info) => info.bytes,
                 Err(_) => layers.get(i).map_or(0, |l| l.size()),
             })
-            .sum()
+            .collect()
     }
 
     /// Every complete snapshot's chain id.

@@ -651,4 +651,60 @@ CMD [\"cat\", \"/hello.txt\"]
             "{text:?}"
         );
     }
+
+    #[test]
+    fn history_lists_each_step_newest_first() {
+        if !is_root() && skip_or_fail("builds need root") {
+            return;
+        }
+        let root = root_with_busybox();
+        let ctx = context("FROM busybox:latest\nENV A=1\nRUN printf hi > /x\n");
+        build_ok(
+            root.path(),
+            &["-t", "hist:v1", ctx.path().to_str().unwrap()],
+        );
+        let id = image_id(root.path(), "hist:v1");
+        let lines: Vec<serde_json::Value> =
+            kiln_ok(root.path(), &["history", "--format", "json", "hist:v1"])
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert_eq!(lines[0]["ID"], &id[7..19]);
+        assert_eq!(
+            lines[0]["CreatedBy"],
+            "RUN /bin/sh -c printf hi > /x # buildkit"
+        );
+        assert_eq!(lines[0]["Size"], "2B", "the RUN layer holds /x alone");
+        assert_eq!(lines[0]["Comment"], "buildkit.dockerfile.v0");
+        assert_eq!(lines[1]["ID"], "<missing>");
+        assert_eq!(lines[1]["CreatedBy"], "ENV A=1");
+        assert_eq!(lines[1]["Size"], "0B");
+        // The base image's entry, with the base layer's unpacked size.
+        let bytes: Vec<String> = kiln_ok(
+            root.path(),
+            &["history", "-H=false", "--format", "json", "hist:v1"],
+        )
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["Size"].to_string())
+        .collect();
+        let base: serde_json::Value =
+            serde_json::from_str(&kiln_ok(root.path(), &["inspect", "busybox:latest"])).unwrap();
+        assert_eq!(bytes[2], format!("\"{}\"", base[0]["Size"]));
+        let quiet = kiln_ok(root.path(), &["history", "-q", "--no-trunc", "hist:v1"]);
+        assert_eq!(quiet, format!("{id}\n<missing>\n<missing>\n"));
+        let table = kiln_ok(root.path(), &["history", "hist:v1"]);
+        assert!(table.starts_with("IMAGE"), "{table}");
+        assert!(
+            table
+                .lines()
+                .nth(1)
+                .unwrap()
+                .contains("RUN /bin/sh -c printf hi"),
+            "{table}"
+        );
+        let missing = kiln(root.path(), &["history", "nosuch:v1"]);
+        assert!(!missing.status.success());
+        assert_eq!(stderr_of(&missing).trim().lines().count(), 1);
+    }
 }
