@@ -381,6 +381,26 @@ fn detached_logs_exec_stop_and_rm() {
     assert_eq!(r.ok(&["wait", "web"]), "0\n");
     assert!(r.ok(&["logs", "--tail", "1", "web"]).contains("bye"));
     assert!(r.ok(&["logs", "-t", "web"]).starts_with("20"));
+    // --since/--until windows: an age, RFC 3339 and Unix seconds.
+    let all = r.ok(&["logs", "--tail", "all", "web"]);
+    assert!(all.contains("bye"), "{all}");
+    assert_eq!(r.ok(&["logs", "--since", "1h", "web"]), all);
+    assert_eq!(
+        r.ok(&["logs", "--since", "2999-01-01T00:00:00Z", "web"]),
+        ""
+    );
+    assert_eq!(r.ok(&["logs", "--until", "1000000000", "web"]), "");
+    assert_eq!(
+        r.ok(&["logs", "--until", "2999-01-01", "-n", "1", "web"]),
+        "bye\n"
+    );
+    let bad = r.run(&["logs", "--since", "yesterday", "web"]);
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad.stderr).contains("invalid time"),
+        "{}",
+        text(&bad.stderr)
+    );
     assert!(!r.ok(&["ps"]).contains("web"));
     assert!(r.ok(&["ps", "-a"]).contains("Exited (0)"));
     // Start again, kill with a signal, remove.
