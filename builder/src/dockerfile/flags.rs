@@ -110,7 +110,7 @@ impl Flags {
 
 /// Parses a Go `time.ParseDuration` string (`1h30m`, `2.5s`, `300ms`) into
 /// nanoseconds.
-pub(crate) fn parse_duration(text: &str) -> Option<i64> {
+pub fn parse_duration(text: &str) -> Option<i64> {
     let (negative, mut rest) = match text.strip_prefix('-') {
         Some(r) => (true, r),
         None => (false, text.strip_prefix('+').unwrap_or(text)),

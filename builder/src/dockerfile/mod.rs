@@ -6,6 +6,7 @@ pub mod directives;
 pub mod dockerignore;
 pub mod dump;
 pub(crate) mod flags;
+pub use flags::parse_duration;
 pub mod heredoc;
 pub mod instructions;
 pub(crate) mod line_parsers;

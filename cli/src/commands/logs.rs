@@ -71,39 +71,11 @@ fn parse_time(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
                 .ok_or_else(bad);
         }
     }
-    let age = parse_duration(text).ok_or_else(bad)?;
-    Ok(now - age)
-}
-
-/// A Go-style duration: `1h30m`, `90s`, `1.5h`, `250ms`.
-fn parse_duration(text: &str) -> Option<chrono::Duration> {
-    let mut rest = text;
-    let mut total = 0f64;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let number: f64 = rest[..number_len].parse().ok()?;
-        rest = &rest[number_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total += number * scale;
-    }
-    chrono::Duration::from_std(Duration::from_secs_f64(total)).ok()
+    // An age: a Go duration (`1h30m`, `90s`), back from now.
+    let nanos = kiln_builder::dockerfile::parse_duration(text)
+        .filter(|n| *n >= 0)
+        .ok_or_else(bad)?;
+    Ok(now - chrono::Duration::nanoseconds(nanos))
 }
 
 fn print(entries: &[Entry], timestamps: bool) -> Result<()> {
