@@ -38,15 +38,23 @@ impl Live {
         &self.registry.host
     }
 
-    /// Runs kiln with this test's CA directory and docker config.
-    fn kiln(&self, root: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = Command::new(kiln_bin())
+    /// kiln with this test's CA directory and docker config.
+    fn command(&self, root: &Path, args: &[&str]) -> Command {
+        let mut command = Command::new(kiln_bin());
+        command
             .arg("--root")
             .arg(root)
             .args(args)
             .env("KILN_CERTS_DIR", &self.registry.certs_dir)
             .env("DOCKER_CONFIG", self.docker_config.path())
-            .env_remove("KILN_INSECURE_REGISTRIES")
+            .env_remove("KILN_INSECURE_REGISTRIES");
+        command
+    }
+
+    /// Runs kiln (see [`Live::command`]), with `stdin` as its input.
+    fn kiln(&self, root: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = self
+            .command(root, args)
             .stdin(if stdin.is_some() {
                 Stdio::piped()
             } else {
@@ -65,6 +73,16 @@ impl Live {
                 .unwrap();
         }
         child.wait_with_output().unwrap()
+    }
+
+    /// Starts kiln (see [`Live::command`]) without waiting for it.
+    fn spawn(&self, root: &Path, args: &[&str]) -> std::process::Child {
+        self.command(root, args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning the kiln binary built by cargo")
     }
 
     fn ok(&self, root: &Path, args: &[&str]) -> String {
@@ -675,4 +693,83 @@ fn build_pull_uses_a_changed_base_image() {
     assert!(stderr.contains("Status: Image is up to date"), "{stderr}");
     assert!(stderr.contains("#2 CACHED"), "{stderr}");
     assert_fsck_clean(target.path());
+}
+
+/// A store with `name`: a one-layer image (made by import) of `mb` MB of
+/// incompressible files.
+fn random_image(name: &str, mb: usize) -> tempfile::TempDir {
+    use rand::RngCore;
+    let root = tempfile::tempdir().unwrap();
+    let tree = tempfile::tempdir().unwrap();
+    let mut rng = rand::rng();
+    for i in 0..mb * 4 {
+        let dir = tree.path().join(format!("d{}", i % 16));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut bytes = vec![0u8; 256 * 1024];
+        rng.fill_bytes(&mut bytes);
+        std::fs::write(dir.join(format!("f{i}")), bytes).unwrap();
+    }
+    kiln_ok(
+        root.path(),
+        &["import", tree.path().to_str().unwrap(), name],
+    );
+    root
+}
+
+/// Runs `args` and kills it with SIGKILL after each delay in turn; after
+/// each kill the store at `root` must check clean.
+fn kill_at_delays(live: &Live, root: &Path, args: &[&str], delays_ms: &[u64]) -> usize {
+    let mut killed = 0;
+    for delay in delays_ms {
+        let mut child = live.spawn(root, args);
+        std::thread::sleep(std::time::Duration::from_millis(*delay));
+        if child.try_wait().unwrap().is_none() {
+            killed += 1;
+            child.kill().unwrap();
+        }
+        child.wait().unwrap();
+        assert_fsck_clean(root);
+    }
+    killed
+}
+
+#[test]
+fn killed_pulls_and_pushes_leave_consistent_stores() {
+    let Some(live) = Live::start(Auth::None) else {
+        return;
+    };
+    let name = format!("{}/big:v1", live.host());
+    let source = random_image(&name, 48);
+    // Pushes killed at several points, then one that finishes.
+    let delays = [20, 60, 120, 250, 400, 700];
+    let killed = kill_at_delays(&live, source.path(), &["push", &name], &delays);
+    assert!(killed > 0, "every push finished before its kill");
+    let pushed = live.ok(source.path(), &["push", &name]);
+    let digest = pushed_digest(&pushed);
+
+    // Pulls killed at several points into one root, then one that finishes.
+    let target = tempfile::tempdir().unwrap();
+    let killed = kill_at_delays(&live, target.path(), &["pull", &name], &delays);
+    assert!(killed > 0, "every pull finished before its kill");
+    let pulled = live.ok(target.path(), &["pull", &name]);
+    assert!(pulled.contains(&format!("Digest: {digest}")), "{pulled}");
+    assert_eq!(
+        image_id(target.path(), &name),
+        image_id(source.path(), &name)
+    );
+    assert_snapshots_present(target.path(), &name);
+    assert_fsck_clean(target.path());
+    // What the killed pulls left is garbage the next prune takes.
+    kiln_ok(target.path(), &["system", "prune"]);
+    assert_fsck_clean(target.path());
+    assert_eq!(
+        image_id(target.path(), &name),
+        image_id(source.path(), &name)
+    );
+    let again = tempfile::tempdir().unwrap();
+    live.ok(again.path(), &["pull", &name]);
+    assert_eq!(
+        image_id(again.path(), &name),
+        image_id(source.path(), &name)
+    );
 }
