@@ -101,6 +101,8 @@ pub enum Command {
     Restart(commands::stop::StopArgs),
     /// Send a signal to running containers.
     Kill(commands::kill::KillArgs),
+    /// Give a container another name.
+    Rename(commands::rename::RenameArgs),
     /// Remove containers.
     Rm(commands::rm::RmArgs),
     /// Wait for containers to exit and print their exit codes.

@@ -60,6 +60,7 @@ fn main() -> ExitCode {
         args::Command::Stop(a) => commands::stop::run(&cli.root, a),
         args::Command::Restart(a) => commands::stop::restart(&cli.root, a),
         args::Command::Kill(a) => commands::kill::run(&cli.root, a),
+        args::Command::Rename(a) => commands::rename::run(&cli.root, a),
         args::Command::Rm(a) => commands::rm::run(&cli.root, a),
         args::Command::Wait(a) => commands::wait::run(&cli.root, a),
         args::Command::Ps(a) => commands::ps::run(&cli.root, a),

@@ -403,6 +403,19 @@ fn detached_logs_exec_stop_and_rm() {
     );
     assert!(!r.ok(&["ps"]).contains("web"));
     assert!(r.ok(&["ps", "-a"]).contains("Exited (0)"));
+    // rename: the new name finds it, the old one no longer; names stay unique.
+    r.ok(&["rename", "web", "web2"]);
+    assert_eq!(r.inspect("web2")["Id"], id.as_str());
+    assert!(!r.run(&["inspect", "web"]).status.success());
+    r.ok(&["create", "--name", "taken", "busybox", "true"]);
+    let clash = r.run(&["rename", "web2", "taken"]);
+    assert!(
+        text(&clash.stderr).contains("already in use"),
+        "{}",
+        text(&clash.stderr)
+    );
+    r.ok(&["rm", "taken"]);
+    r.ok(&["rename", "web2", "web"]);
     // Start again, kill with a signal, remove.
     r.ok(&["start", "web"]);
     assert!(r.ok(&["ps"]).contains("web"));

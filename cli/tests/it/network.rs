@@ -302,6 +302,28 @@ fn user_networks_resolve_names_and_are_isolated() {
         "srv",
     ]);
     assert!(!out.status.success(), "a container on {back} resolved srv");
+    // Renamed while running: the network answers to the new name only.
+    root.ok(&["rename", "srv", "server2"]);
+    let out = root.run(&[
+        "run",
+        "--rm",
+        "--network",
+        &front,
+        "busybox",
+        "sh",
+        "-c",
+        "nslookup server2 && ! nslookup srv",
+    ]);
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains(&srv_ip),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(!root
+        .run(&["rename", "server2", "bad name"])
+        .status
+        .success());
+    root.ok(&["rename", "server2", "srv"]);
     // A network in use cannot go; afterwards its bridge goes with it.
     assert!(!root.run(&["network", "rm", &front]).status.success());
     let bridge = root.ok(&["network", "inspect", &front]);

@@ -930,6 +930,20 @@ pub fn set_pid(id: &str, pid: i32) -> Result<()> {
     Ok(())
 }
 
+/// Container `id` is now called `name`: its endpoints answer to it (DNS
+/// and the other containers' hosts files on its user networks).
+pub fn rename(id: &str, name: &str) -> Result<()> {
+    let _lock = lock()?;
+    for mut state in all_states()? {
+        if let Some(ep) = state.endpoints.get_mut(id) {
+            ep.name = name.to_string();
+            save(&state)?;
+            write_hosts_files(&state);
+        }
+    }
+    Ok(())
+}
+
 fn teardown(nl: &mut Netlink, ep: &Endpoint) {
     let _ = firewall::apply_ports(&ep.rules, false);
     if ep.owns_netns {
