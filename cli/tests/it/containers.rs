@@ -653,3 +653,58 @@ fn volume_commands() {
     assert!(r.ok(&["volume", "prune"]).contains("v1"));
     assert_eq!(r.ok(&["volume", "ls", "-q"]), "");
 }
+
+#[test]
+fn ps_filters_and_selections() {
+    let r = root!();
+    r.ok(&["create", "--name", "made", "busybox", "true"]);
+    assert_eq!(
+        r.run(&["run", "--name", "failed", "busybox", "sh", "-c", "exit 3"])
+            .status
+            .code(),
+        Some(3)
+    );
+    let live = r.ok(&["run", "-d", "--name", "live", "busybox", "sleep", "100"]);
+    let live = live.trim();
+    let ids = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["ps", "-q"];
+        all.extend_from_slice(args);
+        r.ok(&all).lines().map(String::from).collect()
+    };
+    let short = |name: &str| r.inspect(name)["Id"].as_str().unwrap()[..12].to_string();
+    let (made, failed) = (short("made"), short("failed"));
+    assert_eq!(ids(&[]), [&live[..12]]);
+    // A status filter shows stopped containers without -a.
+    assert_eq!(ids(&["-f", "status=exited"]), [failed.clone()]);
+    assert_eq!(ids(&["-f", "status=created"]), [made.clone()]);
+    assert_eq!(
+        ids(&["-f", "status=created", "-f", "status=exited"]),
+        [failed.clone(), made.clone()]
+    );
+    assert_eq!(ids(&["-a", "-f", "exited=3"]), [failed.clone()]);
+    assert!(ids(&["-a", "-f", "exited=0"]).is_empty());
+    assert_eq!(ids(&["-a", "-f", "name=fail"]), [failed.clone()]);
+    assert_eq!(ids(&["-a", "-f", "ancestor=busybox"]).len(), 3);
+    assert_eq!(
+        ids(&["-a", "-f", "ancestor=busybox", "-f", "status=running"]),
+        [&live[..12]]
+    );
+    assert_eq!(
+        ids(&["-a", "-f", "id=", "-f", &format!("id={made}")]).len(),
+        3,
+        "values of one key OR"
+    );
+    // Newest first; -l and -n count stopped containers too.
+    assert_eq!(ids(&["-l"]), [&live[..12]]);
+    assert_eq!(ids(&["-n", "2"]), [&live[..12], failed.as_str()]);
+    assert_eq!(ids(&["-l", "--no-trunc"]), [live]);
+    let bad = r.run(&["ps", "-f", "colour=red"]);
+    assert!(!bad.status.success());
+    assert_eq!(
+        text(&bad.stderr).trim().lines().count(),
+        1,
+        "{}",
+        text(&bad.stderr)
+    );
+    r.ok(&["rm", "-f", "made", "failed", "live"]);
+}

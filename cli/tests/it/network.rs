@@ -209,6 +209,11 @@ fn published_ports_answer_from_the_host_and_close_on_removal() {
     assert!(root
         .ok(&["port", "web"])
         .contains(&format!("80/tcp -> 0.0.0.0:{port}")));
+    // ps shows them in its PORTS column.
+    let ps = root.ok(&["ps", "-f", "name=web"]);
+    assert!(ps.lines().next().unwrap().contains("PORTS"), "{ps}");
+    assert!(ps.contains(&format!("0.0.0.0:{port}->80/tcp")), "{ps}");
+    assert!(ps.contains(&format!("0.0.0.0:{chosen}->8080/tcp")), "{ps}");
     assert_eq!(
         wget(&format!("http://127.0.0.1:{chosen}/index.html")).as_deref(),
         Some("hello-web\n")
