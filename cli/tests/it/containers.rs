@@ -675,15 +675,15 @@ fn ps_filters_and_selections() {
     let (made, failed) = (short("made"), short("failed"));
     assert_eq!(ids(&[]), [&live[..12]]);
     // A status filter shows stopped containers without -a.
-    assert_eq!(ids(&["-f", "status=exited"]), [failed.clone()]);
-    assert_eq!(ids(&["-f", "status=created"]), [made.clone()]);
+    assert_eq!(ids(&["-f", "status=exited"]), [failed.as_str()]);
+    assert_eq!(ids(&["-f", "status=created"]), [made.as_str()]);
     assert_eq!(
         ids(&["-f", "status=created", "-f", "status=exited"]),
-        [failed.clone(), made.clone()]
+        [failed.as_str(), made.as_str()]
     );
-    assert_eq!(ids(&["-a", "-f", "exited=3"]), [failed.clone()]);
+    assert_eq!(ids(&["-a", "-f", "exited=3"]), [failed.as_str()]);
     assert!(ids(&["-a", "-f", "exited=0"]).is_empty());
-    assert_eq!(ids(&["-a", "-f", "name=fail"]), [failed.clone()]);
+    assert_eq!(ids(&["-a", "-f", "name=fail"]), [failed.as_str()]);
     assert_eq!(ids(&["-a", "-f", "ancestor=busybox"]).len(), 3);
     assert_eq!(
         ids(&["-a", "-f", "ancestor=busybox", "-f", "status=running"]),
