@@ -61,38 +61,49 @@ fn import_lists_and_inspects() {
     assert_fsck_clean(root.path());
 }
 
+/// `kiln import ARGS` with SOURCE_DATE_EPOCH=`epoch`; its output (the id).
+fn import_at(root: &Path, epoch: &str, args: &[&str]) -> String {
+    let out = Command::new(kiln_bin())
+        .env("SOURCE_DATE_EPOCH", epoch)
+        .args(["--root", root.to_str().unwrap(), "import"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 #[test]
 fn import_is_reproducible_and_applies_changes() {
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
     let tar = busybox_tar().to_str().unwrap();
     for root in [a.path(), b.path()] {
-        let out = Command::new(kiln_bin())
-            .env("SOURCE_DATE_EPOCH", "1700000000")
-            .args(["--root", root.to_str().unwrap(), "import"])
-            .args([
+        import_at(
+            root,
+            "1700000000",
+            &[
                 "--change",
                 r#"CMD ["sh"]"#,
                 "--change",
                 "ENV A=1",
                 "--change",
                 "WORKDIR /srv",
-            ])
-            .args([
                 "--change",
                 "USER nobody",
                 "--change",
                 "LABEL x=y",
                 "--change",
                 "EXPOSE 8080",
-            ])
-            .args(["--change", "ENTRYPOINT [\"/bin/env\"]", tar, "app:v1"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+                "--change",
+                "ENTRYPOINT [\"/bin/env\"]",
+                tar,
+                "app:v1",
+            ],
         );
     }
     assert_eq!(image_id(a.path(), "app:v1"), image_id(b.path(), "app:v1"));
@@ -612,4 +623,54 @@ fn docker_loads_what_kiln_saves_and_back() {
     assert_eq!(image_id(other.path(), &name), image_id(root.path(), &name));
     assert_fsck_clean(other.path());
     let _ = docker().unwrap().args(["rmi", &name]).output();
+}
+
+#[test]
+fn images_filters() {
+    let root = tempfile::tempdir().unwrap();
+    let tar = busybox_tar().to_str().unwrap();
+    let import =
+        |epoch: &str, args: &[&str]| import_at(root.path(), epoch, args)[7..19].to_string();
+    let base = import("1000", &[tar, "busybox:latest"]);
+    let app = import(
+        "2000",
+        &["--change", "LABEL team=a", tar, "registry.local/app:v1"],
+    );
+    let loose = import("3000", &["--change", "LABEL team=b", tar]);
+    let ids = |filters: &[&str]| -> Vec<String> {
+        let mut args = vec!["images", "-q"];
+        for f in filters {
+            args.extend(["-f", f]);
+        }
+        kiln_ok(root.path(), &args)
+            .lines()
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(ids(&["dangling=true"]), [loose.as_str()]);
+    assert_eq!(ids(&["dangling=false"]), [app.as_str(), base.as_str()]);
+    assert_eq!(ids(&["reference=busy*"]), [base.as_str()]);
+    assert_eq!(ids(&["reference=*/app:v?"]), [app.as_str()]);
+    assert!(
+        ids(&["reference=app"]).is_empty(),
+        "* and names stay within a path part"
+    );
+    assert_eq!(ids(&["label=team"]), [loose.as_str(), app.as_str()]);
+    assert_eq!(ids(&["label=team=a"]), [app.as_str()]);
+    assert_eq!(
+        ids(&["label=team=a", "label=team=b"]),
+        [loose.as_str(), app.as_str()]
+    );
+    assert_eq!(ids(&["label=team", "dangling=false"]), [app.as_str()]);
+    assert_eq!(ids(&["before=registry.local/app:v1"]), [base.as_str()]);
+    assert_eq!(ids(&["since=registry.local/app:v1"]), [loose.as_str()]);
+    for bad in ["dangling=maybe", "colour=red", "since=nosuch:v1", "nokey"] {
+        let out = kiln(root.path(), &["images", "-f", bad]);
+        assert!(!out.status.success(), "{bad}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr).trim().lines().count(),
+            1,
+            "{bad}"
+        );
+    }
 }
