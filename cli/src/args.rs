@@ -113,6 +113,8 @@ pub enum Command {
     Logs(commands::logs::LogsArgs),
     /// Run a command in a running container.
     Exec(commands::exec::ExecArgs),
+    /// Show containers' CPU, memory, network and block I/O, and processes.
+    Stats(commands::stats::StatsArgs),
     /// Show the processes of a running container.
     Top(commands::top::TopArgs),
     /// Make an image from a container's changes.

@@ -71,6 +71,7 @@ fn main() -> ExitCode {
         args::Command::Volume(a) => commands::volume::run(&cli.root, a),
         args::Command::Network(a) => commands::network::run(&cli.root, a),
         args::Command::Port(a) => commands::network::port(&cli.root, a),
+        args::Command::Stats(a) => commands::stats::run(&cli.root, a),
         args::Command::Top(a) => commands::top::run(&cli.root, a),
         args::Command::Cp(a) => commands::cp::run(&cli.root, a),
         args::Command::Export(a) => commands::export::export(&cli.root, a),
