@@ -133,6 +133,10 @@ pub enum Command {
     Diff(commands::export::DiffArgs),
     /// Attach this terminal (or stdio) to a running container.
     Attach(commands::attach::AttachArgs),
+    /// Manage containers (docker's `container` commands).
+    Container(commands::groups::ContainerArgs),
+    /// Manage images (docker's `image` commands).
+    Image(commands::groups::ImageArgs),
     /// Per-container monitor of a detached container (internal).
     #[command(name = "container-monitor", hide = true)]
     ContainerMonitor(commands::monitor::MonitorArgs),

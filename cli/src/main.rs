@@ -30,7 +30,8 @@ fn main() -> ExitCode {
     // Must run before anything starts a thread: the container set-up path
     // re-executes this binary and takes over here.
     kiln_runner::init_if_requested();
-    let cli = args::Cli::parse();
+    let mut cli = args::Cli::parse();
+    cli.command = cli.command.flatten();
     init_logging(&cli.log_level);
     let result = match &cli.command {
         args::Command::Build(a) => commands::build::run(&cli, a),
@@ -77,6 +78,12 @@ fn main() -> ExitCode {
         args::Command::Export(a) => commands::export::export(&cli.root, a),
         args::Command::Diff(a) => commands::export::diff(&cli.root, a),
         args::Command::Attach(a) => commands::attach::run(&cli.root, a),
+        args::Command::Container(commands::groups::ContainerArgs {
+            command: commands::groups::ContainerCommand::Prune(a),
+        }) => commands::groups::container_prune(&cli.root, a),
+        args::Command::Container(_) | args::Command::Image(_) => {
+            unreachable!("flattened into the short commands")
+        }
         args::Command::ContainerMonitor(a) => commands::monitor::run(&cli.root, a),
         args::Command::Version => {
             println!("kiln {}", env!("CARGO_PKG_VERSION"));

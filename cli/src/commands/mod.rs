@@ -10,6 +10,7 @@ pub mod cp;
 pub mod exec;
 pub mod export;
 pub mod fsck;
+pub mod groups;
 pub mod history;
 pub mod images;
 pub mod import;

@@ -769,3 +769,48 @@ fn stats_reads_the_container_cgroup() {
     assert_eq!(text(&bad.stderr).trim().lines().count(), 1);
     r.ok(&["rm", "idle"]);
 }
+
+#[test]
+fn container_and_image_management_commands() {
+    let r = root!();
+    r.ok(&["create", "--name", "made", "busybox", "true"]);
+    r.ok(&[
+        "run",
+        "--name",
+        "done",
+        "busybox",
+        "sh",
+        "-c",
+        "echo x > /f",
+    ]);
+    r.ok(&["run", "-d", "--name", "up", "busybox", "sleep", "100"]);
+    assert_eq!(r.ok(&["container", "ls", "-aq"]), r.ok(&["ps", "-aq"]));
+    assert_eq!(r.ok(&["container", "ps", "-q"]), r.ok(&["ps", "-q"]));
+    assert_eq!(r.ok(&["image", "ls", "-q"]), r.ok(&["images", "-q"]));
+    // Same record, same bytes (capability sets are listed sorted).
+    assert_eq!(
+        r.ok(&["container", "inspect", "up"]),
+        r.ok(&["inspect", "up"])
+    );
+    // prune takes every stopped container and leaves the running one.
+    let pruned = r.ok(&["container", "prune", "-f"]);
+    assert!(pruned.starts_with("Deleted Containers:"), "{pruned}");
+    assert_eq!(
+        pruned.lines().filter(|l| l.len() == 64).count(),
+        2,
+        "{pruned}"
+    );
+    assert!(pruned.contains("Total reclaimed space:"), "{pruned}");
+    assert_eq!(r.ok(&["ps", "-a", "--format", "json"]).lines().count(), 1);
+    r.ok(&["container", "rm", "-f", "up"]);
+    // image prune: an untagged image goes, a named one stays.
+    r.ok(&["run", "--name", "cc", "busybox", "touch", "/g"]);
+    let id = r.ok(&["commit", "cc"]);
+    r.ok(&["rm", "cc"]);
+    assert!(r
+        .ok(&["images", "-q", "-f", "dangling=true"])
+        .contains(&id.trim()[7..19]));
+    r.ok(&["image", "prune", "-f"]);
+    assert_eq!(r.ok(&["images", "-q", "-f", "dangling=true"]), "");
+    assert!(!r.ok(&["image", "ls", "-q"]).is_empty());
+}
