@@ -20,6 +20,8 @@ pub struct ContainerArgs {
     pub command: ContainerCommand,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum ContainerCommand {
     /// List containers (as `kiln ps`).
@@ -85,6 +87,8 @@ pub struct ImageArgs {
     pub command: ImageCommand,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
     /// List images (as `kiln images`).
