@@ -101,6 +101,10 @@ pub enum Command {
     Restart(commands::stop::StopArgs),
     /// Send a signal to running containers.
     Kill(commands::kill::KillArgs),
+    /// Freeze every process of running containers.
+    Pause(commands::pause::PauseArgs),
+    /// Thaw paused containers.
+    Unpause(commands::pause::PauseArgs),
     /// Give a container another name.
     Rename(commands::rename::RenameArgs),
     /// Remove containers.

@@ -61,6 +61,8 @@ fn main() -> ExitCode {
         args::Command::Stop(a) => commands::stop::run(&cli.root, a),
         args::Command::Restart(a) => commands::stop::restart(&cli.root, a),
         args::Command::Kill(a) => commands::kill::run(&cli.root, a),
+        args::Command::Pause(a) => commands::pause::pause(&cli.root, a),
+        args::Command::Unpause(a) => commands::pause::unpause(&cli.root, a),
         args::Command::Rename(a) => commands::rename::run(&cli.root, a),
         args::Command::Rm(a) => commands::rm::run(&cli.root, a),
         args::Command::Wait(a) => commands::wait::run(&cli.root, a),

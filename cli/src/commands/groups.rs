@@ -44,6 +44,10 @@ pub enum ContainerCommand {
     Rm(rm::RmArgs),
     /// Remove every stopped container.
     Prune(ContainerPruneArgs),
+    /// Freeze every process of running containers.
+    Pause(pause::PauseArgs),
+    /// Thaw paused containers.
+    Unpause(pause::PauseArgs),
     /// Give a container another name.
     Rename(rename::RenameArgs),
     /// Wait for containers to exit.
@@ -134,6 +138,8 @@ impl Command {
                 ContainerCommand::Kill(a) => Command::Kill(a),
                 ContainerCommand::Rm(a) => Command::Rm(a),
                 ContainerCommand::Rename(a) => Command::Rename(a),
+                ContainerCommand::Pause(a) => Command::Pause(a),
+                ContainerCommand::Unpause(a) => Command::Unpause(a),
                 ContainerCommand::Wait(a) => Command::Wait(a),
                 ContainerCommand::Logs(a) => Command::Logs(a),
                 ContainerCommand::Exec(a) => Command::Exec(a),

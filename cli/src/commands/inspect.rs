@@ -89,8 +89,9 @@ fn container_record(container: &crate::containers::Container) -> Result<serde_js
         "Path": r.command().first(),
         "Args": r.command().get(1..),
         "State": {
-            "Status": state.status.as_str(),
+            "Status": if state.paused && state.is_alive() { "paused" } else { state.status.as_str() },
             "Running": state.status == crate::containers::Status::Running,
+            "Paused": state.paused && state.is_alive(),
             "Pid": if state.status == crate::containers::Status::Running { state.pid } else { 0 },
             "ExitCode": state.exit_code,
             "OOMKilled": state.oom_killed,

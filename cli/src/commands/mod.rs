@@ -21,6 +21,7 @@ pub mod login;
 pub mod logs;
 pub mod monitor;
 pub mod network;
+pub mod pause;
 pub mod ps;
 pub mod pull;
 pub mod push;

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -43,15 +42,6 @@ struct Reading {
     at: Instant,
     stats: Option<kiln_runner::cgroup::Stats>,
     net: (u64, u64),
-}
-
-fn cgroup_of(c: &Container) -> PathBuf {
-    c.record
-        .spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.cgroups_path().clone())
-        .unwrap_or_else(|| PathBuf::from(format!("kiln/{}", c.record.id)))
 }
 
 /// Received and sent bytes on every interface but loopback, as the
@@ -94,7 +84,7 @@ fn host_memory() -> u64 {
 fn read(c: &Container, no_trunc: bool) -> Reading {
     let state = c.state().unwrap_or_default().effective();
     let alive = state.is_alive();
-    let cgroup = cgroup_of(c);
+    let cgroup = c.cgroup_path();
     Reading {
         id: if no_trunc {
             c.record.id.clone()

@@ -145,6 +145,9 @@ pub struct State {
     /// Published ports while it runs.
     #[serde(default)]
     pub ports: Vec<kiln_runner::network::PortMapping>,
+    /// Its processes are frozen (`kiln pause`).
+    #[serde(default)]
+    pub paused: bool,
 }
 
 impl State {
@@ -196,6 +199,16 @@ impl Container {
     }
     pub fn rootfs(&self) -> PathBuf {
         self.dir.join("rootfs")
+    }
+
+    /// Its cgroup, below the cgroup root (`kiln/<id>`).
+    pub fn cgroup_path(&self) -> PathBuf {
+        self.record
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().clone())
+            .unwrap_or_else(|| PathBuf::from(format!("kiln/{}", self.record.id)))
     }
 
     /// The state as written last (see [`State::effective`] for "now").
