@@ -87,6 +87,8 @@ pub enum Command {
     Search(commands::search::SearchArgs),
     /// Manage kiln's store: disk usage, pruning.
     System(commands::system::SystemArgs),
+    /// Show what this kiln sees: containers, images, store, cgroups, networks.
+    Info(commands::info::InfoArgs),
     /// Check every blob, image and snapshot in the store.
     Fsck(commands::fsck::FsckArgs),
     /// Create a container from an image and start it.

@@ -50,6 +50,7 @@ fn main() -> ExitCode {
         args::Command::Logout(a) => commands::login::logout(&cli, a),
         args::Command::Search(a) => commands::search::run(&cli, a),
         args::Command::System(a) => with_store(&cli, |s| commands::system::run(s, a)),
+        args::Command::Info(a) => with_store(&cli, |s| commands::info::run(s, a)),
         args::Command::Fsck(a) => with_store(&cli, |s| commands::fsck::run(s, a)),
         args::Command::Run(a) => {
             commands::run::run(&cli.root, &settings::RegistrySettings::from_cli(&cli), a)

@@ -784,6 +784,17 @@ fn container_and_image_management_commands() {
         "echo x > /f",
     ]);
     r.ok(&["run", "-d", "--name", "up", "busybox", "sleep", "100"]);
+    let info: Value = serde_json::from_str(&r.ok(&["info", "--format", "json"])).unwrap();
+    assert_eq!(
+        (
+            &info["Containers"],
+            &info["ContainersRunning"],
+            &info["ContainersStopped"]
+        ),
+        (&Value::from(3), &Value::from(1), &Value::from(2))
+    );
+    assert_eq!(info["Images"], 1);
+    assert!(r.ok(&["info"]).contains("Storage Driver: overlay"));
     assert_eq!(r.ok(&["container", "ls", "-aq"]), r.ok(&["ps", "-aq"]));
     assert_eq!(r.ok(&["container", "ps", "-q"]), r.ok(&["ps", "-q"]));
     assert_eq!(r.ok(&["image", "ls", "-q"]), r.ok(&["images", "-q"]));
