@@ -157,7 +157,8 @@ pub fn run(
     registries: &RegistrySettings,
     args: &RunArgs,
 ) -> Result<ExitStatus> {
-    if !args.detach && !(args.create.tty && args.create.interactive) {
+    let through_monitor = args.detach || (args.create.tty && args.create.interactive);
+    if !through_monitor {
         // This process starts the container: get the kernel's cgroup lock
         // ready while the rest is set up.
         kiln_runner::cgroup::warm_up_attach();
