@@ -30,6 +30,7 @@ fn main() -> ExitCode {
     // Must run before anything starts a thread: the container set-up path
     // re-executes this binary and takes over here.
     kiln_runner::init_if_requested();
+    kiln_runner::timing::mark("main");
     let mut cli = args::Cli::parse();
     cli.command = cli.command.flatten();
     init_logging(&cli.log_level);

@@ -58,6 +58,7 @@ mod signals;
 mod spec;
 #[allow(unsafe_code)]
 mod sys;
+pub mod timing;
 
 pub use container::{exec, Child, Container, ContainerBuilder, ExecBuilder, JoinInfo, Stdio};
 pub use error::{Error, ExitStatus, Result};

@@ -86,6 +86,12 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Vec<u8>> {
     let mut ctx = ScmpFilterContext::new(default).map_err(seccomp_err)?;
     // We set no_new_privs ourselves, when the spec asks for it.
     ctx.set_ctl_nnp(false).map_err(seccomp_err)?;
+    // A binary tree of syscall numbers instead of one long list: docker's
+    // profile checks a syscall in a few dozen instructions instead of
+    // hundreds, and loading it costs the kernel far less (at load it runs
+    // the filter for every syscall number to build its allow cache: 0.7 ms
+    // of each container start with the list).
+    ctx.set_ctl_optimize(2).map_err(seccomp_err)?;
     for a in profile
         .architectures()
         .iter()
@@ -145,7 +151,10 @@ pub fn compile_cached(profile: &LinuxSeccomp) -> Result<std::sync::Arc<Vec<u8>>>
     /// Profile JSON -> program.
     type Cache = Mutex<HashMap<Vec<u8>, Arc<Vec<u8>>>>;
     static MEMORY: OnceLock<Cache> = OnceLock::new();
-    let key = serde_json::to_vec(profile).expect("a LinuxSeccomp always serializes");
+    // The format tag keeps programs compiled another way (before the
+    // binary tree) from being used.
+    let mut key = b"kiln-bpf-tree\n".to_vec();
+    key.extend(serde_json::to_vec(profile).expect("a LinuxSeccomp always serializes"));
     let memory = MEMORY.get_or_init(Default::default);
     if let Some(bpf) = memory.lock().ok().and_then(|m| m.get(&key).cloned()) {
         return Ok(bpf);

@@ -157,8 +157,15 @@ pub fn run(
     registries: &RegistrySettings,
     args: &RunArgs,
 ) -> Result<ExitStatus> {
+    let through_monitor = args.detach || (args.create.tty && args.create.interactive);
+    if !through_monitor {
+        // This process starts the container: get the kernel's cgroup lock
+        // ready while the rest is set up.
+        kiln_runner::cgroup::warm_up_attach();
+    }
     let store =
         Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
+    kiln_runner::timing::mark("store open");
     let containers = containers_of(root);
     let detach_keys = attach::parse_detach_keys(&args.detach_keys)?;
     let container = create(&store, registries, &containers, &args.create, args.detach)?;
@@ -181,9 +188,11 @@ pub fn run(
         return run_attached(root, &containers, &container, detach_keys);
     }
     let result = run_foreground(&container, args.create.interactive, args.sig_proxy);
+    kiln_runner::timing::mark("foreground done");
     if args.create.rm {
         let _lock = containers.lock()?;
         containers.remove_with_volumes(&container)?;
+        kiln_runner::timing::mark("removed");
     }
     result
 }
@@ -241,6 +250,7 @@ pub fn attach_outcome(container: &Container, outcome: attach::Outcome) -> Result
 /// its exit code.
 fn run_foreground(container: &Container, interactive: bool, sig_proxy: bool) -> Result<ExitStatus> {
     let log = LogWriter::open(&container.log_path())?;
+    kiln_runner::timing::mark("log open");
     let tty = container.record.tty();
     let (stdin, stdout, stderr) = if tty {
         (Stdio::Null, Stdio::Null, Stdio::Null)
@@ -302,6 +312,7 @@ fn run_foreground(container: &Container, interactive: bool, sig_proxy: bool) -> 
         });
         let _ = a.join();
         let _ = b.join();
+        kiln_runner::timing::mark("output drained");
     }
     let code = supervise::finish(container, started)?;
     drop(forwarder);
@@ -678,9 +689,11 @@ pub fn create(
     // Flags are checked before anything is pulled or made.
     let (mut options, volumes, mut anonymous) = options(args, containers)?;
     let image = crate::commands::pull::ensure_image(store, registries, args.image(), false)?;
+    kiln_runner::timing::mark("image resolved");
     let lowers = store
         .ensure_snapshots(&image)
         .with_context(|| format!("unpacking image {}", args.image()))?;
+    kiln_runner::timing::mark("snapshots");
     let id = new_id();
     let config = image.config.config().as_ref();
     // The image's VOLUMEs that no flag mounts get anonymous volumes.
@@ -696,7 +709,9 @@ pub fn create(
         }
     }
     let spec = spec::build(&id, config, &options, &image_accounts(&lowers))?;
+    kiln_runner::timing::mark("spec built");
     let net = crate::containers::net::settings(&root_of(containers), args, config)?;
+    kiln_runner::timing::mark("net settings");
     let _lock = containers.lock()?;
     let name = match &args.name {
         Some(name) => name.clone(),
@@ -734,7 +749,9 @@ pub fn create(
         open_stdin: args.interactive,
         stdin_once: args.interactive && !detach,
     };
-    containers.create(&record)
+    let created = containers.create(&record);
+    kiln_runner::timing::mark("container created");
+    created
 }
 
 /// `kiln create`: prints the new container's id.

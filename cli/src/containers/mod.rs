@@ -411,13 +411,16 @@ impl Containers {
     pub fn remove(&self, container: &Container) -> Result<()> {
         let state = container.state().unwrap_or_default();
         supervise::unmount_stale(&container.rootfs())?;
+        kiln_runner::timing::mark("rm: unmount checked");
         if !state.clone().effective().is_alive() {
             kiln_runner::network::release(&container.record.id)
                 .context("releasing the container's network")?;
         }
+        kiln_runner::timing::mark("rm: network released");
         for dir in &state.cgroup_dirs {
             remove_cgroup(dir)?;
         }
+        kiln_runner::timing::mark("rm: cgroups checked");
         std::fs::remove_dir_all(&container.dir)
             .with_context(|| format!("removing {}", container.dir.display()))
     }

@@ -92,6 +92,7 @@ fn start_inner(
         &rootfs,
     )
     .with_context(|| format!("mounting the root filesystem of {}", record.name))?;
+    kiln_runner::timing::mark("overlay mounted");
     if let Err(e) = copy_up_volumes(container, &rootfs) {
         drop(mount);
         return Err(e);
@@ -116,6 +117,7 @@ fn start_inner(
             return Err(e);
         }
     };
+    kiln_runner::timing::mark("net up");
     let spawned = kiln_runner::Container::builder(spec, &rootfs)
         .cgroup(format!("kiln/{}", record.id))
         .init(record.init)
@@ -151,6 +153,7 @@ fn start_inner(
         ..State::default()
     };
     container.set_state(&state)?;
+    kiln_runner::timing::mark("state running");
     Ok(Started {
         child,
         mount: Some(mount),
@@ -200,10 +203,13 @@ fn copy_up_volumes(container: &Container, rootfs: &Path) -> Result<()> {
 /// Returns the exit code (128+N for signal N).
 pub fn finish(container: &Container, mut started: Started) -> Result<u8> {
     let status = started.child.wait();
+    kiln_runner::timing::mark("waited");
     let mut state = container.state().unwrap_or_default();
     let unmounted = started.mount.take().map(|m| m.unmount());
+    kiln_runner::timing::mark("unmounted");
     let t = std::time::Instant::now();
     let released = super::net::teardown(container);
+    kiln_runner::timing::mark("net down");
     tracing::debug!("network given back in {:?}", t.elapsed());
     state.status = Status::Exited;
     state.finished_at = Some(Utc::now());
@@ -216,6 +222,7 @@ pub fn finish(container: &Container, mut started: Started) -> Result<u8> {
     state.ports.clear();
     state.addresses.clear();
     container.set_state(&state)?;
+    kiln_runner::timing::mark("state exited");
     released?;
     status.with_context(|| format!("waiting for container {}", container.record.name))?;
     if let Some(result) = unmounted {

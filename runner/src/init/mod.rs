@@ -26,8 +26,12 @@ pub(crate) fn main(fd: i32) -> ! {
     let _ = fcntl(&sock, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
     sys::close_fds_from(fd + 1);
     let sock = File::from(sock);
+    crate::timing::mark("init main");
     let failure = match protocol::read_config(&sock) {
-        Ok((config, bpf)) => run(&sock, config, bpf),
+        Ok((config, bpf)) => {
+            crate::timing::mark("init config read");
+            run(&sock, config, bpf)
+        }
         Err(e) => Failure::io("read the container config", &e),
     };
     let _ = protocol::send_message(&sock, &Message::Failed(failure), None);
@@ -83,8 +87,11 @@ fn setup_container(
     if let Some(domainname) = &run.domainname {
         sys::set_domainname(domainname).map_err(|e| Failure::sys("set domain name", e))?;
     }
+    crate::timing::mark("init namespaces");
     let after = crate::rootfs::apply_before_pivot(&run.rootfs, &run.mounts)?;
+    crate::timing::mark("init pivoted");
     crate::rootfs::apply_after_pivot(&run.mounts[after..])?;
+    crate::timing::mark("init mounts done");
     if run.new_network_namespace {
         sys::loopback_up().map_err(|e| Failure::sys("bring up lo", e))?;
     }

@@ -123,6 +123,7 @@ pub(crate) fn exec(sock: &File, process: &ProcessConfig, bpf: &[u8]) -> Result<N
     if process.no_new_privileges && process.has_seccomp {
         sys::load_seccomp(bpf).map_err(|e| Failure::sys("load seccomp filter", e))?;
     }
+    crate::timing::mark("init exec");
     let errno = match nix::unistd::execve(&c_path, &argv, &envp) {
         Err(e) => e,
         Ok(never) => match never {},

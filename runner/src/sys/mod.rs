@@ -138,6 +138,98 @@ pub fn clone_exec(
     }
 }
 
+/// Like [`clone_exec`] without the exec, for a caller that is the only
+/// thread of its process: the child installs `fds`, sets the parent death
+/// signal when asked, puts back the default action of every caught signal
+/// (as an exec would), unblocks all signals and returns `None`; it then runs
+/// the init from the copied memory, saving the exec of a large binary. The
+/// caller gets the child's pid.
+///
+/// Same rules for `fds` and `report_fd` as [`clone_exec`].
+pub fn clone_continue(
+    flags: CloneFlags,
+    fds: &[(RawFd, RawFd)],
+    report_fd: RawFd,
+    kill_with_parent: bool,
+) -> nix::Result<Option<Pid>> {
+    debug_assert!(fds.iter().all(|&(src, dst)| src >= 10 && dst < 10));
+    let raw_flags = flags.bits() as libc::c_long | libc::SIGCHLD as libc::c_long;
+    // SAFETY: as in clone_exec, this is fork(2) with namespace flags. The
+    // caller checked that no other thread exists, so no lock in the copied
+    // memory is held by a thread that is not there, and the child may run
+    // any code.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            raw_flags,
+            0 as libc::c_long,
+            0 as libc::c_long,
+            0 as libc::c_long,
+            0 as libc::c_long,
+        )
+    };
+    if ret < 0 {
+        return Err(Errno::last());
+    }
+    if ret > 0 {
+        return Ok(Some(Pid::from_raw(ret as i32)));
+    }
+    // SAFETY: plain system calls in the child, on valid arguments.
+    unsafe {
+        for &(src, dst) in fds {
+            if libc::dup2(src, dst) < 0 {
+                child_fail(report_fd);
+            }
+        }
+        if kill_with_parent
+            && libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            ) < 0
+        {
+            child_fail(report_fd);
+        }
+        for sig in 1..libc::SIGRTMIN() {
+            let mut old = std::mem::MaybeUninit::<libc::sigaction>::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), old.as_mut_ptr()) != 0 {
+                continue;
+            }
+            let handler = old.assume_init().sa_sigaction;
+            if handler != libc::SIG_DFL && handler != libc::SIG_IGN {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        let mut empty = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        libc::sigemptyset(empty.as_mut_ptr());
+        libc::sigprocmask(libc::SIG_SETMASK, empty.as_ptr(), std::ptr::null_mut());
+    }
+    Ok(None)
+}
+
+/// Whether the calling process runs only one thread (/proc/self/stat field
+/// 20); false when that cannot be read.
+pub fn single_threaded() -> bool {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return false;
+    };
+    // The command name may hold spaces and parentheses: fields start after
+    // the last ')'; the rest starts at field 3.
+    stat.rfind(')')
+        .and_then(|i| stat.get(i + 2..))
+        .and_then(|rest| rest.split_whitespace().nth(17))
+        .is_some_and(|n| n == "1")
+}
+
+/// Ends the process at once: no exit handlers, no flushing of buffers a
+/// forked child shares with its parent.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit(2) is always safe to call.
+    unsafe { libc::_exit(code) }
+}
+
 /// Writes the bootstrap record for the current errno and exits.
 ///
 /// # Safety
@@ -436,4 +528,19 @@ pub fn bpf_attach_device_program(
         )
     };
     Errno::result(ret).map(drop)
+}
+
+/// CLOCK_MONOTONIC in milliseconds (comparable across processes, unlike
+/// `Instant`).
+pub fn monotonic_ms() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    if rc != 0 {
+        return 0.0;
+    }
+    ts.tv_sec as f64 * 1000.0 + ts.tv_nsec as f64 / 1e6
 }
