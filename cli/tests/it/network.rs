@@ -733,3 +733,31 @@ fn commit_leaves_out_network_file_mount_points() {
         let _ = root.run(&["rmi", "-f", image]);
     }
 }
+
+#[test]
+fn two_roots_never_pick_the_same_subnet() {
+    let Some(a) = Root::new() else { return };
+    let Some(b) = Root::new() else { return };
+    let (na, nb) = (unique("ra"), unique("rb"));
+    a.ok(&["network", "create", &na]);
+    b.ok(&["network", "create", &nb]);
+    let subnet = |r: &Root, n: &str| -> String {
+        let v: Value = serde_json::from_str(&r.ok(&["network", "inspect", n])).unwrap();
+        v[0]["IPAM"]["Config"][0]["Subnet"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (sa, sb) = (subnet(&a, &na), subnet(&b, &nb));
+    assert_ne!(
+        sa, sb,
+        "two roots' networks share {sa}: their resolvers would clash"
+    );
+    a.ok(&["network", "rm", &na]);
+    b.ok(&["network", "rm", &nb]);
+    // Removed networks give their subnets back.
+    for s in [&sa, &sb] {
+        let reservation = std::path::Path::new("/run/kiln/net/subnets").join(s.replace('/', "_"));
+        assert!(!reservation.exists(), "{} stays reserved", s);
+    }
+}

@@ -299,10 +299,20 @@ impl Definitions {
                 }
                 s
             }
-            None => (0..=255u8)
-                .map(|i| Ipv4Net::new(Ipv4Addr::new(10, 89, i, 0), 24).expect("valid prefix"))
-                .find(|s| !used.iter().any(|(_, u)| overlaps(u, s)))
-                .ok_or_else(|| Error::new("no free subnet left in 10.89.0.0/16: give --subnet"))?,
+            None => {
+                // Networks of other kiln roots on this host have no bridge
+                // until a container joins: their reservations count too.
+                let reserved = reserved_subnets();
+                (0..=255u8)
+                    .map(|i| Ipv4Net::new(Ipv4Addr::new(10, 89, i, 0), 24).expect("valid prefix"))
+                    .find(|s| {
+                        !used.iter().any(|(_, u)| overlaps(u, s))
+                            && !reserved.iter().any(|r| overlaps(r, s))
+                    })
+                    .ok_or_else(|| {
+                        Error::new("no free subnet left in 10.89.0.0/16: give --subnet")
+                    })?
+            }
         };
         let gateway = match gateway {
             Some(g) if !subnet.contains(&g) || g == subnet.network() || g == subnet.broadcast() => {
@@ -324,6 +334,7 @@ impl Definitions {
             created: now(),
         };
         self.write(&network)?;
+        reserve_subnet(&network);
         Ok(network)
     }
 
@@ -345,12 +356,42 @@ impl Definitions {
             )));
         }
         remove_bridge_locked(&network.bridge, &network.subnet.to_string())?;
+        let _ = std::fs::remove_file(reservation_path(&network.subnet));
         match std::fs::remove_file(self.path(&network.name)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io("removing the network definition", e)),
         }
     }
+}
+
+/// Where the host-wide reservation of a user network's subnet lives (a
+/// file named after the subnet, holding the network's id).
+fn reservation_path(subnet: &Ipv4Net) -> PathBuf {
+    Path::new(RUN_DIR)
+        .join("subnets")
+        .join(subnet.to_string().replace('/', "_"))
+}
+
+/// Records `network`'s subnet for every kiln root on the host. Best effort:
+/// without it only an unlikely clash of two roots' picks is possible.
+fn reserve_subnet(network: &Network) {
+    let path = reservation_path(&network.subnet);
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let _ = std::fs::write(path, &network.id);
+}
+
+/// Subnets user networks of any kiln root on this host hold.
+fn reserved_subnets() -> Vec<Ipv4Net> {
+    let Ok(entries) = std::fs::read_dir(Path::new(RUN_DIR).join("subnets")) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.replace('_', "/").parse().ok())
+        .collect()
 }
 
 fn crate_name_ok(name: &str) -> bool {
