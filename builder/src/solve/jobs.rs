@@ -18,11 +18,11 @@ use kiln_runner::cgroup::CpuUsage;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// How often a running container's CPU time is sampled.
-pub(crate) const TICK: Duration = Duration::from_millis(50);
+pub(crate) const TICK: Duration = Duration::from_millis(25);
 
 /// The span over which a container must stay below [`IDLE_SHARE`] to give
 /// its slot back (two ticks: one quiet sample is not enough).
-pub(crate) const IDLE_WINDOW: Duration = Duration::from_millis(100);
+pub(crate) const IDLE_WINDOW: Duration = Duration::from_millis(50);
 
 /// Below this share of one CPU a container counts as idle; at or above it,
 /// as busy.

@@ -618,7 +618,8 @@ impl Ctx {
             compression: kiln_store::Compression::None,
             source_date_epoch: self.options.source_date_epoch,
         };
-        let layer = workspace.finish(&self.store, &self.lease, base, &options)?;
+        // `_hold` keeps the metadata open for the cache record below.
+        let (layer, _hold) = workspace.finish(&self.store, &self.lease, base, &options)?;
         if linked {
             let cache_record = CacheRecord {
                 layers: layer.iter().cloned().collect(),

@@ -145,13 +145,16 @@ impl Workspace {
 
     /// Unmounts, turns the changes into a layer and adopts the upper
     /// directory as its snapshot. `None` when the step changed nothing.
+    /// The metadata writes after the diff share one open of the database
+    /// (the returned hold; the caller writes its cache record under it too,
+    /// then drops it): three fsyncs fewer per write after the first.
     pub fn finish(
         mut self,
         store: &Store,
         lease: &Lease,
         parent: &[CachedLayer],
         options: &DiffOptions,
-    ) -> Result<Option<CachedLayer>, SolveError> {
+    ) -> Result<(Option<CachedLayer>, kiln_store::MetaHold), SolveError> {
         if let Some(mount) = self.mount.take() {
             mount
                 .unmount()
@@ -166,11 +169,13 @@ impl Workspace {
             .next()
             .is_none();
         if empty {
-            return Ok(None);
+            return Ok((None, store.hold_metadata()));
         }
         let layer = store
             .layer_from_dir(&upper, lease, options)
             .map_err(SolveError::store("writing a layer"))?;
+        // Not before the diff: a long diff must not keep the root locked.
+        let hold = store.hold_metadata();
         let mut diff_ids: Vec<Digest> = parent.iter().map(|l| l.diff_id.clone()).collect();
         diff_ids.push(layer.diff_id.clone());
         let chains = chain_ids(&diff_ids);
@@ -193,10 +198,13 @@ impl Workspace {
                 .map_err(SolveError::store("adopting a snapshot"))?;
             self.temp = None;
         }
-        Ok(Some(CachedLayer {
-            descriptor: layer.descriptor,
-            diff_id: layer.diff_id,
-        }))
+        Ok((
+            Some(CachedLayer {
+                descriptor: layer.descriptor,
+                diff_id: layer.diff_id,
+            }),
+            hold,
+        ))
     }
 }
 

@@ -78,7 +78,7 @@ pub struct BuildArgs {
     pub progress: ProgressMode,
 
     /// Steps busy at once (default: the number of cores). A RUN step whose
-    /// container is idle (under 10% of one CPU over 100 ms: sleeping,
+    /// container is idle (under 10% of one CPU over 50 ms: sleeping,
     /// waiting on the network or disk) gives its slot back and keeps
     /// running, so another step can start; busy again, it takes a slot back
     /// when one is free, else runs on without one (the bound can be
