@@ -39,14 +39,38 @@ impl CpuUsage {
     /// CPU time used so far by the cgroup's processes (children that exited
     /// included); `None` while the cgroup does not exist.
     pub fn read(&self) -> Option<Duration> {
-        let text = std::fs::read_to_string(&self.file).ok()?;
-        match self.version {
-            CgroupVersion::V1 => text.trim().parse().ok().map(Duration::from_nanos),
-            CgroupVersion::V2 => text
-                .lines()
-                .find_map(|l| l.strip_prefix("usage_usec "))
-                .and_then(|v| v.trim().parse().ok())
-                .map(Duration::from_micros),
-        }
+        parse(self.version, &std::fs::read_to_string(&self.file).ok()?)
+    }
+}
+
+/// The CPU time in the text of `cpuacct.usage` (v1) or `cpu.stat` (v2).
+fn parse(version: CgroupVersion, text: &str) -> Option<Duration> {
+    match version {
+        CgroupVersion::V1 => text.trim().parse().ok().map(Duration::from_nanos),
+        CgroupVersion::V2 => text
+            .lines()
+            .find_map(|l| l.strip_prefix("usage_usec "))
+            .and_then(|v| v.trim().parse().ok())
+            .map(Duration::from_micros),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_from_v1_nanoseconds_and_v2_cpu_stat() {
+        assert_eq!(
+            parse(CgroupVersion::V1, "1500000000\n"),
+            Some(Duration::from_millis(1500))
+        );
+        let stat = "usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\n";
+        assert_eq!(
+            parse(CgroupVersion::V2, stat),
+            Some(Duration::from_millis(2500))
+        );
+        assert_eq!(parse(CgroupVersion::V2, "user_usec 5\n"), None);
+        assert_eq!(parse(CgroupVersion::V1, ""), None);
     }
 }
