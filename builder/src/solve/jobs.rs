@@ -7,9 +7,10 @@
 //! over the last [`IDLE_WINDOW`] (sleeping, waiting on the network or the
 //! disk) gives its slot back and keeps running, so the next ready step can
 //! start. When it is busy again it takes a slot back if one is free; if none
-//! is, it keeps running without one (the bound is exceeded until a slot
-//! frees). Once its container has exited, the step waits for a slot before
-//! it makes its layer.
+//! is, it keeps running without one (the bound is exceeded until it gets
+//! one back or its container exits; steps waiting to start come first).
+//! Once its container has exited, the step waits for a slot before it makes
+//! its layer.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
