@@ -4,13 +4,14 @@
 //! process (COPY, layer diffs, hashing). A RUN step's container runs in a
 //! cgroup of its own; while it runs, [`watch`] samples the cgroup's CPU time
 //! every [`TICK`]. A container that used less than [`IDLE_SHARE`] of one CPU
-//! over the last [`IDLE_WINDOW`] (sleeping, waiting on the network or the
-//! disk) gives its slot back and keeps running, so the next ready step can
-//! start. When it is busy again it takes a slot back if one is free; if none
-//! is, it keeps running without one (the bound is exceeded until it gets
-//! one back or its container exits; steps waiting to start come first).
-//! Once its container has exited, the step waits for a slot before it makes
-//! its layer.
+//! over the last [`IDLE_WINDOW`], and that had a moment with no thread
+//! running or runnable (sleeping, waiting on the network or the disk; a
+//! busy container starved by other work on the host stays busy), gives its
+//! slot back and keeps running, so the next ready step can start. When it
+//! is busy again it takes a slot back if one is free; if none is, it keeps
+//! running without one (the bound is exceeded until it gets one back or its
+//! container exits; steps waiting to start come first). Once its container
+//! has exited, the step waits for a slot before it makes its layer.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -109,8 +110,9 @@ impl Stop {
 /// idle and takes it again when it is busy and a slot is free, until
 /// `stop`.
 pub(crate) fn watch(slot: &Slot, usage: &CpuUsage, stop: &Stop) {
-    // (when, CPU time) samples of the last IDLE_WINDOW and one before it.
-    let mut samples: std::collections::VecDeque<(Instant, Duration)> = Default::default();
+    // (when, CPU time, a thread runnable) samples of the last IDLE_WINDOW
+    // and one before it.
+    let mut samples: std::collections::VecDeque<(Instant, Duration, bool)> = Default::default();
     while !stop.wait(TICK) {
         let Some(used) = usage.read() else {
             // Not started yet (or gone): nothing to judge.
@@ -118,11 +120,12 @@ pub(crate) fn watch(slot: &Slot, usage: &CpuUsage, stop: &Stop) {
             continue;
         };
         let now = Instant::now();
-        samples.push_back((now, used));
+        let runnable = usage.runnable();
+        samples.push_back((now, used, runnable));
         while samples.len() > 2 && now - samples[1].0 >= IDLE_WINDOW {
             samples.pop_front();
         }
-        let share = |from: &(Instant, Duration)| {
+        let share = |from: &(Instant, Duration, bool)| {
             let wall = (now - from.0).as_secs_f64();
             let cpu = used.saturating_sub(from.1).as_secs_f64();
             if wall > 0.0 {
@@ -133,12 +136,16 @@ pub(crate) fn watch(slot: &Slot, usage: &CpuUsage, stop: &Stop) {
         };
         if slot.held() {
             let first = samples[0];
-            if now - first.0 >= IDLE_WINDOW && share(&first) < IDLE_SHARE {
+            // A thread runnable at every sample: CPU-bound, however little
+            // CPU the host leaves it.
+            let quiet = !samples.iter().skip(1).all(|s| s.2);
+            if now - first.0 >= IDLE_WINDOW && quiet && share(&first) < IDLE_SHARE {
                 slot.give_back();
             }
-        } else if samples.len() >= 2 {
-            let last = samples[samples.len() - 2];
-            if share(&last) >= IDLE_SHARE {
+        } else {
+            let busy =
+                runnable || samples.len() >= 2 && share(&samples[samples.len() - 2]) >= IDLE_SHARE;
+            if busy {
                 slot.try_take();
                 if slot.held() {
                     // Judged idle again only on what follows.
