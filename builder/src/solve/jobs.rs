@@ -120,11 +120,6 @@ pub(crate) fn watch(slot: &Slot, usage: &CpuUsage, stop: &Stop) {
             continue;
         };
         let now = Instant::now();
-        let runnable = usage.runnable();
-        samples.push_back((now, used, runnable));
-        while samples.len() > 2 && now - samples[1].0 >= IDLE_WINDOW {
-            samples.pop_front();
-        }
         let share = |from: &(Instant, Duration, bool)| {
             let wall = (now - from.0).as_secs_f64();
             let cpu = used.saturating_sub(from.1).as_secs_f64();
@@ -134,6 +129,14 @@ pub(crate) fn watch(slot: &Slot, usage: &CpuUsage, stop: &Stop) {
                 1.0
             }
         };
+        // Threads are looked at only when the CPU time does not already
+        // say busy.
+        let runnable =
+            samples.back().is_some_and(|last| share(last) >= IDLE_SHARE) || usage.runnable();
+        samples.push_back((now, used, runnable));
+        while samples.len() > 2 && now - samples[1].0 >= IDLE_WINDOW {
+            samples.pop_front();
+        }
         if slot.held() {
             let first = samples[0];
             // A thread runnable at every sample: CPU-bound, however little
