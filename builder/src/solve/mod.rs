@@ -1,7 +1,8 @@
 //! The solver: runs the ops of a compiled [`Graph`] that the target stage
 //! needs, independent ones at once (tokio tasks; blocking work on
-//! `spawn_blocking`, at most `jobs` at a time), each looked up in the build
-//! cache first (DESIGN.md, "How data flows: build", step 3).
+//! `spawn_blocking`, at most `jobs` busy at a time: see [`jobs`]), each
+//! looked up in the build cache first (DESIGN.md, "How data flows: build",
+//! step 3).
 
 mod cache;
 pub mod cachemount;
@@ -10,6 +11,7 @@ mod copy;
 mod error;
 mod exec;
 mod fetch;
+mod jobs;
 mod mounts;
 mod paths;
 mod progress;
@@ -60,7 +62,8 @@ pub struct SolveOptions {
     /// Nodes that ignore cache records (`--no-cache-filter`: the steps of
     /// the named stages).
     pub no_cache_nodes: std::collections::BTreeSet<NodeId>,
-    /// Steps running at once (at least 1).
+    /// Steps busy at once (at least 1): a RUN step whose container is idle
+    /// (sleeping, waiting) does not count (see [`jobs`]).
     pub jobs: usize,
     /// `SOURCE_DATE_EPOCH`: clamps layer mtimes.
     pub source_date_epoch: Option<i64>,
@@ -216,7 +219,8 @@ pub fn solve(
     let jobs = options.jobs.max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .max_blocking_threads(jobs + 2)
+        // Idle RUN steps give their slot back: every step may be running.
+        .max_blocking_threads(order.len() + 2)
         .enable_all()
         .build()
         .map_err(SolveError::io(
@@ -242,12 +246,13 @@ pub fn solve(
                 for input in inputs {
                     outputs.push(input.await?);
                 }
-                let _permit = semaphore.acquire().await.map_err(|_| ())?;
+                let permit = semaphore.clone().acquire_owned().await.map_err(|_| ())?;
                 if ctx.failed.load(Ordering::SeqCst) {
                     return Err(());
                 }
+                let slot = jobs::Slot::new(semaphore, tokio::runtime::Handle::current(), permit);
                 let worker = ctx.clone();
-                tokio::task::spawn_blocking(move || worker.run_step(id, outputs))
+                tokio::task::spawn_blocking(move || worker.run_step(id, outputs, &slot))
                     .await
                     .unwrap_or(Err(()))
             }
@@ -321,7 +326,7 @@ impl Ctx {
         self.progress.event(self.steps[id], event);
     }
 
-    fn run_step(&self, id: NodeId, inputs: Vec<Output>) -> Result<Output, ()> {
+    fn run_step(&self, id: NodeId, inputs: Vec<Output>, slot: &jobs::Slot) -> Result<Output, ()> {
         let started = Instant::now();
         let node = &self.graph.nodes[id];
         self.emit(
@@ -330,7 +335,7 @@ impl Ctx {
                 name: node.description.clone(),
             },
         );
-        match self.run_node(id, &inputs) {
+        match self.run_node(id, &inputs, slot) {
             Ok(output) => {
                 self.emit(
                     id,
@@ -361,7 +366,12 @@ impl Ctx {
         }
     }
 
-    fn run_node(&self, id: NodeId, inputs: &[Output]) -> Result<Output, SolveError> {
+    fn run_node(
+        &self,
+        id: NodeId,
+        inputs: &[Output],
+        slot: &jobs::Slot,
+    ) -> Result<Output, SolveError> {
         let node = &self.graph.nodes[id];
         match &node.op {
             Op::Image {
@@ -409,7 +419,7 @@ impl Ctx {
                 )?;
                 Ok(Output::Context(Arc::new(index)))
             }
-            Op::Exec(_) | Op::File(_) => self.run_layer_step(id, inputs),
+            Op::Exec(_) | Op::File(_) => self.run_layer_step(id, inputs, slot),
         }
     }
 
@@ -482,7 +492,12 @@ impl Ctx {
         record
     }
 
-    fn run_layer_step(&self, id: NodeId, inputs: &[Output]) -> Result<Output, SolveError> {
+    fn run_layer_step(
+        &self,
+        id: NodeId,
+        inputs: &[Output],
+        slot: &jobs::Slot,
+    ) -> Result<Output, SolveError> {
         let node = &self.graph.nodes[id];
         if let Op::Exec(op) = &node.op {
             exec::check_supported(op)?;
@@ -571,16 +586,28 @@ impl Ctx {
                         .collect(),
                     secrets: &self.options.run.secrets,
                 };
-                exec::run(
-                    op,
-                    workspace.merged(),
-                    &workspace.upper(),
-                    &cgroup,
-                    &emit,
-                    &self.running,
-                    exec::network_setup(op.network, self.options.run.network),
-                    &mount_env,
-                )?;
+                let usage = kiln_runner::cgroup::CpuUsage::new(std::path::Path::new(&cgroup));
+                let stop = jobs::Stop::default();
+                std::thread::scope(|scope| {
+                    // Idle, the container lets other steps start.
+                    if let Some(usage) = &usage {
+                        scope.spawn(|| jobs::watch(slot, usage, &stop));
+                    }
+                    let result = exec::run(
+                        op,
+                        workspace.merged(),
+                        &workspace.upper(),
+                        &cgroup,
+                        &emit,
+                        &self.running,
+                        exec::network_setup(op.network, self.options.run.network),
+                        &mount_env,
+                    );
+                    stop.stop();
+                    result
+                })?;
+                // The layer is made in process: that is busy work.
+                slot.take();
             }
             Op::File(op) => {
                 self.file_actions(workspace.merged(), &op.actions, inputs, &mut downloads)?
@@ -591,7 +618,8 @@ impl Ctx {
             compression: kiln_store::Compression::None,
             source_date_epoch: self.options.source_date_epoch,
         };
-        let layer = workspace.finish(&self.store, &self.lease, base, &options)?;
+        // `_hold` keeps the metadata open for the cache record below.
+        let (layer, _hold) = workspace.finish(&self.store, &self.lease, base, &options)?;
         if linked {
             let cache_record = CacheRecord {
                 layers: layer.iter().cloned().collect(),

@@ -145,13 +145,16 @@ impl Workspace {
 
     /// Unmounts, turns the changes into a layer and adopts the upper
     /// directory as its snapshot. `None` when the step changed nothing.
+    /// The metadata writes after the diff share one open of the database
+    /// (the returned hold; the caller writes its cache record under it too,
+    /// then drops it): three fsyncs fewer per write after the first.
     pub fn finish(
         mut self,
         store: &Store,
         lease: &Lease,
         parent: &[CachedLayer],
         options: &DiffOptions,
-    ) -> Result<Option<CachedLayer>, SolveError> {
+    ) -> Result<(Option<CachedLayer>, kiln_store::MetaHold), SolveError> {
         if let Some(mount) = self.mount.take() {
             mount
                 .unmount()
@@ -166,37 +169,49 @@ impl Workspace {
             .next()
             .is_none();
         if empty {
-            return Ok(None);
+            return Ok((None, store.hold_metadata()));
         }
-        let layer = store
-            .layer_from_dir(&upper, lease, options)
+        // The diff goes to a blob writer here (not `Store::layer_from_dir`)
+        // so that the blob and the snapshot are protected in one metadata
+        // write, after the diff: a long diff must not keep the root locked.
+        let mut writer = store
+            .content()
+            .writer()
+            .map_err(SolveError::store("writing a layer"))?;
+        let out = kiln_store::diff(&upper, &mut writer, options)
             .map_err(SolveError::store("writing a layer"))?;
         let mut diff_ids: Vec<Digest> = parent.iter().map(|l| l.diff_id.clone()).collect();
-        diff_ids.push(layer.diff_id.clone());
+        diff_ids.push(out.diff_id.clone());
         let chains = chain_ids(&diff_ids);
         let chain = chains.last().expect("one layer at least").clone();
         let parent_chain = chains.len().checked_sub(2).map(|i| chains[i].clone());
+        let hold = store.hold_metadata();
         lease
-            .protect(&chain)
-            .map_err(SolveError::store("protecting a snapshot"))?;
+            .protect_all(&[out.digest.clone(), chain.clone()])
+            .map_err(SolveError::store("protecting a layer"))?;
+        // Already protected: commits without another metadata write.
+        let digest = writer
+            .commit_leased(lease, Some(&out.digest), Some(out.size))
+            .map_err(SolveError::store("writing a layer"))?;
         if store.has_snapshot(&chain) {
             // Same result as a step before: keep the existing snapshot.
         } else {
             store
-                .adopt_snapshot(
-                    &temp,
-                    &chain,
-                    parent_chain,
-                    &layer.diff_id,
-                    Some(layer.usage),
-                )
+                .adopt_snapshot(&temp, &chain, parent_chain, &out.diff_id, Some(out.usage))
                 .map_err(SolveError::store("adopting a snapshot"))?;
             self.temp = None;
         }
-        Ok(Some(CachedLayer {
-            descriptor: layer.descriptor,
-            diff_id: layer.diff_id,
-        }))
+        Ok((
+            Some(CachedLayer {
+                descriptor: kiln_store::descriptor(
+                    kiln_store::layer_media_type(options.compression),
+                    &digest,
+                    out.size,
+                ),
+                diff_id: out.diff_id,
+            }),
+            hold,
+        ))
     }
 }
 

@@ -77,7 +77,13 @@ pub struct BuildArgs {
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: ProgressMode,
 
-    /// Steps running at once (default: the number of cores).
+    /// Steps busy at once (default: the number of cores). A RUN step whose
+    /// container is idle (under 10% of one CPU over 50 ms, not always
+    /// runnable: sleeping, waiting on the network or disk) gives its slot
+    /// back and keeps running, so another step can start; busy again, it
+    /// takes a slot back when one is free, else runs on without one (waking
+    /// steps can exceed the bound). COPY, layer diffs and hashing hold their
+    /// slot.
     #[arg(long)]
     pub jobs: Option<usize>,
 

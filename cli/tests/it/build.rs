@@ -1,7 +1,8 @@
 //! `kiln build` as root: cases from testdata/build built FROM busybox:latest,
 //! checked by reading the config and by running the result (a second build
 //! FROM it whose RUN steps test files, owners and modes); cache behaviour;
-//! a failing RUN; parallel stages (overlap from recorded events).
+//! a failing RUN; parallel stages and the --jobs bound (overlap from
+//! recorded events).
 //!
 //! Needs: root, overlayfs, cgroups, Debian's busybox-static.
 
@@ -330,6 +331,83 @@ fn independent_stages_run_at_once() {
         root.path(),
         "par:1",
         &["test \"$(cat /out/left)\" = left && test \"$(cat /out/right)\" = right"],
+    );
+    assert_clean(root.path());
+}
+
+/// (started, done) times of the step whose name contains `needle`, from
+/// `--progress json` output.
+fn span_of(out: &str, needle: &str) -> (f64, f64) {
+    let events: Vec<Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let step = events
+        .iter()
+        .find(|e| e["event"] == "started" && e["name"].as_str().unwrap().contains(needle))
+        .unwrap_or_else(|| panic!("no step {needle}:\n{out}"))["step"]
+        .clone();
+    let time = |kind: &str| {
+        events
+            .iter()
+            .find(|e| e["step"] == step && e["event"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} for step {needle}:\n{out}"))["time"]
+            .as_f64()
+            .unwrap()
+    };
+    (time("started"), time("done"))
+}
+
+#[test]
+fn jobs_bounds_busy_steps_and_idle_ones_let_others_run() {
+    if !ready() {
+        return;
+    }
+    let root = root_with_busybox();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM busybox:latest AS idle1\nRUN sleep 2 && echo idle1 > /out\n\
+         FROM busybox:latest AS idle2\nRUN sleep 2 && echo idle2 > /out\n\
+         FROM busybox:latest AS busy1\n\
+         RUN timeout 1 sh -c 'while :; do :; done'; echo busy1 > /out\n\
+         FROM busybox:latest AS busy2\n\
+         RUN timeout 1 sh -c 'while :; do :; done'; echo busy2 > /out\n\
+         FROM busybox:latest\n\
+         COPY --from=idle1 /out /idle1\nCOPY --from=idle2 /out /idle2\n\
+         COPY --from=busy1 /out /busy1\nCOPY --from=busy2 /out /busy2\n",
+    )
+    .unwrap();
+    let out = build_ok(
+        root.path(),
+        &[
+            "--progress",
+            "json",
+            "--jobs",
+            "1",
+            "-t",
+            "jobs:1",
+            dir.path().to_str().unwrap(),
+        ],
+    );
+    // A sleeping RUN gives its slot back: the other one starts meanwhile.
+    let (a_start, a_done) = span_of(&out, "echo idle1");
+    let (b_start, b_done) = span_of(&out, "echo idle2");
+    assert!(
+        a_start < b_done && b_start < a_done,
+        "with --jobs 1 the two sleeps overlap: {a_start}..{a_done}, {b_start}..{b_done}\n{out}"
+    );
+    // Busy ones keep it: one after the other.
+    let (c_start, c_done) = span_of(&out, "echo busy1");
+    let (d_start, d_done) = span_of(&out, "echo busy2");
+    assert!(
+        c_done <= d_start || d_done <= c_start,
+        "with --jobs 1 the two busy loops do not overlap: {c_start}..{c_done}, {d_start}..{d_done}\n{out}"
+    );
+    check_in_image(
+        root.path(),
+        "jobs:1",
+        &["test \"$(cat /idle1 /idle2 /busy1 /busy2)\" = \"$(printf 'idle1\\nidle2\\nbusy1\\nbusy2')\""],
     );
     assert_clean(root.path());
 }
