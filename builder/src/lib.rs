@@ -23,6 +23,7 @@ mod error;
 pub mod export;
 pub mod graph;
 pub mod solve;
+pub mod timing;
 
 pub use check::{lint, Level, Problem};
 pub use dockerfile::platform::Platform;

@@ -24,11 +24,39 @@ pub(crate) struct StepRecord {
 }
 
 impl StepRecord {
-    /// The cache key.
+    /// The cache key: sha256 of the JSON of `(1, op, inputs, files)`.
+    #[cfg(test)]
     pub fn key(&self) -> String {
-        let bytes =
-            serde_json::to_vec(&(1u32, &self.op, &self.inputs, &self.files)).expect("serializes");
-        format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
+        self.encode().0
+    }
+
+    /// The cache key and the record's JSON (what [`save`] writes), with
+    /// each part serialized once: a context of many files makes a large
+    /// `files` map.
+    pub fn encode(&self) -> (String, Vec<u8>) {
+        let op = serde_json::to_vec(&self.op).expect("serializes");
+        let inputs = serde_json::to_vec(&self.inputs).expect("serializes");
+        let files = serde_json::to_vec(&self.files).expect("serializes");
+        // The JSON of the tuple `(1u32, op, inputs, files)`.
+        let mut hasher = Sha256::new();
+        for part in [b"[1,", &op[..], b",", &inputs, b",", &files, b"]"] {
+            hasher.update(part);
+        }
+        let key = format!("sha256:{}", hex::encode(hasher.finalize()));
+        // The JSON of the struct.
+        let mut record = Vec::with_capacity(op.len() + inputs.len() + files.len() + 32);
+        for part in [
+            &b"{\"op\":"[..],
+            &op,
+            b",\"inputs\":",
+            &inputs,
+            b",\"files\":",
+            &files,
+            b"}",
+        ] {
+            record.extend_from_slice(part);
+        }
+        (key, record)
     }
 }
 
@@ -71,14 +99,14 @@ pub(crate) fn load(path: &Path) -> Option<StepRecord> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
 
-pub(crate) fn save(path: &Path, record: &StepRecord) {
+/// Writes a record as [`StepRecord::encode`] gave it.
+pub(crate) fn save(path: &Path, bytes: &[u8]) {
     // Advisory only (miss reasons): a failed or lost write costs nothing.
-    let bytes = serde_json::to_vec(record).expect("serializes");
     // A rebuild of an unchanged step finds the same record: no new file.
     if std::fs::read(path).is_ok_and(|old| old == bytes) {
         return;
     }
-    let _ = crate::solve::context::write_atomic(path, &bytes);
+    let _ = crate::solve::context::write_atomic(path, bytes);
 }
 
 /// Why `now` missed, compared with the step's last record.
@@ -195,6 +223,22 @@ mod tests {
             .insert("src/main.rs".into(), "file 644 bb".into());
         assert_eq!(miss_reason(Some(&base), &files, &[]), "src/main.rs changed");
         assert_ne!(base.key(), files.key());
+        // The key and record are the JSON serde gives for the tuple and
+        // the struct (keys made before stay valid).
+        for record in [&base, &files] {
+            let (key, bytes) = record.encode();
+            let tuple =
+                serde_json::to_vec(&(1u32, &record.op, &record.inputs, &record.files)).unwrap();
+            assert_eq!(
+                key,
+                format!("sha256:{}", hex::encode(Sha256::digest(&tuple)))
+            );
+            assert_eq!(bytes, serde_json::to_vec(record).unwrap());
+            assert_eq!(
+                &serde_json::from_slice::<StepRecord>(&bytes).unwrap(),
+                record
+            );
+        }
         let mut arg = base.clone();
         arg.op = serde_json::json!({"args": ["sh"], "env": ["A=1", "V=2"]});
         assert_eq!(

@@ -3,13 +3,17 @@
 //! (rayon); a stat cache in the store's `cache/` maps (path, inode, size,
 //! mtime, ctime) to the digest, so an unchanged context is not read again.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Read;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::{open, openat, readlinkat, AtFlags, OFlag};
+use nix::sys::stat::{fstatat, Mode, SFlag};
+
 use rayon::prelude::*;
+use rustc_hash::FxHashMap;
 use sha2::{Digest as _, Sha256};
 
 use crate::dockerfile::dockerignore::Matcher;
@@ -98,25 +102,14 @@ struct StatEntry {
 }
 
 impl StatEntry {
-    fn of(m: &std::fs::Metadata, digest: [u8; 32]) -> StatEntry {
-        StatEntry {
-            inode: m.ino(),
-            size: m.size(),
-            mtime: m.mtime(),
-            mtime_ns: m.mtime_nsec(),
-            ctime: m.ctime(),
-            ctime_ns: m.ctime_nsec(),
-            digest,
-        }
-    }
-
-    fn matches(&self, m: &std::fs::Metadata) -> bool {
-        self.inode == m.ino()
-            && self.size == m.size()
-            && self.mtime == m.mtime()
-            && self.mtime_ns == m.mtime_nsec()
-            && self.ctime == m.ctime()
-            && self.ctime_ns == m.ctime_nsec()
+    /// Whether `now` (its digest not yet known) is the same file, unchanged.
+    fn same_file(&self, now: &StatEntry) -> bool {
+        self.inode == now.inode
+            && self.size == now.size
+            && self.mtime == now.mtime
+            && self.mtime_ns == now.mtime_ns
+            && self.ctime == now.ctime
+            && self.ctime_ns == now.ctime_ns
     }
 }
 
@@ -128,8 +121,8 @@ const STAT_MAGIC: &[u8] = b"kiln-context-stat 1\n";
 const STAT_FIXED: usize = 6 * 8 + 32;
 
 /// The stat cache as read: keys borrow the file's bytes.
-fn parse_stat_cache(bytes: &[u8]) -> HashMap<&[u8], StatEntry> {
-    let mut map = HashMap::new();
+fn parse_stat_cache(bytes: &[u8]) -> FxHashMap<&[u8], StatEntry> {
+    let mut map = FxHashMap::default();
     let Some(mut rest) = bytes.strip_prefix(STAT_MAGIC) else {
         return map;
     };
@@ -174,6 +167,151 @@ fn push_stat(out: &mut Vec<u8>, path: &[u8], e: &StatEntry) {
     out.extend_from_slice(&e.digest);
 }
 
+/// What [`index`] keeps or skips of the context tree.
+struct Filter<'a> {
+    matcher: Option<Matcher>,
+    /// No `!` exception: an ignored directory is skipped whole.
+    can_prune: bool,
+    include: &'a [String],
+    everything: bool,
+}
+
+impl Filter<'_> {
+    fn wanted(&self, rel: &str) -> bool {
+        self.everything
+            || self.include.iter().any(|p| {
+                rel == p
+                    || rel
+                        .strip_prefix(p.as_str())
+                        .is_some_and(|r| r.starts_with('/'))
+                    || p.strip_prefix(rel).is_some_and(|r| r.starts_with('/'))
+            })
+    }
+}
+
+/// One included path as the walk found it: its absolute path (the stat
+/// cache's key) and its lstat.
+struct Found {
+    path: Vec<u8>,
+    kind: Kind,
+    mode: u32,
+    /// The link target of a symlink.
+    target: String,
+    stat: Option<StatEntry>,
+}
+
+/// Reads the directory `fd` (absolute path `dir`) and what it includes
+/// below it, in parallel: names from getdents, one `fstatat` per name
+/// relative to the directory, no path lookups from the root.
+fn walk_dir(
+    fd: &OwnedFd,
+    dir: &[u8],
+    root_len: usize,
+    filter: &Filter,
+) -> Result<Vec<Found>, SolveError> {
+    let walk_error = |path: &[u8], e: nix::Error| SolveError::Io {
+        op: "read the build context at",
+        path: PathBuf::from(std::ffi::OsStr::from_bytes(path)),
+        source: e.into(),
+    };
+    let mut names: Vec<Vec<u8>> = Vec::new();
+    {
+        let dup = fd.try_clone().map_err(|e| SolveError::Io {
+            op: "read the build context at",
+            path: PathBuf::from(std::ffi::OsStr::from_bytes(dir)),
+            source: e,
+        })?;
+        let mut stream = nix::dir::Dir::from_fd(dup).map_err(|e| walk_error(dir, e))?;
+        for entry in stream.iter() {
+            let entry = entry.map_err(|e| walk_error(dir, e))?;
+            let name = entry.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                names.push(name.to_vec());
+            }
+        }
+    }
+    names.sort_unstable();
+    names
+        .par_iter()
+        .with_min_len(16)
+        .try_fold(Vec::new, |mut out, name| {
+            let mut path = Vec::with_capacity(dir.len() + 1 + name.len());
+            path.extend_from_slice(dir);
+            path.push(b'/');
+            path.extend_from_slice(name);
+            let rel = String::from_utf8_lossy(&path[root_len + 1..]);
+            let ignored = filter.matcher.as_ref().is_some_and(|m| m.matches(&rel));
+            if (ignored && filter.can_prune) || !filter.wanted(&rel) {
+                // Neither it nor anything below it is included.
+                return Ok(out);
+            }
+            let meta = fstatat(fd, name.as_slice(), AtFlags::AT_SYMLINK_NOFOLLOW).map_err(|e| {
+                SolveError::io("stat", Path::new(std::ffi::OsStr::from_bytes(&path)))(e.into())
+            })?;
+            let mode = meta.st_mode & 0o7777;
+            let format = meta.st_mode & SFlag::S_IFMT.bits();
+            if format == SFlag::S_IFDIR.bits() {
+                let sub = openat(
+                    fd,
+                    name.as_slice(),
+                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| walk_error(&path, e))?;
+                let below = walk_dir(&sub, &path, root_len, filter)?;
+                if !ignored {
+                    out.push(Found {
+                        path,
+                        kind: Kind::Dir,
+                        mode,
+                        target: String::new(),
+                        stat: None,
+                    });
+                }
+                out.extend(below);
+                return Ok(out);
+            }
+            if ignored {
+                return Ok(out);
+            }
+            if format == SFlag::S_IFLNK.bits() {
+                let target = readlinkat(fd, name.as_slice()).map_err(|e| {
+                    SolveError::io("read link", Path::new(std::ffi::OsStr::from_bytes(&path)))(
+                        e.into(),
+                    )
+                })?;
+                out.push(Found {
+                    path,
+                    kind: Kind::Symlink,
+                    mode,
+                    target: target.to_string_lossy().into_owned(),
+                    stat: None,
+                });
+                return Ok(out);
+            }
+            out.push(Found {
+                path,
+                kind: Kind::File,
+                mode,
+                target: String::new(),
+                stat: Some(StatEntry {
+                    inode: meta.st_ino,
+                    size: meta.st_size as u64,
+                    mtime: meta.st_mtime,
+                    mtime_ns: meta.st_mtime_nsec,
+                    ctime: meta.st_ctime,
+                    ctime_ns: meta.st_ctime_nsec,
+                    digest: [0; 32],
+                }),
+            });
+            Ok(out)
+        })
+        .try_reduce(Vec::new, |mut a, mut b| {
+            a.append(&mut b);
+            Ok(a)
+        })
+}
+
 /// Walks `root`, drops what `exclude` (.dockerignore) ignores and what
 /// `include` does not name (empty: everything), and hashes the files.
 pub(crate) fn index(
@@ -190,121 +328,90 @@ pub(crate) fn index(
                 .map_err(|_| SolveError::unsupported("this .dockerignore pattern"))?,
         )
     };
-    let can_prune = !exclude.iter().any(|p| p.starts_with('!'));
     let include: Vec<String> = include.iter().map(|p| clean_relative(p)).collect();
-    let everything = include.is_empty() || include.iter().any(|p| p.is_empty() || has_wildcard(p));
-    let wanted = |rel: &str| {
-        everything
-            || include.iter().any(|p| {
-                rel == p
-                    || rel
-                        .strip_prefix(p.as_str())
-                        .is_some_and(|r| r.starts_with('/'))
-                    || p.strip_prefix(rel).is_some_and(|r| r.starts_with('/'))
-            })
+    let filter = Filter {
+        matcher,
+        can_prune: !exclude.iter().any(|p| p.starts_with('!')),
+        everything: include.is_empty() || include.iter().any(|p| p.is_empty() || has_wildcard(p)),
+        include: &include,
     };
-    // The walk reads directories only (their entries carry the type); the
-    // stats are taken in parallel below.
-    let mut listed: Vec<(String, PathBuf)> = Vec::new();
-    let mut walker = walkdir::WalkDir::new(root)
-        .min_depth(1)
-        .sort_by_file_name()
-        .into_iter();
-    while let Some(item) = walker.next() {
-        let item = item.map_err(|e| {
-            let path = e
-                .path()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| root.to_path_buf());
-            SolveError::Io {
-                op: "read the build context at",
-                path,
-                source: e.into(),
-            }
-        })?;
-        let rel = item
-            .path()
-            .strip_prefix(root)
-            .expect("walkdir yields paths below its root")
-            .to_string_lossy()
-            .into_owned();
-        let is_dir = item.file_type().is_dir();
-        let ignored = matcher.as_ref().is_some_and(|m| m.matches(&rel));
-        if (ignored && is_dir && can_prune) || (is_dir && !wanted(&rel)) {
-            walker.skip_current_dir();
-            continue;
-        }
-        if ignored || !wanted(&rel) {
-            continue;
-        }
-        listed.push((rel, item.into_path()));
-    }
     let cache_path = cache_dir.join("context-stat.bin");
-    let cache_bytes = std::fs::read(&cache_path).unwrap_or_default();
-    let cache = parse_stat_cache(&cache_bytes);
-    let hashed: Vec<Result<(Entry, Option<StatEntry>), SolveError>> = listed
-        .par_iter()
-        .map(|(_, path)| {
-            let meta =
-                std::fs::symlink_metadata(path).map_err(SolveError::io("stat", path.as_path()))?;
-            let mode = meta.mode() & 0o7777;
-            let ft = meta.file_type();
-            if ft.is_dir() {
-                return Ok((
-                    Entry {
-                        kind: Kind::Dir,
-                        mode,
-                        digest: String::new(),
-                    },
-                    None,
-                ));
-            }
-            if ft.is_symlink() {
-                let target = std::fs::read_link(path).map_err(SolveError::io("read link", path))?;
-                return Ok((
-                    Entry {
-                        kind: Kind::Symlink,
-                        mode,
-                        digest: target.to_string_lossy().into_owned(),
-                    },
-                    None,
-                ));
-            }
-            let key = path.as_os_str().as_bytes();
-            let digest = match cache.get(key) {
-                Some(known) if known.matches(&meta) => known.digest,
-                _ => hash_file(path)?,
+    // The stat cache is read while the tree is walked.
+    let (cache_bytes, walked) = rayon::join(
+        || std::fs::read(&cache_path).unwrap_or_default(),
+        || -> Result<Vec<Found>, SolveError> {
+            let fd = open(
+                root,
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| SolveError::Io {
+                op: "read the build context at",
+                path: root.to_path_buf(),
+                source: e.into(),
+            })?;
+            let root_bytes = root.as_os_str().as_bytes();
+            let root_bytes = match root_bytes {
+                b"/" => b"",
+                other => other,
             };
-            Ok((
+            walk_dir(&fd, root_bytes, root_bytes.len(), &filter)
+        },
+    );
+    let mut found = walked?;
+    crate::timing::mark("context walked");
+    let cache = parse_stat_cache(&cache_bytes);
+    crate::timing::mark("stat cache read");
+    // Files the stat cache does not vouch for are read and hashed.
+    let changed = std::sync::atomic::AtomicBool::new(false);
+    found
+        .par_iter_mut()
+        .with_min_len(64)
+        .try_for_each(|f| -> Result<(), SolveError> {
+            let Some(stat) = f.stat.as_mut() else {
+                return Ok(());
+            };
+            match cache.get(f.path.as_slice()) {
+                Some(known) if known.same_file(stat) => stat.digest = known.digest,
+                _ => {
+                    changed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    stat.digest = hash_file(Path::new(std::ffi::OsStr::from_bytes(&f.path)))?;
+                }
+            }
+            Ok(())
+        })?;
+    crate::timing::mark("context stat");
+    let root_len = match root.as_os_str().as_bytes() {
+        b"/" => 0,
+        other => other.len(),
+    };
+    let entries: BTreeMap<String, Entry> = found
+        .iter_mut()
+        .map(|f| {
+            let digest = match &f.stat {
+                Some(stat) => hex_digest(&stat.digest),
+                None => std::mem::take(&mut f.target),
+            };
+            (
+                String::from_utf8_lossy(&f.path[root_len + 1..]).into_owned(),
                 Entry {
-                    kind: Kind::File,
-                    mode,
-                    digest: hex::encode(digest),
+                    kind: f.kind,
+                    mode: f.mode,
+                    digest,
                 },
-                Some(StatEntry::of(&meta, digest)),
-            ))
+            )
         })
         .collect();
-    let mut entries = BTreeMap::new();
-    let mut stats: Vec<(&[u8], StatEntry)> = Vec::new();
-    let mut changed = false;
-    for ((rel, path), item) in listed.iter().zip(hashed) {
-        let (entry, stat) = item?;
-        if let Some(stat) = stat {
-            let key = path.as_os_str().as_bytes();
-            changed |= cache.get(key) != Some(&stat);
-            stats.push((key, stat));
-        }
-        entries.insert(rel.clone(), entry);
-    }
-    if changed {
-        let mut out = Vec::with_capacity(cache_bytes.len().max(stats.len() * 160));
+    if changed.into_inner() {
+        let mut out = Vec::with_capacity(cache_bytes.len().max(found.len() * 160));
         out.extend_from_slice(STAT_MAGIC);
-        for (key, stat) in &stats {
-            push_stat(&mut out, key, stat);
+        for f in &found {
+            if let Some(stat) = &f.stat {
+                push_stat(&mut out, &f.path, stat);
+            }
         }
         // Keep what other contexts recorded.
-        let root_prefix = [root.as_os_str().as_bytes(), b"/"].concat();
+        let root_prefix = [&root.as_os_str().as_bytes()[..root_len], b"/"].concat();
         for (key, stat) in &cache {
             if !key.starts_with(&root_prefix) {
                 push_stat(&mut out, key, stat);
@@ -313,10 +420,18 @@ pub(crate) fn index(
         // A lost update only costs a re-hash next time.
         let _ = write_atomic(&cache_path, &out);
     }
+    crate::timing::mark("context indexed");
     Ok(ContextIndex {
         root: root.to_path_buf(),
         entries,
     })
+}
+
+/// Lower-case hex of a sha256 (`hex::encode` goes char by char).
+fn hex_digest(digest: &[u8; 32]) -> String {
+    let mut out = [0u8; 64];
+    hex::encode_to_slice(digest, &mut out).expect("64 = 2 * 32");
+    String::from_utf8(out.to_vec()).expect("hex is ASCII")
 }
 
 fn hash_file(path: &Path) -> Result<[u8; 32], SolveError> {
@@ -390,5 +505,71 @@ mod tests {
         assert!(parse_stat_cache(b"garbage").is_empty());
         let only = index(&ctx, &["src".to_string()], &[], &cache).unwrap();
         assert!(only.contains("src/main.rs") && !only.contains("a.txt"));
+    }
+
+    #[test]
+    fn every_change_shows() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = dir.path().join("ctx");
+        let cache = dir.path().join("cache");
+        std::fs::create_dir_all(ctx.join("a/b")).unwrap();
+        std::fs::write(ctx.join("a/b/f"), "one").unwrap();
+        std::fs::write(ctx.join("g"), "g").unwrap();
+        std::os::unix::fs::symlink("a/b/f", ctx.join("link")).unwrap();
+        std::fs::create_dir_all(ctx.join("skip/keep")).unwrap();
+        std::fs::write(ctx.join("skip/x"), "x").unwrap();
+        std::fs::write(ctx.join("skip/keep/y"), "y").unwrap();
+        let ignore = ["skip".to_string(), "!skip/keep".to_string()];
+        let first = index(&ctx, &[], &ignore, &cache).unwrap();
+        let paths: Vec<&str> = first.entries.keys().map(String::as_str).collect();
+        assert_eq!(
+            paths,
+            ["a", "a/b", "a/b/f", "g", "link", "skip/keep", "skip/keep/y"]
+        );
+        assert_eq!(first.entries["link"].kind, Kind::Symlink);
+        assert_eq!(first.entries["link"].digest, "a/b/f");
+        assert_eq!(first.entries["a/b"].kind, Kind::Dir);
+        let stat_file = cache.join("context-stat.bin");
+        let written = std::fs::read(&stat_file).unwrap();
+        // Nothing changed: the same index, and the stat cache is not rewritten.
+        let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&stat_file).unwrap());
+        let again = index(&ctx, &[], &ignore, &cache).unwrap();
+        assert_eq!(again.entries, first.entries);
+        let meta = std::fs::metadata(&stat_file).unwrap();
+        assert_eq!(std::os::unix::fs::MetadataExt::ino(&meta), ino);
+        assert_eq!(std::fs::read(&stat_file).unwrap(), written);
+        // Same size, same mtime, new content: the ctime still shows it.
+        let mtime = std::fs::metadata(ctx.join("a/b/f"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        std::fs::write(ctx.join("a/b/f"), "two").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(ctx.join("a/b/f"))
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        let edited = index(&ctx, &[], &ignore, &cache).unwrap();
+        assert_ne!(
+            edited.entries["a/b/f"].digest,
+            first.entries["a/b/f"].digest
+        );
+        // Mode, link target, added and removed files.
+        std::fs::set_permissions(ctx.join("g"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::remove_file(ctx.join("link")).unwrap();
+        std::os::unix::fs::symlink("g", ctx.join("link")).unwrap();
+        std::fs::write(ctx.join("a/new"), "n").unwrap();
+        std::fs::remove_file(ctx.join("skip/keep/y")).unwrap();
+        let last = index(&ctx, &[], &ignore, &cache).unwrap();
+        assert_eq!(last.entries["g"].mode, 0o600);
+        assert_eq!(last.entries["link"].digest, "g");
+        assert!(last.contains("a/new") && !last.contains("skip/keep/y"));
+        assert_eq!(last.entries["g"].digest, first.entries["g"].digest);
+        // An unreadable context names the place.
+        let err = index(&dir.path().join("missing"), &[], &[], &cache).unwrap_err();
+        let chain = crate::solve::error_chain(&err);
+        assert!(chain.contains("missing"), "{chain}");
     }
 }

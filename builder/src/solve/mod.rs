@@ -195,6 +195,7 @@ pub fn solve(
     progress: Arc<dyn Progress>,
 ) -> Result<Solved, SolveError> {
     remove_leftovers(store);
+    crate::timing::mark("leftovers removed");
     let order = needed(graph);
     let mut steps = vec![0; graph.nodes.len()];
     for (n, &id) in order.iter().enumerate() {
@@ -227,6 +228,7 @@ pub fn solve(
             "start the solver runtime in",
             &options.context_dir,
         ))?;
+    crate::timing::mark("runtime started");
     let target = graph.target_stage().root;
     let result = runtime.block_on(async {
         let interrupt = tokio::spawn(interrupted(ctx.clone()));
@@ -276,6 +278,7 @@ pub fn solve(
             }))),
         }
     });
+    crate::timing::mark("steps done");
     let _ = std::fs::remove_dir_all(&ctx.scratch);
     if let Some(error) = ctx.first_error.lock().expect("not poisoned").take() {
         return Err(error);
@@ -391,6 +394,7 @@ impl Ctx {
                 let diff_ids = image
                     .diff_ids()
                     .map_err(SolveError::store("reading the base image"))?;
+                crate::timing::mark("base image resolved");
                 let layers = image
                     .manifest
                     .layers()
@@ -505,7 +509,9 @@ impl Ctx {
         let linked = is_linked(&node.op);
         let mut downloads = self.fetch_unpinned(&node.op)?;
         let record = self.step_record(id, inputs, &downloads, linked);
-        let key = record.key();
+        crate::timing::mark("step record");
+        let (key, record_bytes) = record.encode();
+        crate::timing::mark("step key");
         let identity = format!(
             "{}\n{}\n{}",
             self.options.context_dir.display(),
@@ -516,8 +522,10 @@ impl Ctx {
         let no_cache_filter = self.options.no_cache_nodes.contains(&id);
         if !self.options.no_cache && !no_cache_filter {
             if let Some(hit) = self.cached(&key)? {
+                crate::timing::mark("cache record read");
                 self.emit(id, StepEvent::Cached);
-                cache::save(&record_path, &record);
+                cache::save(&record_path, &record_bytes);
+                crate::timing::mark("step record saved");
                 cache::touch_used(&self.store.cache_dir(), &key);
                 if linked {
                     let parent = parent_of(node, inputs);
@@ -629,7 +637,7 @@ impl Ctx {
             self.store
                 .put_cache_record(&key, &cache_record)
                 .map_err(SolveError::store("writing a cache record"))?;
-            cache::save(&record_path, &record);
+            cache::save(&record_path, &record_bytes);
             cache::touch_used(&self.store.cache_dir(), &key);
             let mut layers = parent.layers.clone();
             let mut steps = parent.steps.clone();
@@ -654,7 +662,7 @@ impl Ctx {
         self.store
             .put_cache_record(&key, &cache_record)
             .map_err(SolveError::store("writing a cache record"))?;
-        cache::save(&record_path, &record);
+        cache::save(&record_path, &record_bytes);
         cache::touch_used(&self.store.cache_dir(), &key);
         Ok(Output::Rootfs(Arc::new(RootfsOut {
             layers,

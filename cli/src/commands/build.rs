@@ -366,6 +366,7 @@ fn target_platform(text: &str) -> anyhow::Result<Platform> {
 }
 
 pub fn run(global: &crate::args::Cli, args: &BuildArgs) -> anyhow::Result<ExitStatus> {
+    kiln_builder::timing::mark("build command start");
     let building = !args.check && args.print_graph.is_none();
     if building && args.progress_mode() == ProgressMode::Tty && !std::io::stderr().is_terminal() {
         anyhow::bail!("--progress tty: standard error is not a terminal; use auto or plain");
@@ -396,6 +397,7 @@ pub fn run(global: &crate::args::Cli, args: &BuildArgs) -> anyhow::Result<ExitSt
         dockerignore::load(Path::new(&args.context), &path)
             .map_err(|e| anyhow::anyhow!("{}", e.kind))?
     };
+    kiln_builder::timing::mark("Dockerfile and .dockerignore read");
     let options = CompileOptions {
         target: args.target.clone(),
         build_args: parse_build_args(&args.build_args)?,
@@ -428,6 +430,7 @@ pub fn run(global: &crate::args::Cli, args: &BuildArgs) -> anyhow::Result<ExitSt
             refresh: None,
         }
     };
+    kiln_builder::timing::mark("store opened");
     let dockerfile = match Dockerfile::parse(&name, &text) {
         Ok(df) => df,
         Err(e) => {
@@ -438,6 +441,7 @@ pub fn run(global: &crate::args::Cli, args: &BuildArgs) -> anyhow::Result<ExitSt
     // Compiling may pull a base image, whose progress writes to stderr from
     // the pull's threads: stderr is locked only afterwards.
     let compiled = compile_with_problems(&dockerfile, &options, &images);
+    kiln_builder::timing::mark("compiled");
     let mut stderr = std::io::stderr().lock();
     if building {
         let graph = match compiled {

@@ -219,6 +219,7 @@ pub fn build(
     let style = progress_style(args.progress_mode());
     let renderer = Arc::new(BuildProgress::new(style, steps_needed(graph)));
     let lease = Arc::new(store.lease().context("taking a store lease")?);
+    kiln_builder::timing::mark("lease taken, solving");
     let solved = match solve(
         store,
         lease.clone(),
@@ -250,10 +251,13 @@ pub fn build(
     .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
     let config =
         kiln_builder::export::config_json(graph.target_stage(), &solved, &created, &labels);
+    kiln_builder::timing::mark("solved");
     let exported = export(store, &lease, &renderer, &outputs, &tags, &config, &solved)
         .inspect_err(|_| renderer.finish())?;
+    kiln_builder::timing::mark("exported");
     drop(lease);
     renderer.finish();
+    kiln_builder::timing::mark("lease dropped");
     let id = exported.image.config_digest.to_string();
     let stdout_taken = outputs.iter().any(|o| o.dest == Dest::Stdout);
     if args.progress_mode() == ProgressMode::Quiet && !stdout_taken {
@@ -289,9 +293,12 @@ fn export(
     solved: &kiln_builder::Solved,
 ) -> anyhow::Result<Written> {
     // A fully cached rebuild whose -t names already point at the image
-    // writes nothing (no lease, no metadata write).
+    // writes nothing (no lease, no metadata write), and reads the metadata
+    // once for the check and the naming.
+    let hold = store.hold_metadata();
     let unchanged = kiln_builder::export::already_named(store, config, &solved.layers, tags)
         .map_err(|e| anyhow::anyhow!("exporting the image: {}", error_chain(&e)))?;
+    let mut hold = unchanged.is_some().then_some(hold);
     let image = match unchanged {
         Some(image) => image,
         None => kiln_builder::export::write_image(store, lease, config, &solved.layers)
@@ -301,6 +308,11 @@ fn export(
     let manifest_digest = image.manifest.digest().to_string();
     let mut all_names: Vec<String> = Vec::new();
     for output in outputs {
+        if output.kind != Kind::Image {
+            // Writing an archive or files takes long: other kiln processes
+            // must not wait for the metadata meanwhile.
+            hold = None;
+        }
         // `name=` when given, else the -t names (as buildx passes them).
         let names = if output.names.is_empty() {
             tags.to_vec()
@@ -352,6 +364,7 @@ fn export(
         }
         renderer.export_done();
     }
+    drop(hold);
     Ok(Written {
         image,
         names: all_names,
