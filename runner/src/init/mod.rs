@@ -84,13 +84,14 @@ fn setup_container(
         sys::set_domainname(domainname).map_err(|e| Failure::sys("set domain name", e))?;
     }
     let after = crate::rootfs::apply_before_pivot(&run.rootfs, &run.mounts)?;
-    crate::rootfs::apply_after_pivot(&run.mounts[after..])?;
-    if run.new_network_namespace {
-        sys::loopback_up().map_err(|e| Failure::sys("bring up lo", e))?;
-    }
+    // Before the steps after the pivot make /proc/sys read-only.
     for (key, value) in &run.sysctl {
         let path = Path::new("/proc/sys").join(key.replace('.', "/"));
         std::fs::write(&path, value).map_err(|e| Failure::io(format!("set sysctl {key}"), &e))?;
+    }
+    crate::rootfs::apply_after_pivot(&run.mounts[after..])?;
+    if run.new_network_namespace {
+        sys::loopback_up().map_err(|e| Failure::sys("bring up lo", e))?;
     }
     let terminal = if config.process.terminal {
         Some(open_terminal(sock, &config.process, true)?)
