@@ -1246,3 +1246,30 @@ pub fn run_create(
     println!("{}", container.record.id);
     Ok(ExitStatus::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ulimits_parse_as_docker() {
+        let u = parse_ulimit("nofile=100:200").unwrap();
+        assert_eq!((u.name.as_str(), u.soft, u.hard), ("nofile", 100, 200));
+        let u = parse_ulimit("core=-1").unwrap();
+        assert_eq!((u.soft, u.hard), (u64::MAX, u64::MAX));
+        for bad in ["nofile", "bogus=1", "nofile=2:1", "nofile=x", "nofile=-2"] {
+            assert!(parse_ulimit(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sizes_parse_as_docker() {
+        assert_eq!(parse_bytes("64m").unwrap(), 64 << 20);
+        assert_eq!(parse_bytes("1kb").unwrap(), 1024);
+        assert_eq!(parse_bytes("512").unwrap(), 512);
+        assert_eq!(parse_bytes("1G").unwrap(), 1 << 30);
+        for bad in ["", "m", "lots", "1x", "-1m"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -569,3 +569,24 @@ pub fn private_mount_namespace() -> Result<()> {
     )
     .context("making mounts private")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::RestartPolicy;
+
+    #[test]
+    fn restart_policies_parse_and_decide() {
+        let p = RestartPolicy::parse("on-failure:2").unwrap();
+        assert_eq!((p.name.as_str(), p.max_retries), ("on-failure", 2));
+        assert!(p.wants_restart(1, 1));
+        assert!(!p.wants_restart(1, 2));
+        assert!(!p.wants_restart(0, 0));
+        let always = RestartPolicy::parse("always").unwrap();
+        assert!(always.restarts() && always.wants_restart(0, 1000));
+        assert!(!RestartPolicy::parse("no").unwrap().restarts());
+        assert!(!RestartPolicy::default().restarts());
+        for bad in ["sometimes", "always:2", "on-failure:x", "on-failure:-1"] {
+            assert!(RestartPolicy::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1021,4 +1021,92 @@ mod tests {
         assert!(parse_memory("64x").is_err());
         assert!(parse_memory("1k").is_err());
     }
+
+    #[test]
+    fn sysctls_follow_docker() {
+        assert!(check_sysctl("net.ipv4.ip_forward", Network::Bridge).is_ok());
+        assert!(check_sysctl("kernel.shmmax", Network::Host).is_ok());
+        assert!(check_sysctl("fs.mqueue.msg_max", Network::None).is_ok());
+        assert!(check_sysctl("net.ipv4.ip_forward", Network::Host).is_err());
+        assert!(check_sysctl("net.core.somaxconn", Network::Container).is_err());
+        assert!(check_sysctl("vm.swappiness", Network::Bridge).is_err());
+        assert!(check_sysctl("kernel.hostname", Network::Bridge).is_err());
+    }
+
+    #[test]
+    fn docker_profiles_follow_capabilities_and_arches() {
+        let profile = serde_json::json!({
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "defaultErrnoRet": 1,
+            "archMap": [
+                {"architecture": scmp_arch(), "subArchitectures": ["SCMP_ARCH_X86"]},
+                {"architecture": "SCMP_ARCH_S390X", "subArchitectures": []}
+            ],
+            "syscalls": [
+                {"names": ["read"], "action": "SCMP_ACT_ALLOW"},
+                {"names": ["mount"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_SYS_ADMIN"]}},
+                {"names": ["chmod"], "action": "SCMP_ACT_ALLOW", "excludes": {"caps": ["CAP_SYS_ADMIN"]}},
+                {"names": ["ioperm"], "action": "SCMP_ACT_ALLOW", "includes": {"arches": ["nosucharch"]}},
+                {"names": ["openat2"], "action": "SCMP_ACT_ALLOW", "includes": {"minKernel": "999.0"}}
+            ]
+        });
+        let names = |caps: &[&str]| -> Vec<String> {
+            let caps: Vec<String> = caps.iter().map(|c| c.to_string()).collect();
+            let p = docker_profile(&profile, &caps).unwrap();
+            assert_eq!(p.architectures().as_ref().unwrap().len(), 2);
+            p.syscalls()
+                .iter()
+                .flatten()
+                .flat_map(|s| s.names().clone())
+                .collect()
+        };
+        assert_eq!(names(&[]), ["read", "chmod"]);
+        assert_eq!(names(&["CAP_SYS_ADMIN"]), ["read", "mount"]);
+        assert!(docker_profile(&serde_json::json!({"syscalls": []}), &[]).is_err());
+        assert!(
+            docker_profile(&serde_json::json!({"defaultAction": "SCMP_ACT_NOPE"}), &[]).is_err()
+        );
+    }
+
+    #[test]
+    fn ulimits_shm_and_group_add_shape_the_spec() {
+        let options = RunOptions {
+            command: vec!["true".into()],
+            ulimits: vec![Ulimit {
+                name: "nofile".into(),
+                soft: 10,
+                hard: 20,
+            }],
+            shm_size: Some(1 << 20),
+            group_add: vec!["users".into(), "4242".into()],
+            no_new_privileges: Some(false),
+            ..RunOptions::default()
+        };
+        let spec = build(ID, None, &options, &accounts()).unwrap();
+        let p = spec.process().as_ref().unwrap();
+        let nofile = p
+            .rlimits()
+            .iter()
+            .flatten()
+            .filter(|r| r.typ() == PosixRlimitType::RlimitNofile)
+            .collect::<Vec<_>>();
+        assert_eq!(nofile.len(), 1);
+        assert_eq!((nofile[0].soft(), nofile[0].hard()), (10, 20));
+        assert_eq!(p.user().additional_gids().as_ref().unwrap(), &[100, 4242]);
+        assert_eq!(p.no_new_privileges(), Some(false));
+        let shm = spec
+            .mounts()
+            .iter()
+            .flatten()
+            .find(|m| m.destination().to_str() == Some("/dev/shm"))
+            .unwrap();
+        let opts = shm.options().clone().unwrap();
+        assert!(opts.contains(&"size=1048576".to_string()));
+        assert_eq!(opts.iter().filter(|o| o.starts_with("size=")).count(), 1);
+        let bad = RunOptions {
+            group_add: vec!["nosuch".into()],
+            ..options
+        };
+        assert!(build(ID, None, &bad, &accounts()).is_err());
+    }
 }
