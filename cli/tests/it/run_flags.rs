@@ -764,6 +764,23 @@ fn restart_policies() {
     let count = v["RestartCount"].as_u64().unwrap();
     assert!(count >= 2);
     assert!(r.ok(&["logs", "loop"]).matches("tick\n").count() as u64 > count);
+    // kill (SIGKILL) turns the policy off until the next start, as in docker.
+    r.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "killed",
+        "--restart",
+        "always",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    r.ok(&["kill", "killed"]);
+    let v = wait_monitor_gone(&r, "killed");
+    assert_eq!(v["State"]["Running"], false);
+    assert_eq!(v["RestartCount"], 0);
+    assert_eq!(v["State"]["ExitCode"], 137);
     // unless-stopped, ended by rm -f.
     r.ok(&[
         "run",
@@ -815,5 +832,5 @@ fn restart_policies() {
     assert!(err.contains("only on-failure"), "{err}");
     let err = refused(&r, &["run", "--restart", "always", "busybox", "true"]);
     assert!(err.contains("needs -d"), "{err}");
-    r.ok(&["rm", "fail", "fine", "loop"]);
+    r.ok(&["rm", "fail", "fine", "loop", "killed"]);
 }
