@@ -555,16 +555,7 @@ fn options(
         )?);
     }
     for t in &args.tmpfs {
-        let target = t.split(':').next().unwrap_or(t);
-        if !target.starts_with('/') {
-            bail!("invalid tmpfs {t:?}: the container path must be absolute");
-        }
-        mounts.push(MountRequest::Tmpfs {
-            target: target.to_string(),
-            size: None,
-            mode: None,
-            readonly: false,
-        });
+        mounts.push(parse_tmpfs(t)?);
     }
     for (i, m) in mounts.iter().enumerate() {
         let target = m.target().trim_end_matches('/');
@@ -672,6 +663,54 @@ pub fn parse_bytes(text: &str) -> Result<u64> {
         _ => bail!("invalid size {text:?}: use a number with b, k, m, g or t"),
     };
     Ok((value * factor) as u64)
+}
+
+/// `--tmpfs PATH[:OPTIONS]`: OPTIONS a comma list of ro, rw, exec, noexec,
+/// suid, nosuid, dev, nodev, size=SIZE, mode=OCTAL, uid=N, gid=N, nr_inodes=N.
+fn parse_tmpfs(given: &str) -> Result<MountRequest> {
+    let (target, opts) = given.split_once(':').unwrap_or((given, ""));
+    if !target.starts_with('/') {
+        bail!("invalid tmpfs {given:?}: the container path must be absolute");
+    }
+    let (mut size, mut mode, mut readonly, mut options) = (None, None, false, Vec::new());
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        match o.split_once('=') {
+            None if o == "ro" => readonly = true,
+            None if o == "rw" => readonly = false,
+            None if ["exec", "noexec", "suid", "nosuid", "dev", "nodev"].contains(&o) => {
+                options.push(o.to_string())
+            }
+            Some(("size", v)) => {
+                size = Some(parse_bytes(v).with_context(|| format!("invalid tmpfs {given:?}"))?)
+            }
+            Some(("mode", v)) => {
+                mode = Some(
+                    u32::from_str_radix(v, 8)
+                        .ok()
+                        .filter(|m| *m <= 0o7777)
+                        .ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "invalid tmpfs {given:?}: mode {v:?} is not an octal mode"
+                            )
+                        })?,
+                )
+            }
+            Some((k @ ("uid" | "gid" | "nr_inodes"), v)) => {
+                if v.parse::<u64>().is_err() {
+                    bail!("invalid tmpfs {given:?}: {k} {v:?} is not a number");
+                }
+                options.push(o.to_string());
+            }
+            _ => bail!("invalid tmpfs {given:?}: unknown option {o:?}"),
+        }
+    }
+    Ok(MountRequest::Tmpfs {
+        target: target.to_string(),
+        size,
+        mode,
+        readonly,
+        options,
+    })
 }
 
 /// A boolean mount option as docker reads it (`ro`, `ro=true`, `ro=0`, ...).
@@ -832,6 +871,7 @@ fn parse_mount(
                 size: tmpfs_size,
                 mode: tmpfs_mode,
                 readonly,
+                options: Vec::new(),
             }
         }
     })

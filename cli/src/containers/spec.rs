@@ -88,6 +88,9 @@ pub enum MountRequest {
         /// `tmpfs-mode` of `--mount` (1777 when not given).
         mode: Option<u32>,
         readonly: bool,
+        /// Other mount options of `--tmpfs PATH:OPTS` (exec, suid, dev
+        /// undo the defaults; uid=, gid=, nr_inodes= pass to the kernel).
+        options: Vec<String>,
     },
 }
 
@@ -733,9 +736,15 @@ pub fn build(
                 size,
                 mode,
                 readonly,
+                options,
             } => {
                 let mut opts: Vec<String> =
                     ["nosuid", "nodev", "noexec"].map(String::from).to_vec();
+                for o in options {
+                    let undone = format!("no{o}");
+                    opts.retain(|d| *d != undone && format!("no{d}") != *o);
+                    opts.push(o.clone());
+                }
                 if *readonly {
                     opts.push("ro".into());
                 }
@@ -951,6 +960,7 @@ mod tests {
                 size: None,
                 mode: None,
                 readonly: false,
+                options: Vec::new(),
             }],
             ..RunOptions::default()
         };

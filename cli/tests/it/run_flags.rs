@@ -148,6 +148,42 @@ fn mount_bind_volume_tmpfs() {
     assert!(line.contains("size=1024k"), "{line}");
     assert!(line.contains("noexec"), "{line}");
 
+    // --tmpfs PATH:OPTIONS, as docker's.
+    let out = r.ok(&[
+        "run",
+        "--rm",
+        "--tmpfs",
+        "/x:size=2m,mode=700,exec,uid=33",
+        "--tmpfs",
+        "/y:ro",
+        "busybox",
+        "sh",
+        "-c",
+        "stat -c '%a %u' /x; grep -E ' /(x|y) ' /proc/mounts",
+    ]);
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("700 33"));
+    let x = lines.next().unwrap();
+    assert!(
+        x.contains("size=2048k") && !x.contains("noexec") && x.contains("nosuid"),
+        "{x}"
+    );
+    let y = lines.next().unwrap();
+    assert!(y.contains(" ro,") && y.contains("noexec"), "{y}");
+    for bad in [
+        "/t:size=big",
+        "/t:colour=red",
+        "/t:mode=999",
+        "t",
+        "/t:uid=me",
+    ] {
+        let err = refused(&r, &["run", "--tmpfs", bad, "busybox", "true"]);
+        assert!(
+            err.contains("invalid tmpfs") || err.contains("invalid size"),
+            "{bad}: {err}"
+        );
+    }
+
     // Bad values: one line, nothing made.
     let err = refused(
         &r,
