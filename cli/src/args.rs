@@ -87,6 +87,8 @@ pub enum Command {
     Search(commands::search::SearchArgs),
     /// Manage kiln's store: disk usage, pruning.
     System(commands::system::SystemArgs),
+    /// Show what this kiln sees: containers, images, store, cgroups, networks.
+    Info(commands::info::InfoArgs),
     /// Check every blob, image and snapshot in the store.
     Fsck(commands::fsck::FsckArgs),
     /// Create a container from an image and start it.
@@ -101,6 +103,10 @@ pub enum Command {
     Restart(commands::stop::StopArgs),
     /// Send a signal to running containers.
     Kill(commands::kill::KillArgs),
+    /// Freeze every process of running containers.
+    Pause(commands::pause::PauseArgs),
+    /// Thaw paused containers.
+    Unpause(commands::pause::PauseArgs),
     /// Give a container another name.
     Rename(commands::rename::RenameArgs),
     /// Remove containers.
@@ -113,6 +119,8 @@ pub enum Command {
     Logs(commands::logs::LogsArgs),
     /// Run a command in a running container.
     Exec(commands::exec::ExecArgs),
+    /// Show containers' CPU, memory, network and block I/O, and processes.
+    Stats(commands::stats::StatsArgs),
     /// Show the processes of a running container.
     Top(commands::top::TopArgs),
     /// Make an image from a container's changes.
@@ -131,6 +139,10 @@ pub enum Command {
     Diff(commands::export::DiffArgs),
     /// Attach this terminal (or stdio) to a running container.
     Attach(commands::attach::AttachArgs),
+    /// Manage containers (docker's `container` commands).
+    Container(commands::groups::ContainerArgs),
+    /// Manage images (docker's `image` commands).
+    Image(commands::groups::ImageArgs),
     /// Per-container monitor of a detached container (internal).
     #[command(name = "container-monitor", hide = true)]
     ContainerMonitor(commands::monitor::MonitorArgs),

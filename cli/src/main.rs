@@ -30,7 +30,8 @@ fn main() -> ExitCode {
     // Must run before anything starts a thread: the container set-up path
     // re-executes this binary and takes over here.
     kiln_runner::init_if_requested();
-    let cli = args::Cli::parse();
+    let mut cli = args::Cli::parse();
+    cli.command = cli.command.flatten();
     init_logging(&cli.log_level);
     let result = match &cli.command {
         args::Command::Build(a) => commands::build::run(&cli, a),
@@ -49,6 +50,7 @@ fn main() -> ExitCode {
         args::Command::Logout(a) => commands::login::logout(&cli, a),
         args::Command::Search(a) => commands::search::run(&cli, a),
         args::Command::System(a) => with_store(&cli, |s| commands::system::run(s, a)),
+        args::Command::Info(a) => with_store(&cli, |s| commands::info::run(s, a)),
         args::Command::Fsck(a) => with_store(&cli, |s| commands::fsck::run(s, a)),
         args::Command::Run(a) => {
             commands::run::run(&cli.root, &settings::RegistrySettings::from_cli(&cli), a)
@@ -60,6 +62,8 @@ fn main() -> ExitCode {
         args::Command::Stop(a) => commands::stop::run(&cli.root, a),
         args::Command::Restart(a) => commands::stop::restart(&cli.root, a),
         args::Command::Kill(a) => commands::kill::run(&cli.root, a),
+        args::Command::Pause(a) => commands::pause::pause(&cli.root, a),
+        args::Command::Unpause(a) => commands::pause::unpause(&cli.root, a),
         args::Command::Rename(a) => commands::rename::run(&cli.root, a),
         args::Command::Rm(a) => commands::rm::run(&cli.root, a),
         args::Command::Wait(a) => commands::wait::run(&cli.root, a),
@@ -71,11 +75,18 @@ fn main() -> ExitCode {
         args::Command::Volume(a) => commands::volume::run(&cli.root, a),
         args::Command::Network(a) => commands::network::run(&cli.root, a),
         args::Command::Port(a) => commands::network::port(&cli.root, a),
+        args::Command::Stats(a) => commands::stats::run(&cli.root, a),
         args::Command::Top(a) => commands::top::run(&cli.root, a),
         args::Command::Cp(a) => commands::cp::run(&cli.root, a),
         args::Command::Export(a) => commands::export::export(&cli.root, a),
         args::Command::Diff(a) => commands::export::diff(&cli.root, a),
         args::Command::Attach(a) => commands::attach::run(&cli.root, a),
+        args::Command::Container(commands::groups::ContainerArgs {
+            command: commands::groups::ContainerCommand::Prune(a),
+        }) => commands::groups::container_prune(&cli.root, a),
+        args::Command::Container(_) | args::Command::Image(_) => {
+            unreachable!("flattened into the short commands")
+        }
         args::Command::ContainerMonitor(a) => commands::monitor::run(&cli.root, a),
         args::Command::Version => {
             println!("kiln {}", env!("CARGO_PKG_VERSION"));

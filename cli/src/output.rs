@@ -5,11 +5,24 @@ use std::io::{self, Write};
 
 /// Bytes in decimal units with three significant digits: `4.26MB`.
 pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    scaled(bytes, 1000.0, &["B", "kB", "MB", "GB", "TB", "PB", "EB"])
+}
+
+/// Bytes in binary units with three significant digits: `1.18MiB` (go-units
+/// BytesSize, as `docker stats` shows memory).
+pub fn binary_size(bytes: u64) -> String {
+    scaled(
+        bytes,
+        1024.0,
+        &["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"],
+    )
+}
+
+fn scaled(bytes: u64, base: f64, units: &[&str]) -> String {
     let mut value = bytes as f64;
     let mut unit = 0;
-    while value >= 1000.0 && unit < UNITS.len() - 1 {
-        value /= 1000.0;
+    while value >= base && unit < units.len() - 1 {
+        value /= base;
         unit += 1;
     }
     let text = format!("{value:.3}");
@@ -20,7 +33,7 @@ pub fn human_size(bytes: u64) -> String {
     if text.contains('.') {
         text = text.trim_end_matches('0').trim_end_matches('.').to_string();
     }
-    format!("{text}{}", UNITS[unit])
+    format!("{text}{}", units[unit])
 }
 
 /// `2 days ago`, as `docker images` shows CREATED.

@@ -142,6 +142,9 @@ impl Meta {
         let lock = Flock::lock(file, mode)
             .map_err(|(_, errno)| Error::io(&self.lock_path)(errno.into()))?;
         if writable {
+            if !self.db_path.exists() {
+                self.create_db()?;
+            }
             let db = Database::create(&self.db_path).map_err(|e| self.error(e))?;
             return Ok(Locked {
                 db,
@@ -167,6 +170,26 @@ impl Meta {
             writable,
             _lock: lock,
         })
+    }
+
+    /// Makes a new, empty database beside the final name and renames it
+    /// into place, so a process killed while redb lays the file out leaves
+    /// no half-made `meta.redb` (only a temporary file the next one
+    /// replaces). Called with the exclusive root lock held.
+    fn create_db(&self) -> Result<()> {
+        let temp = self.db_path.with_extension("redb.new");
+        let _ = std::fs::remove_file(&temp);
+        drop(Database::create(&temp).map_err(|e| self.error(e))?);
+        File::open(&temp)
+            .and_then(|f| f.sync_all())
+            .map_err(Error::io(&temp))?;
+        std::fs::rename(&temp, &self.db_path).map_err(Error::io(&self.db_path))?;
+        if let Some(dir) = self.db_path.parent() {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(Error::io(dir))?;
+        }
+        Ok(())
     }
 
     /// Runs `f` on the open database: the held one, or one opened (under
@@ -447,6 +470,19 @@ pub(crate) fn all_in_write(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A new database appears whole: a half-made one left by a killed
+    /// process is only a temporary file, replaced by the next opener.
+    #[test]
+    fn a_new_database_is_renamed_into_place() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("meta.redb.new"), b"half a header").unwrap();
+        let meta = Meta::new(dir.path());
+        meta.read(|_| Ok(())).unwrap();
+        assert!(dir.path().join("meta.redb").is_file());
+        assert!(!dir.path().join("meta.redb.new").exists());
+        Meta::new(dir.path()).write(|_| Ok(())).unwrap();
+    }
 
     /// The view reads what was written over the file, and sizes like a file.
     #[test]

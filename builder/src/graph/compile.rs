@@ -515,8 +515,17 @@ impl<'a> Compiler<'a> {
                 }
                 self.globals = globals;
                 for (key, value) in declared_now {
-                    state.args.retain(|(k, _)| *k != key);
-                    state.args.push((key, value));
+                    match state.args.iter_mut().find(|(k, _)| *k == key) {
+                        // Declared again: it keeps its place, and a
+                        // declaration without a value keeps the value it
+                        // had (as BuildKit's stage environment does).
+                        Some(slot) => {
+                            if value.is_some() {
+                                slot.1 = value;
+                            }
+                        }
+                        None => state.args.push((key, value)),
+                    }
                 }
                 state.scope = None;
                 state.history(format!("ARG {}", parts.join(" ")), true);

@@ -71,6 +71,26 @@ fn run_history_and_env() {
 }
 
 #[test]
+fn valueless_and_redeclared_args_in_run_history() {
+    // As BuildKit: every declared ARG is in RUN's prefix (`Y=` without a
+    // value), once, at its first place; declaring one again without a
+    // value keeps its value.
+    let g = graph("FROM alpine\nARG X=1\nARG Y\nARG Z=3\nARG X\nRUN echo $X $Y\n");
+    assert_eq!(
+        history(&g).last().unwrap(),
+        "RUN |3 X=1 Y= Z=3 /bin/sh -c echo $X $Y # buildkit"
+    );
+    let e = exec(&g, 0);
+    assert!(e.env.contains(&"X=1".to_string()), "{:?}", e.env);
+    assert!(!e.env.iter().any(|v| v.starts_with("Y=")), "{:?}", e.env);
+    let g = graph("FROM alpine\nARG X=1\nARG X=2\nRUN true\n");
+    assert_eq!(
+        history(&g).last().unwrap(),
+        "RUN |1 X=2 /bin/sh -c true # buildkit"
+    );
+}
+
+#[test]
 fn each_instruction_sees_values_from_before_it() {
     let g = graph("FROM a\nENV a=1\nENV a=2 b=$a\n");
     let env = &g.target_stage().config.env;

@@ -158,10 +158,15 @@ impl Compiler<'_> {
         let mut exec_env = state.config.env.clone();
         let mut history_args = Vec::new();
         for (key, value) in &state.args {
-            let Some(value) = value else { continue };
-            let effective = state.env_value(key).unwrap_or_else(|| value.clone());
+            // History lists every declared ARG, one without a value as
+            // `KEY=` (BuildKit's runCommandString); only valued ones reach
+            // the environment.
+            let effective = state
+                .env_value(key)
+                .or_else(|| value.clone())
+                .unwrap_or_default();
             history_args.push(format!("{key}={effective}"));
-            if state.env_value(key).is_none() {
+            if let (Some(value), None) = (value, state.env_value(key)) {
                 exec_env.push(format!("{key}={value}"));
             }
         }

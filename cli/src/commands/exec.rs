@@ -52,6 +52,12 @@ fn exec(root: &std::path::Path, args: &ExecArgs) -> Result<ExitStatus> {
     if !state.is_alive() {
         bail!("container {} is not running", args.container);
     }
+    if state.paused {
+        bail!(
+            "container {} is paused, unpause the container before exec",
+            args.container
+        );
+    }
     let spec = &container.record.spec;
     let mut process = spec
         .process()

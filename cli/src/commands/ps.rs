@@ -168,7 +168,8 @@ fn status_text(state: &State) -> String {
         Status::Created => "Created".into(),
         Status::Running => {
             let since = state.started_at.unwrap_or_else(Utc::now);
-            format!("Up {}", since_text(since))
+            let paused = if state.paused { " (Paused)" } else { "" };
+            format!("Up {}{paused}", since_text(since))
         }
         Status::Exited => {
             let code = state
@@ -238,7 +239,7 @@ pub fn run(root: &std::path::Path, args: &PsArgs) -> Result<ExitStatus> {
                 "Command": format!("\"{command}\""),
                 "CreatedAt": r.created.to_rfc3339(),
                 "RunningFor": since_text(r.created),
-                "State": state.status.as_str(),
+                "State": if state.paused { "paused" } else { state.status.as_str() },
                 "Status": status_text(&state),
                 "Ports": ports_text(&state),
                 "Names": r.name,

@@ -39,12 +39,16 @@ pub fn parse_signal(text: &str) -> Result<Signal> {
 
 /// Sends `signal` to the container's program; false when it is not running.
 pub fn signal(container: &Container, signal: Signal) -> Result<bool> {
-    let state = container.state()?;
+    let mut state = container.state()?;
     if !state.is_alive() {
         return Ok(false);
     }
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(state.pid), signal)
         .with_context(|| format!("signalling container {}", container.record.name))?;
+    if state.paused {
+        // As docker: the signal is delivered once the processes thaw.
+        super::pause::thaw(container, &mut state)?;
+    }
     Ok(true)
 }
 

@@ -213,6 +213,9 @@ pub struct State {
     /// How often its monitor restarted it (`--restart`).
     #[serde(default)]
     pub restart_count: u32,
+    /// Its processes are frozen (`kiln pause`).
+    #[serde(default)]
+    pub paused: bool,
 }
 
 impl State {
@@ -284,6 +287,16 @@ impl Container {
     pub fn stop_requested(&self, pid: i32, start: u64) -> bool {
         std::fs::read_to_string(self.dir.join("stop-requested"))
             .is_ok_and(|t| t == format!("{pid} {start}"))
+    }
+
+    /// Its cgroup, below the cgroup root (`kiln/<id>`).
+    pub fn cgroup_path(&self) -> PathBuf {
+        self.record
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().clone())
+            .unwrap_or_else(|| PathBuf::from(format!("kiln/{}", self.record.id)))
     }
 
     /// The state as written last (see [`State::effective`] for "now").

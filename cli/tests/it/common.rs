@@ -121,8 +121,9 @@ pub fn assert_fsck_clean(root: &Path) {
     let out = kiln(root, &["fsck"]);
     assert!(
         out.status.success(),
-        "fsck found problems:\n{}",
-        String::from_utf8_lossy(&out.stdout)
+        "fsck found problems:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 

@@ -708,3 +708,120 @@ fn ps_filters_and_selections() {
     );
     r.ok(&["rm", "-f", "made", "failed", "live"]);
 }
+
+#[test]
+fn stats_reads_the_container_cgroup() {
+    let r = root!();
+    r.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "hog",
+        "--memory",
+        "64m",
+        "busybox",
+        "sh",
+        "-c",
+        "head -c 16m /dev/zero > /dev/shm/x && touch /ready && while :; do :; done",
+    ]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !r
+        .run(&["exec", "hog", "test", "-f", "/ready"])
+        .status
+        .success()
+    {
+        assert!(std::time::Instant::now() < deadline, "hog never got ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let line = r.ok(&["stats", "--no-stream", "--format", "json", "hog"]);
+    let v: Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(v["Name"], "hog");
+    let cpu: f64 = v["CPUPerc"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches('%')
+        .parse()
+        .unwrap();
+    assert!(cpu > 1.0, "a busy loop shows {cpu}% CPU");
+    let mem = v["MemUsage"].as_str().unwrap();
+    let (used, limit) = mem.split_once(" / ").unwrap();
+    assert_eq!(limit, "64MiB", "{mem}");
+    let used_mib: f64 = used.trim_end_matches("MiB").parse().unwrap_or(0.0);
+    assert!(
+        used.ends_with("MiB") && used_mib >= 16.0,
+        "16 MiB in /dev/shm, {mem}"
+    );
+    assert!(v["PIDs"].as_str().unwrap().parse::<u64>().unwrap() >= 1);
+    let table = r.ok(&["stats", "--no-stream"]);
+    assert!(table.starts_with("CONTAINER ID"), "{table}");
+    assert!(table.contains("hog"), "{table}");
+    r.ok(&["rm", "-f", "hog"]);
+    // A stopped container shows zeros with -a; an unknown one is an error.
+    r.ok(&["create", "--name", "idle", "busybox", "true"]);
+    let idle = r.ok(&["stats", "-a", "--no-stream", "--format", "json"]);
+    let v: Value = serde_json::from_str(idle.trim()).unwrap();
+    assert_eq!(
+        (v["CPUPerc"].as_str(), v["PIDs"].as_str()),
+        (Some("0.00%"), Some("0"))
+    );
+    let bad = r.run(&["stats", "--no-stream", "nosuch"]);
+    assert!(!bad.status.success());
+    assert_eq!(text(&bad.stderr).trim().lines().count(), 1);
+    r.ok(&["rm", "idle"]);
+}
+
+#[test]
+fn container_and_image_management_commands() {
+    let r = root!();
+    r.ok(&["create", "--name", "made", "busybox", "true"]);
+    r.ok(&[
+        "run",
+        "--name",
+        "done",
+        "busybox",
+        "sh",
+        "-c",
+        "echo x > /f",
+    ]);
+    r.ok(&["run", "-d", "--name", "up", "busybox", "sleep", "100"]);
+    let info: Value = serde_json::from_str(&r.ok(&["info", "--format", "json"])).unwrap();
+    assert_eq!(
+        (
+            &info["Containers"],
+            &info["ContainersRunning"],
+            &info["ContainersStopped"]
+        ),
+        (&Value::from(3), &Value::from(1), &Value::from(2))
+    );
+    assert_eq!(info["Images"], 1);
+    assert!(r.ok(&["info"]).contains("Storage Driver: overlay"));
+    assert_eq!(r.ok(&["container", "ls", "-aq"]), r.ok(&["ps", "-aq"]));
+    assert_eq!(r.ok(&["container", "ps", "-q"]), r.ok(&["ps", "-q"]));
+    assert_eq!(r.ok(&["image", "ls", "-q"]), r.ok(&["images", "-q"]));
+    // Same record, same bytes (capability sets are listed sorted).
+    assert_eq!(
+        r.ok(&["container", "inspect", "up"]),
+        r.ok(&["inspect", "up"])
+    );
+    // prune takes every stopped container and leaves the running one.
+    let pruned = r.ok(&["container", "prune", "-f"]);
+    assert!(pruned.starts_with("Deleted Containers:"), "{pruned}");
+    assert_eq!(
+        pruned.lines().filter(|l| l.len() == 64).count(),
+        2,
+        "{pruned}"
+    );
+    assert!(pruned.contains("Total reclaimed space:"), "{pruned}");
+    assert_eq!(r.ok(&["ps", "-a", "--format", "json"]).lines().count(), 1);
+    r.ok(&["container", "rm", "-f", "up"]);
+    // image prune: an untagged image goes, a named one stays.
+    r.ok(&["run", "--name", "cc", "busybox", "touch", "/g"]);
+    let id = r.ok(&["commit", "cc"]);
+    r.ok(&["rm", "cc"]);
+    assert!(r
+        .ok(&["images", "-q", "-f", "dangling=true"])
+        .contains(&id.trim()[7..19]));
+    r.ok(&["image", "prune", "-f"]);
+    assert_eq!(r.ok(&["images", "-q", "-f", "dangling=true"]), "");
+    assert!(!r.ok(&["image", "ls", "-q"]).is_empty());
+}

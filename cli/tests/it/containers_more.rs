@@ -710,3 +710,64 @@ fn diff_and_export_show_the_container_changes() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn pause_freezes_and_unpause_thaws() {
+    let r = root!();
+    let id = r.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "tick",
+        "busybox",
+        "sh",
+        "-c",
+        "i=0; while :; do i=$((i+1)); echo $i > /n; sleep 0.05; done",
+    ]);
+    let counter = r.path().join("containers").join(id.trim()).join("upper/n");
+    let read_n = || -> u64 {
+        std::fs::read_to_string(&counter)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let moves = |from: u64| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while read_n() <= from {
+            assert!(
+                Instant::now() < deadline,
+                "the counter never moved past {from}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    moves(0);
+    r.ok(&["pause", "tick"]);
+    assert!(r.ok(&["ps"]).contains("(Paused)"));
+    let inspect: serde_json::Value = serde_json::from_str(&r.ok(&["inspect", "tick"])).unwrap();
+    assert_eq!(inspect[0]["State"]["Status"], "paused");
+    assert_eq!(inspect[0]["State"]["Paused"], true);
+    let frozen_at = read_n();
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(read_n(), frozen_at, "a paused container kept running");
+    let exec = r.run(&["exec", "tick", "true"]);
+    assert!(
+        text(&exec.stderr).contains("paused"),
+        "{}",
+        text(&exec.stderr)
+    );
+    assert!(!r.run(&["pause", "tick"]).status.success(), "paused twice");
+    r.ok(&["unpause", "tick"]);
+    moves(frozen_at);
+    assert!(!r.run(&["unpause", "tick"]).status.success(), "not paused");
+    // A paused container still stops: the signal lands once it thaws.
+    r.ok(&["pause", "tick"]);
+    r.ok(&["stop", "-t", "1", "tick"]);
+    let inspect: serde_json::Value = serde_json::from_str(&r.ok(&["inspect", "tick"])).unwrap();
+    assert_eq!(inspect[0]["State"]["Status"], "exited");
+    assert!(
+        !r.run(&["pause", "tick"]).status.success(),
+        "paused a stopped container"
+    );
+    r.ok(&["rm", "tick"]);
+}

@@ -9,6 +9,9 @@
 //! scheduler/sched-bwc.rst; OCI config-linux.md "Control groups".
 
 pub mod devices;
+mod freezer;
+mod stats;
+mod usage;
 mod values;
 
 use std::io;
@@ -19,6 +22,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use oci_spec::runtime::LinuxResources;
 
+pub use freezer::set_frozen;
+pub use stats::{read_stats, Stats};
+pub use usage::CpuUsage;
 pub use values::{v1_writes, v2_writes, Write};
 
 use crate::{Error, Result};
