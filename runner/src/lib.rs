@@ -71,6 +71,13 @@ pub use spec::{
     DEFAULT_READONLY_PATHS,
 };
 
+/// Checks that a seccomp profile compiles to a filter (as a start would).
+pub fn check_seccomp(profile: &oci_spec::runtime::LinuxSeccomp) -> std::result::Result<(), String> {
+    seccomp::compile(profile)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 /// Hidden entry of the re-executed kiln binary that sets a container up in a
 /// single-threaded process. Called first thing in `main`; returns when this
 /// process is not such a re-exec, and never returns when it is.

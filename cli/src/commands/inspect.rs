@@ -103,6 +103,7 @@ fn container_record(container: &crate::containers::Container) -> Result<serde_js
         "ImageName": r.image,
         "ImageManifestDigest": r.image_digest,
         "LogPath": container.log_path(),
+        "RestartCount": state.restart_count,
         "Config": {
             "Hostname": r.spec.hostname(),
             "User": process.map(|p| format!("{}:{}", p.user().uid(), p.user().gid())),
@@ -111,11 +112,17 @@ fn container_record(container: &crate::containers::Container) -> Result<serde_js
             "WorkingDir": process.map(|p| p.cwd().clone()),
             "Tty": r.tty(),
             "StopSignal": r.stop_signal,
+            "StopTimeout": r.stop_timeout.map(|t| if t == u64::MAX { -1 } else { t as i64 }),
+            "Labels": r.labels,
         },
         "Mounts": r.spec.mounts(),
         "Volumes": r.volumes,
         "HostConfig": {
             "AutoRemove": r.auto_remove,
+            "RestartPolicy": {
+                "Name": if r.restart.name.is_empty() { "no" } else { r.restart.name.as_str() },
+                "MaximumRetryCount": r.restart.max_retries,
+            },
             "Init": r.init,
             "NetworkMode": r.net.mode,
             "Dns": r.net.dns,

@@ -14,6 +14,7 @@ use kiln_runner::Stdio;
 use crate::containers::attach::{self, Hub, Input, Listener};
 use crate::containers::logs::LogWriter;
 use crate::containers::supervise::{self, exit_code_of};
+use crate::containers::Container;
 use crate::ExitStatus;
 
 /// Arguments of the hidden monitor entry.
@@ -35,15 +36,17 @@ pub fn run(root: &std::path::Path, args: &MonitorArgs) -> Result<ExitStatus> {
     let log = LogWriter::open(&container.log_path())?;
     let tty = container.record.tty();
     let open_stdin = container.record.open_stdin && !tty;
-    let (stdin, out, err) = if tty {
-        (Stdio::Null, Stdio::Null, Stdio::Null)
-    } else {
-        let stdin = if open_stdin {
-            Stdio::Piped
+    let stdio = || -> (Stdio, Stdio, Stdio) {
+        if tty {
+            (Stdio::Null, Stdio::Null, Stdio::Null)
         } else {
-            Stdio::Null
-        };
-        (stdin, Stdio::Piped, Stdio::Piped)
+            let stdin = if open_stdin {
+                Stdio::Piped
+            } else {
+                Stdio::Null
+            };
+            (stdin, Stdio::Piped, Stdio::Piped)
+        }
     };
     let listener = match Listener::bind(&container.record.id) {
         Ok(l) => Some(l),
@@ -67,6 +70,7 @@ pub fn run(root: &std::path::Path, args: &MonitorArgs) -> Result<ExitStatus> {
     } else {
         None
     };
+    let (stdin, out, err) = stdio();
     let mut started = match supervise::start(&container, stdin, out, err) {
         Ok(s) => s,
         Err(e) => {
@@ -76,7 +80,65 @@ pub fn run(root: &std::path::Path, args: &MonitorArgs) -> Result<ExitStatus> {
             return Ok(ExitStatus(exit_code_of(&e)));
         }
     };
-    let input = if let Some(master) = &started.child.pty {
+    let hub = early_hub.unwrap_or_else(Hub::new);
+    let mut listener = listener;
+    let mut first = true;
+    let me = std::process::id() as i32;
+    let my_start = crate::containers::process_start_time(me).unwrap_or(0);
+    let mut restarts = 0u32;
+    // docker's backoff: 100 ms, doubled after every restart, at most a
+    // minute, back to 100 ms after a run of 10 s or more.
+    let mut delay = std::time::Duration::from_millis(100);
+    let code = loop {
+        let began = std::time::Instant::now();
+        hub.set_input(input_of(&container, &mut started)?);
+        if let Some(l) = listener.take() {
+            l.serve(hub.clone());
+        }
+        if first {
+            println!("ok");
+            let _ = std::io::stdout().flush();
+            first = false;
+        }
+        let code = pump_and_finish(&container, &log, &hub, started)?;
+        let policy = &container.record.restart;
+        if !policy.wants_restart(code, restarts) || container.stop_requested(me, my_start) {
+            break code;
+        }
+        if began.elapsed() >= std::time::Duration::from_secs(10) {
+            delay = std::time::Duration::from_millis(100);
+        }
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(std::time::Duration::from_secs(60));
+        let lock = containers.lock()?;
+        if !container.dir.exists() || container.stop_requested(me, my_start) {
+            break code;
+        }
+        let (stdin, out, err) = stdio();
+        started = match supervise::start(&container, stdin, out, err) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("restarting container {}: {e:#}", container.record.name);
+                break code;
+            }
+        };
+        restarts += 1;
+        let mut state = container.state()?;
+        state.restart_count = restarts;
+        container.set_state(&state)?;
+        drop(lock);
+    };
+    hub.finish(code as i32);
+    if container.record.auto_remove {
+        let _lock = containers.lock()?;
+        containers.remove_with_volumes(&container)?;
+    }
+    Ok(ExitStatus(code))
+}
+
+/// The input attach clients write to: the pty or the stdin pipe.
+fn input_of(container: &Container, started: &mut supervise::Started) -> Result<Input> {
+    Ok(if let Some(master) = &started.child.pty {
         Input::Terminal(master.try_clone()?)
     } else if let Some(pipe) = started.child.stdin.take() {
         Input::Pipe {
@@ -85,14 +147,17 @@ pub fn run(root: &std::path::Path, args: &MonitorArgs) -> Result<ExitStatus> {
         }
     } else {
         Input::None
-    };
-    let hub = early_hub.unwrap_or_else(Hub::new);
-    hub.set_input(input);
-    if let Some(l) = listener {
-        l.serve(hub.clone());
-    }
-    println!("ok");
-    let _ = std::io::stdout().flush();
+    })
+}
+
+/// Copies the program's output to the log and attach clients until it
+/// ends, then records its exit; returns the exit code.
+fn pump_and_finish(
+    container: &Container,
+    log: &LogWriter,
+    hub: &std::sync::Arc<Hub>,
+    mut started: supervise::Started,
+) -> Result<u8> {
     let mut pumps = Vec::new();
     if let Some(master) = started.child.pty.take() {
         let log = log.clone();
@@ -116,11 +181,5 @@ pub fn run(root: &std::path::Path, args: &MonitorArgs) -> Result<ExitStatus> {
     for pump in pumps {
         let _ = pump.join();
     }
-    let code = supervise::finish(&container, started)?;
-    hub.finish(code as i32);
-    if container.record.auto_remove {
-        let _lock = containers.lock()?;
-        containers.remove_with_volumes(&container)?;
-    }
-    Ok(ExitStatus(code))
+    supervise::finish(container, started)
 }

@@ -25,7 +25,7 @@ pub struct PsArgs {
     pub format: String,
     /// Only containers matching KEY=VALUE: id, name, status
     /// (created|running|exited), exited=CODE, ancestor=IMAGE, network,
-    /// volume. Repeated keys match any value; different keys all must match.
+    /// volume, label=KEY[=VALUE]. Repeated keys match any value; different keys all must match.
     #[arg(short, long = "filter")]
     pub filters: Vec<String>,
     /// Only the newest container (any state).
@@ -40,7 +40,7 @@ pub struct PsArgs {
 }
 
 const FILTER_KEYS: &[&str] = &[
-    "id", "name", "status", "exited", "ancestor", "network", "volume",
+    "id", "name", "status", "exited", "ancestor", "network", "volume", "label",
 ];
 
 /// `--filter` values by key.
@@ -120,6 +120,16 @@ impl Filters {
                                 .iter()
                                 .chain(&r.anonymous_volumes)
                                 .any(|spec| spec == v || spec.split(':').any(|part| part == v))
+                        })
+                }
+                // Unlike the others, every label filter must match (docker).
+                "label" => {
+                    self.0
+                        .iter()
+                        .filter(|(k, _)| k == key)
+                        .all(|(_, v)| match v.split_once('=') {
+                            Some((k, v)) => r.labels.get(k).is_some_and(|have| have == v),
+                            None => r.labels.contains_key(v.as_str()),
                         })
                 }
                 _ => true,
@@ -233,6 +243,7 @@ pub fn run(root: &std::path::Path, args: &PsArgs) -> Result<ExitStatus> {
                 "Status": status_text(&state),
                 "Ports": ports_text(&state),
                 "Names": r.name,
+                "Labels": r.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
             });
             writeln!(out, "{line}")?;
             continue;

@@ -33,10 +33,23 @@ pub fn run(root: &std::path::Path, args: &RmArgs) -> Result<ExitStatus> {
             if !args.force {
                 bail!("cannot remove running container {given}: stop it first or use rm -f");
             }
+            container.request_stop()?;
+            super::stop::signal(&container, Signal::SIGKILL)?;
+            container.wait_stopped(Some(Duration::from_secs(30)))?;
+        } else if args.force {
+            // A --restart monitor waiting to start it again.
+            container.request_stop()?;
+        }
+        let _lock = containers.lock()?;
+        if container.state()?.effective().status == Status::Running {
+            // Its monitor restarted it meanwhile (--restart).
+            if !args.force {
+                bail!("cannot remove running container {given}: stop it first or use rm -f");
+            }
+            container.request_stop()?;
             super::stop::signal(&container, Signal::SIGKILL)?;
             container.wait_stopped(Some(Duration::from_secs(30)))?;
         }
-        let _lock = containers.lock()?;
         if args.volumes {
             containers.remove_with_volumes(&container)?;
         } else {

@@ -46,6 +46,49 @@ pub struct CreateArgs {
     /// Read environment variables from a file (KEY=VALUE lines).
     #[arg(long)]
     pub env_file: Vec<PathBuf>,
+    /// Set a label: KEY=VALUE (or KEY, an empty value).
+    #[arg(short, long = "label")]
+    pub label: Vec<String>,
+    /// Read labels from a file (KEY=VALUE lines, # comments).
+    #[arg(long)]
+    pub label_file: Vec<PathBuf>,
+    /// Signal that `stop` sends first (default: the image's STOPSIGNAL, else SIGTERM).
+    #[arg(long)]
+    pub stop_signal: Option<String>,
+    /// Seconds `stop` waits before SIGKILL (default 10).
+    #[arg(long)]
+    pub stop_timeout: Option<i64>,
+    /// Resource limit of the container's processes: NAME=SOFT[:HARD]
+    /// (nofile, nproc, core, stack, ...; -1 for unlimited).
+    #[arg(long)]
+    pub ulimit: Vec<String>,
+    /// Size of /dev/shm (e.g. 128m; default 64m).
+    #[arg(long)]
+    pub shm_size: Option<String>,
+    /// Security options: no-new-privileges[=true|false],
+    /// seccomp=unconfined|PROFILE.json, apparmor=PROFILE, label=...
+    #[arg(long)]
+    pub security_opt: Vec<String>,
+    /// Set a namespaced kernel parameter: KEY=VALUE (net.*, kernel.shm*,
+    /// kernel.msg*, kernel.sem, fs.mqueue.*).
+    #[arg(long)]
+    pub sysctl: Vec<String>,
+    /// Another group for the container's processes (name in the image or gid).
+    #[arg(long)]
+    pub group_add: Vec<String>,
+    /// Pull the image: missing (when not in the store), always, never.
+    #[arg(long, default_value = "missing")]
+    pub pull: String,
+    /// Platform of the image, os/arch[/variant]: only this host's.
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Expose a port or range, PORT[-PORT][/tcp|udp] (published by -P).
+    #[arg(long)]
+    pub expose: Vec<String>,
+    /// Restart policy: no, always, on-failure[:N], unless-stopped (kept by
+    /// the container's monitor: `run -d`, `run -it`, `start`).
+    #[arg(long, default_value = "no")]
+    pub restart: String,
     /// Working directory inside the container.
     #[arg(short, long)]
     pub workdir: Option<String>,
@@ -64,6 +107,10 @@ pub struct CreateArgs {
     /// Mount an empty tmpfs at this directory.
     #[arg(long)]
     pub tmpfs: Vec<String>,
+    /// Mount: type=bind|volume|tmpfs,source=..,target=..[,readonly]
+    /// [,bind-propagation=..][,volume-nocopy][,tmpfs-size=..][,tmpfs-mode=..].
+    #[arg(long)]
+    pub mount: Vec<String>,
     /// Mount the root filesystem read-only.
     #[arg(long)]
     pub read_only: bool,
@@ -168,6 +215,15 @@ pub fn run(
     kiln_runner::timing::mark("store open");
     let containers = containers_of(root);
     let detach_keys = attach::parse_detach_keys(&args.detach_keys)?;
+    let monitored = args.detach || (args.create.tty && args.create.interactive);
+    if !monitored
+        && crate::containers::RestartPolicy::parse(&args.create.restart).is_ok_and(|p| p.restarts())
+    {
+        bail!(
+            "--restart {} needs -d (or -it): the container's monitor restarts it",
+            args.create.restart
+        );
+    }
     let container = create(&store, registries, &containers, &args.create, args.detach)?;
     drop(store);
     if args.detach {
@@ -428,8 +484,13 @@ fn image_accounts(lowers: &[PathBuf]) -> Accounts {
 }
 
 fn read_env_file(path: &PathBuf) -> Result<Vec<String>> {
+    read_kv_file(path, "env")
+}
+
+/// The KEY=VALUE lines of an env or label file (blank lines and # comments skipped).
+fn read_kv_file(path: &PathBuf, what: &str) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading env file {}", path.display()))?;
+        .with_context(|| format!("reading {what} file {}", path.display()))?;
     Ok(text
         .lines()
         .map(str::trim)
@@ -491,16 +552,30 @@ fn options(
             source,
             target: target.to_string(),
             readonly,
+            propagation: None,
         });
     }
+    let mut nocopy = Vec::new();
+    for m in &args.mount {
+        mounts.push(parse_mount(
+            m,
+            containers,
+            &mut volumes,
+            &mut anonymous,
+            &mut nocopy,
+        )?);
+    }
     for t in &args.tmpfs {
-        let target = t.split(':').next().unwrap_or(t);
-        if !target.starts_with('/') {
-            bail!("invalid tmpfs {t:?}: the container path must be absolute");
+        mounts.push(parse_tmpfs(t)?);
+    }
+    for (i, m) in mounts.iter().enumerate() {
+        let target = m.target().trim_end_matches('/');
+        if mounts[..i]
+            .iter()
+            .any(|o| o.target().trim_end_matches('/') == target)
+        {
+            bail!("duplicate mount point: {}", m.target());
         }
-        mounts.push(MountRequest::Tmpfs {
-            target: target.to_string(),
-        });
     }
     if let Some(cpus) = args.cpus {
         let available = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
@@ -508,35 +583,466 @@ fn options(
             bail!("--cpus {cpus}: the range of CPUs is from 0.01 to {available}");
         }
     }
+    if let Some(signal) = &args.stop_signal {
+        crate::commands::stop::parse_signal(signal)
+            .map_err(|_| anyhow::anyhow!("invalid --stop-signal {signal:?}: not a signal"))?;
+    }
+    for e in &args.expose {
+        crate::containers::net::expose_ports(e)?;
+    }
+    let restart = crate::containers::RestartPolicy::parse(&args.restart)?;
+    if restart.restarts() && args.rm {
+        bail!("conflicting options: --restart {} and --rm", args.restart);
+    }
+    if !["missing", "always", "never"].contains(&args.pull.as_str()) {
+        bail!(
+            "invalid --pull {:?}: use missing, always or never",
+            args.pull
+        );
+    }
+    if let Some(p) = &args.platform {
+        check_platform(p)?;
+    }
+    if let Some(t) = args.stop_timeout {
+        if t < -1 {
+            bail!("invalid --stop-timeout {t}: use seconds, or -1 to wait forever");
+        }
+    }
     if let Some(limit) = args.pids_limit {
         if limit == 0 || limit < -1 {
             bail!("--pids-limit {limit}: use a positive number or -1 for unlimited");
         }
     }
-    Ok((
-        RunOptions {
-            command: args.command().to_vec(),
-            entrypoint: args.entrypoint.clone(),
-            env,
-            workdir: args.workdir.clone(),
-            user: args.user.clone(),
-            hostname: args.hostname.clone(),
-            tty: args.tty,
-            read_only: args.read_only,
-            memory: args.memory.as_deref().map(spec::parse_memory).transpose()?,
-            cpus: args.cpus,
-            pids_limit: args.pids_limit,
-            cap_add: args.cap_add.clone(),
-            cap_drop: args.cap_drop.clone(),
-            privileged: args.privileged,
-            network,
-            mounts,
-            host_capabilities: host_capabilities(),
-            devices: devices(args)?,
+    let mut run_options = RunOptions {
+        command: args.command().to_vec(),
+        entrypoint: args.entrypoint.clone(),
+        env,
+        workdir: args.workdir.clone(),
+        user: args.user.clone(),
+        hostname: args.hostname.clone(),
+        tty: args.tty,
+        read_only: args.read_only,
+        memory: args.memory.as_deref().map(spec::parse_memory).transpose()?,
+        cpus: args.cpus,
+        pids_limit: args.pids_limit,
+        cap_add: args.cap_add.clone(),
+        cap_drop: args.cap_drop.clone(),
+        privileged: args.privileged,
+        network,
+        mounts,
+        host_capabilities: host_capabilities(),
+        devices: devices(args)?,
+        ulimits: args
+            .ulimit
+            .iter()
+            .map(|u| parse_ulimit(u))
+            .collect::<Result<_>>()?,
+        shm_size: match &args.shm_size {
+            None => None,
+            Some(text) => match parse_bytes(text) {
+                Ok(0) | Err(_) => {
+                    bail!("invalid --shm-size {text:?}: use a positive size such as 64m")
+                }
+                Ok(n) => Some(n),
+            },
         },
-        volumes,
-        anonymous,
-    ))
+        volume_nocopy: nocopy,
+        ..RunOptions::default()
+    };
+    security_options(args, &mut run_options)?;
+    Ok((run_options, volumes, anonymous))
+}
+
+/// A size in bytes as docker reads one: a number with an optional b, k, m,
+/// g or t suffix (powers of 1024, `kb`/`mb`/... alike).
+pub fn parse_bytes(text: &str) -> Result<u64> {
+    let lower = text.trim().to_ascii_lowercase();
+    let (number, unit) = match lower.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => lower.split_at(i),
+        None => (lower.as_str(), ""),
+    };
+    let factor: f64 = match unit.strip_suffix('b').unwrap_or(unit) {
+        "" => 1.0,
+        "k" => 1024.0,
+        "m" => 1024.0 * 1024.0,
+        "g" => 1024.0 * 1024.0 * 1024.0,
+        "t" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => bail!("invalid size {text:?}: use a number with b, k, m, g or t"),
+    };
+    let value: f64 = match number.parse() {
+        Ok(v) if number.chars().next().is_some_and(|c| c.is_ascii_digit()) => v,
+        _ => bail!("invalid size {text:?}: use a number with b, k, m, g or t"),
+    };
+    Ok((value * factor) as u64)
+}
+
+/// `--tmpfs PATH[:OPTIONS]`: OPTIONS a comma list of ro, rw, exec, noexec,
+/// suid, nosuid, dev, nodev, size=SIZE, mode=OCTAL, uid=N, gid=N, nr_inodes=N.
+fn parse_tmpfs(given: &str) -> Result<MountRequest> {
+    let (target, opts) = given.split_once(':').unwrap_or((given, ""));
+    if !target.starts_with('/') {
+        bail!("invalid tmpfs {given:?}: the container path must be absolute");
+    }
+    let (mut size, mut mode, mut readonly, mut options) = (None, None, false, Vec::new());
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        match o.split_once('=') {
+            None if o == "ro" => readonly = true,
+            None if o == "rw" => readonly = false,
+            None if ["exec", "noexec", "suid", "nosuid", "dev", "nodev"].contains(&o) => {
+                options.push(o.to_string())
+            }
+            Some(("size", v)) => {
+                size = Some(parse_bytes(v).with_context(|| format!("invalid tmpfs {given:?}"))?)
+            }
+            Some(("mode", v)) => {
+                mode = Some(
+                    u32::from_str_radix(v, 8)
+                        .ok()
+                        .filter(|m| *m <= 0o7777)
+                        .ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "invalid tmpfs {given:?}: mode {v:?} is not an octal mode"
+                            )
+                        })?,
+                )
+            }
+            Some((k @ ("uid" | "gid" | "nr_inodes"), v)) => {
+                if v.parse::<u64>().is_err() {
+                    bail!("invalid tmpfs {given:?}: {k} {v:?} is not a number");
+                }
+                options.push(o.to_string());
+            }
+            _ => bail!("invalid tmpfs {given:?}: unknown option {o:?}"),
+        }
+    }
+    Ok(MountRequest::Tmpfs {
+        target: target.to_string(),
+        size,
+        mode,
+        readonly,
+        options,
+    })
+}
+
+/// A boolean mount option as docker reads it (`ro`, `ro=true`, `ro=0`, ...).
+fn mount_bool(given: &str, key: &str, value: Option<&str>) -> Result<bool> {
+    match value.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("true") | Some("1") => Ok(true),
+        Some("false") | Some("0") => Ok(false),
+        Some(v) => bail!("invalid mount {given:?}: invalid value for {key}: {v}"),
+    }
+}
+
+/// Parses one `--mount` (docker's CSV of key=value fields) into a mount
+/// request; named volumes go to `volumes`, new anonymous ones to `anonymous`.
+fn parse_mount(
+    given: &str,
+    containers: &Containers,
+    volumes: &mut Vec<String>,
+    anonymous: &mut Vec<String>,
+    nocopy_targets: &mut Vec<String>,
+) -> Result<MountRequest> {
+    let mut typ = "volume".to_string();
+    let mut source: Option<String> = None;
+    let mut target: Option<String> = None;
+    let mut readonly = false;
+    let mut propagation: Option<String> = None;
+    let mut tmpfs_size: Option<u64> = None;
+    let mut tmpfs_mode: Option<u32> = None;
+    let mut nocopy = false;
+    let mut typed_keys: Vec<&str> = Vec::new();
+    for field in given.split(',') {
+        let (key, value) = match field.split_once('=') {
+            Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v.trim())),
+            None => (field.trim().to_ascii_lowercase(), None),
+        };
+        let need = |what: &str| -> Result<&str> {
+            value
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| anyhow::anyhow!("invalid mount {given:?}: {what} needs a value"))
+        };
+        match key.as_str() {
+            "type" => typ = need("type")?.to_string(),
+            "source" | "src" => source = Some(need("source")?.to_string()),
+            "target" | "destination" | "dst" => target = Some(need("target")?.to_string()),
+            "readonly" | "ro" => readonly = mount_bool(given, &key, value)?,
+            "consistency" => {}
+            "bind-propagation" => {
+                let p = need("bind-propagation")?;
+                if ![
+                    "private", "rprivate", "shared", "rshared", "slave", "rslave",
+                ]
+                .contains(&p)
+                {
+                    bail!("invalid mount {given:?}: invalid bind-propagation {p:?}: use [r]private, [r]shared or [r]slave");
+                }
+                propagation = Some(p.to_string());
+                typed_keys.push("bind-propagation");
+            }
+            "volume-nocopy" => {
+                nocopy = mount_bool(given, &key, value)?;
+                typed_keys.push("volume-nocopy");
+            }
+            "tmpfs-size" => {
+                tmpfs_size = Some(
+                    parse_bytes(need("tmpfs-size")?)
+                        .with_context(|| format!("invalid mount {given:?}"))?,
+                );
+                typed_keys.push("tmpfs-size");
+            }
+            "tmpfs-mode" => {
+                let m = need("tmpfs-mode")?;
+                tmpfs_mode = Some(
+                    u32::from_str_radix(m, 8)
+                        .ok()
+                        .filter(|m| *m <= 0o7777)
+                        .ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "invalid mount {given:?}: tmpfs-mode {m:?} is not an octal mode"
+                            )
+                        })?,
+                );
+                typed_keys.push("tmpfs-mode");
+            }
+            "" => bail!("invalid mount {given:?}: empty field"),
+            other => bail!("invalid mount {given:?}: unexpected key '{other}'"),
+        }
+    }
+    let Some(target) = target else {
+        bail!("invalid mount {given:?}: target is required");
+    };
+    if !target.starts_with('/') {
+        bail!("invalid mount {given:?}: the target {target:?} is not an absolute path");
+    }
+    let allowed: &[&str] = match typ.as_str() {
+        "bind" => &["bind-propagation"],
+        "volume" => &["volume-nocopy"],
+        "tmpfs" => &["tmpfs-size", "tmpfs-mode"],
+        other => {
+            bail!("invalid mount {given:?}: unknown type {other:?}: use bind, volume or tmpfs")
+        }
+    };
+    if let Some(key) = typed_keys.iter().find(|k| !allowed.contains(k)) {
+        bail!("invalid mount {given:?}: {key} cannot be used with type {typ}");
+    }
+    if nocopy {
+        nocopy_targets.push(target.clone());
+    }
+    Ok(match typ.as_str() {
+        "bind" => {
+            let Some(source) = source else {
+                bail!("invalid mount {given:?}: source is required for a bind mount");
+            };
+            if !source.starts_with('/') {
+                bail!(
+                    "invalid mount {given:?}: the bind source {source:?} is not an absolute path"
+                );
+            }
+            let source = std::fs::canonicalize(&source).map_err(|_| {
+                anyhow::anyhow!(
+                    "invalid mount {given:?}: bind source path does not exist: {source}"
+                )
+            })?;
+            MountRequest::Bind {
+                source,
+                target,
+                readonly,
+                propagation,
+            }
+        }
+        "volume" => match source {
+            None => {
+                let mut mount = anonymous_volume(containers, &target, anonymous);
+                if let MountRequest::Bind { readonly: ro, .. } = &mut mount {
+                    *ro = readonly;
+                }
+                mount
+            }
+            Some(name) => {
+                if !names::is_valid(&name) {
+                    bail!("invalid mount {given:?}: invalid volume name {name:?}");
+                }
+                if !volumes.contains(&name) {
+                    volumes.push(name.clone());
+                }
+                MountRequest::Bind {
+                    source: containers.volumes_dir().join(&name).join("_data"),
+                    target,
+                    readonly,
+                    propagation: None,
+                }
+            }
+        },
+        _ => {
+            if source.is_some() {
+                bail!("invalid mount {given:?}: source is not supported for tmpfs");
+            }
+            MountRequest::Tmpfs {
+                target,
+                size: tmpfs_size,
+                mode: tmpfs_mode,
+                readonly,
+                options: Vec::new(),
+            }
+        }
+    })
+}
+
+/// The labels of `--label-file` then `--label` (later ones win).
+fn flag_labels(args: &CreateArgs) -> Result<Vec<(String, String)>> {
+    let mut given = Vec::new();
+    for file in &args.label_file {
+        given.extend(read_kv_file(file, "label")?);
+    }
+    given.extend(args.label.iter().cloned());
+    given
+        .into_iter()
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+            if k.trim().is_empty() {
+                bail!("invalid label {l:?}: the key is empty");
+            }
+            Ok((k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// `--ulimit NAME=SOFT[:HARD]` as docker reads it: rlimit names without
+/// RLIMIT_, -1 for unlimited, the hard limit the soft one when not given.
+fn parse_ulimit(given: &str) -> Result<spec::Ulimit> {
+    const NAMES: &[&str] = &[
+        "as",
+        "core",
+        "cpu",
+        "data",
+        "fsize",
+        "locks",
+        "memlock",
+        "msgqueue",
+        "nice",
+        "nofile",
+        "nproc",
+        "rss",
+        "rtprio",
+        "rttime",
+        "sigpending",
+        "stack",
+    ];
+    let Some((name, limits)) = given.split_once('=') else {
+        bail!("invalid ulimit {given:?}: use NAME=SOFT[:HARD]");
+    };
+    if !NAMES.contains(&name) {
+        bail!(
+            "invalid ulimit {given:?}: unknown name {name:?}: use one of {}",
+            NAMES.join(", ")
+        );
+    }
+    let number = |t: &str| -> Result<u64> {
+        match t.parse::<i64>() {
+            Ok(-1) => Ok(u64::MAX),
+            Ok(n) if n >= 0 => Ok(n as u64),
+            _ => bail!("invalid ulimit {given:?}: {t:?} is not a limit (a number or -1)"),
+        }
+    };
+    let (soft, hard) = match limits.split_once(':') {
+        Some((s, h)) => (number(s)?, number(h)?),
+        None => (number(limits)?, number(limits)?),
+    };
+    if soft > hard {
+        bail!("invalid ulimit {given:?}: the soft limit is above the hard limit");
+    }
+    Ok(spec::Ulimit {
+        name: name.to_string(),
+        soft,
+        hard,
+    })
+}
+
+/// `--platform`: this host's only (running another would need emulation).
+fn check_platform(text: &str) -> Result<()> {
+    let host = kiln_registry::Platform::host();
+    let platform = kiln_registry::Platform::parse(text)
+        .map_err(|e| anyhow::anyhow!("invalid --platform {text:?}: {e}"))?;
+    if platform.os != host.os || platform.architecture != host.architecture {
+        bail!("--platform {text}: kiln runs only this host's platform ({host}); {platform} would need emulation");
+    }
+    Ok(())
+}
+
+/// Whether the host runs the Linux security module `name` (apparmor, selinux).
+fn host_has_lsm(name: &str) -> bool {
+    let listed = std::fs::read_to_string("/sys/kernel/security/lsm")
+        .is_ok_and(|l| l.split(',').any(|m| m.trim() == name));
+    listed
+        || match name {
+            "apparmor" => std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+                .is_ok_and(|v| v.trim() == "Y"),
+            _ => std::path::Path::new("/sys/fs/selinux/enforce").exists(),
+        }
+}
+
+/// Applies the `--security-opt`s to `options`.
+fn security_options(args: &CreateArgs, options: &mut RunOptions) -> Result<()> {
+    for given in &args.security_opt {
+        // docker also takes the old `key:value` spelling.
+        let (key, value) = match given.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => match given.split_once(':') {
+                Some((k, v)) => (k, Some(v)),
+                None => (given.as_str(), None),
+            },
+        };
+        match (key, value) {
+            ("no-new-privileges", None) => options.no_new_privileges = Some(true),
+            ("no-new-privileges", Some(v)) => {
+                options.no_new_privileges = match v {
+                    "true" | "1" => Some(true),
+                    "false" | "0" => Some(false),
+                    _ => bail!("invalid --security-opt {given:?}: no-new-privileges takes true or false"),
+                }
+            }
+            ("seccomp", Some("unconfined")) => options.seccomp = spec::Seccomp::Unconfined,
+            ("seccomp", Some(path)) if !path.is_empty() => {
+                let text = std::fs::read(path).map_err(|e| {
+                    anyhow::anyhow!("invalid --security-opt {given:?}: reading {path}: {e}")
+                })?;
+                let profile: serde_json::Value = serde_json::from_slice(&text).map_err(|e| {
+                    anyhow::anyhow!("invalid --security-opt {given:?}: {path} is not JSON: {e}")
+                })?;
+                options.seccomp = spec::Seccomp::Profile(profile);
+            }
+            ("apparmor", Some(v)) if !v.is_empty() => {
+                if host_has_lsm("apparmor") {
+                    bail!("--security-opt {given:?}: kiln cannot apply AppArmor profiles");
+                }
+                eprintln!("kiln: warning: --security-opt {given} ignored: this host has no AppArmor");
+            }
+            ("label", Some(v))
+                if ["user:", "role:", "type:", "level:", "filetype:"]
+                    .iter()
+                    .any(|p| v.starts_with(p) && v.len() > p.len())
+                    || v == "disable"
+                    || v == "nested" =>
+            {
+                if host_has_lsm("selinux") {
+                    bail!("--security-opt {given:?}: kiln cannot apply SELinux labels");
+                }
+                eprintln!("kiln: warning: --security-opt {given} ignored: this host has no SELinux");
+            }
+            _ => bail!(
+                "invalid --security-opt {given:?}: use no-new-privileges[=true|false], seccomp=unconfined|PROFILE.json, apparmor=PROFILE or label=..."
+            ),
+        }
+    }
+    for given in &args.sysctl {
+        let Some((k, v)) = given.split_once('=') else {
+            bail!("invalid --sysctl {given:?}: use KEY=VALUE");
+        };
+        spec::check_sysctl(k, options.network)?;
+        options.sysctls.push((k.to_string(), v.to_string()));
+    }
+    options.group_add = args.group_add.clone();
+    Ok(())
 }
 
 /// A new anonymous volume (named by a random id) mounted at `target`.
@@ -552,6 +1058,7 @@ fn anonymous_volume(
         source,
         target: target.to_string(),
         readonly: false,
+        propagation: None,
     }
 }
 
@@ -688,7 +1195,17 @@ pub fn create(
     }
     // Flags are checked before anything is pulled or made.
     let (mut options, volumes, mut anonymous) = options(args, containers)?;
-    let image = crate::commands::pull::ensure_image(store, registries, args.image(), false)?;
+    let flag_labels = flag_labels(args)?;
+    if let Some(p) = &args.platform {
+        check_platform(p)?;
+    }
+    let image = match args.pull.as_str() {
+        "missing" => crate::commands::pull::ensure_image(store, registries, args.image(), false)?,
+        "always" => crate::commands::pull::pull_image(store, registries, args.image(), false)?,
+        "never" => crate::commands::find_image(store, args.image())
+            .with_context(|| format!("--pull never: image {} is not in the store", args.image()))?,
+        other => bail!("invalid --pull {other:?}: use missing, always or never"),
+    };
     kiln_runner::timing::mark("image resolved");
     let lowers = store
         .ensure_snapshots(&image)
@@ -698,11 +1215,10 @@ pub fn create(
     let config = image.config.config().as_ref();
     // The image's VOLUMEs that no flag mounts get anonymous volumes.
     for path in config.and_then(|c| c.volumes().clone()).unwrap_or_default() {
-        let covered = options.mounts.iter().any(|m| match m {
-            MountRequest::Bind { target, .. } | MountRequest::Tmpfs { target } => {
-                target.trim_end_matches('/') == path.trim_end_matches('/')
-            }
-        });
+        let covered = options
+            .mounts
+            .iter()
+            .any(|m| m.target().trim_end_matches('/') == path.trim_end_matches('/'));
         if !covered && path.starts_with('/') {
             let mount = anonymous_volume(containers, &path, &mut anonymous);
             options.mounts.push(mount);
@@ -710,6 +1226,13 @@ pub fn create(
     }
     let spec = spec::build(&id, config, &options, &image_accounts(&lowers))?;
     kiln_runner::timing::mark("spec built");
+    if let spec::Seccomp::Profile(_) = &options.seccomp {
+        let profile = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+        if let Some(profile) = profile {
+            kiln_runner::check_seccomp(profile)
+                .map_err(|e| anyhow::anyhow!("the seccomp profile does not compile: {e}"))?;
+        }
+    }
     let net = crate::containers::net::settings(&root_of(containers), args, config)?;
     kiln_runner::timing::mark("net settings");
     let _lock = containers.lock()?;
@@ -742,12 +1265,26 @@ pub fn create(
         created: Utc::now(),
         init: args.init,
         auto_remove: args.rm,
-        stop_signal: config.and_then(|c| c.stop_signal().clone()),
+        stop_signal: args
+            .stop_signal
+            .clone()
+            .or_else(|| config.and_then(|c| c.stop_signal().clone())),
         volumes,
         net,
         anonymous_volumes: anonymous,
         open_stdin: args.interactive,
         stdin_once: args.interactive && !detach,
+        labels: config
+            .and_then(|c| c.labels().clone())
+            .unwrap_or_default()
+            .into_iter()
+            .chain(flag_labels)
+            .collect(),
+        stop_timeout: args
+            .stop_timeout
+            .map(|t| if t < 0 { u64::MAX } else { t as u64 }),
+        volume_nocopy: options.volume_nocopy.clone(),
+        restart: crate::containers::RestartPolicy::parse(&args.restart)?,
     };
     let created = containers.create(&record);
     kiln_runner::timing::mark("container created");
@@ -765,4 +1302,31 @@ pub fn run_create(
     let container = create(&store, registries, &containers_of(root), args, false)?;
     println!("{}", container.record.id);
     Ok(ExitStatus::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ulimits_parse_as_docker() {
+        let u = parse_ulimit("nofile=100:200").unwrap();
+        assert_eq!((u.name.as_str(), u.soft, u.hard), ("nofile", 100, 200));
+        let u = parse_ulimit("core=-1").unwrap();
+        assert_eq!((u.soft, u.hard), (u64::MAX, u64::MAX));
+        for bad in ["nofile", "bogus=1", "nofile=2:1", "nofile=x", "nofile=-2"] {
+            assert!(parse_ulimit(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sizes_parse_as_docker() {
+        assert_eq!(parse_bytes("64m").unwrap(), 64 << 20);
+        assert_eq!(parse_bytes("1kb").unwrap(), 1024);
+        assert_eq!(parse_bytes("512").unwrap(), 512);
+        assert_eq!(parse_bytes("1G").unwrap(), 1 << 30);
+        for bad in ["", "m", "lots", "1x", "-1m"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -14,9 +14,10 @@ use crate::ExitStatus;
 /// Arguments of `kiln stop` and `kiln restart`.
 #[derive(Debug, Args)]
 pub struct StopArgs {
-    /// Seconds to wait after the stop signal before SIGKILL.
-    #[arg(short, long, default_value_t = 10)]
-    pub time: u64,
+    /// Seconds to wait after the stop signal before SIGKILL (default: the
+    /// container's --stop-timeout, else 10; -1 waits forever).
+    #[arg(short, long, allow_negative_numbers = true)]
+    pub time: Option<i64>,
     /// Containers: names or ids.
     #[arg(required = true)]
     pub containers: Vec<String>,
@@ -51,17 +52,37 @@ pub fn signal(container: &Container, signal: Signal) -> Result<bool> {
     Ok(true)
 }
 
-/// Stops one container and waits until it exited.
-pub fn stop(container: &Container, grace: Duration) -> Result<()> {
+/// The grace period of `stop -t`, else the container's `--stop-timeout`, else 10 s.
+pub fn grace(container: &Container, time: Option<i64>) -> Option<Duration> {
+    let secs = match time {
+        Some(t) if t < 0 => return None,
+        Some(t) => t as u64,
+        None => match container.record.stop_timeout {
+            Some(u64::MAX) => return None,
+            Some(t) => t,
+            None => 10,
+        },
+    };
+    Some(Duration::from_secs(secs))
+}
+
+/// Stops one container and waits until it exited (`grace` `None`: no SIGKILL).
+pub fn stop(container: &Container, grace: Option<Duration>) -> Result<()> {
     let first = match &container.record.stop_signal {
         Some(s) => parse_signal(s)?,
         None => Signal::SIGTERM,
     };
+    {
+        // Under the lock: a --restart monitor is not between its check and a start.
+        let dir = container.dir.parent().context("container directory")?;
+        let _lock = crate::containers::Containers::new(dir.to_path_buf()).lock()?;
+        container.request_stop()?;
+    }
     if !signal(container, first)? {
         container.wait_stopped(Some(Duration::from_secs(5)))?;
         return Ok(());
     }
-    if container.wait_stopped(Some(grace))?.is_none() {
+    if container.wait_stopped(grace)?.is_none() {
         signal(container, Signal::SIGKILL)?;
         container
             .wait_stopped(None)?
@@ -74,7 +95,7 @@ pub fn run(root: &std::path::Path, args: &StopArgs) -> Result<ExitStatus> {
     let containers = super::run::containers_of(root);
     for given in &args.containers {
         let container = containers.find(given)?;
-        stop(&container, Duration::from_secs(args.time))?;
+        stop(&container, grace(&container, args.time))?;
         println!("{given}");
     }
     Ok(ExitStatus::SUCCESS)
@@ -84,7 +105,7 @@ pub fn restart(root: &std::path::Path, args: &StopArgs) -> Result<ExitStatus> {
     let containers = super::run::containers_of(root);
     for given in &args.containers {
         let container = containers.find(given)?;
-        stop(&container, Duration::from_secs(args.time))?;
+        stop(&container, grace(&container, args.time))?;
         if container.state()?.effective().status == Status::Running {
             anyhow::bail!("container {given} did not stop");
         }

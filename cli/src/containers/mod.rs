@@ -66,6 +66,71 @@ pub struct Record {
     /// (docker's StdinOnce: `-i` without `-d`).
     #[serde(default)]
     pub stdin_once: bool,
+    /// The image's labels with `--label`/`--label-file` over them.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Seconds `stop` waits after the stop signal (`--stop-timeout`);
+    /// `None`: 10, docker's default.
+    #[serde(default)]
+    pub stop_timeout: Option<u64>,
+    /// Volume mount targets that skip the copy of the image's directory
+    /// (`--mount ...,volume-nocopy`).
+    #[serde(default)]
+    pub volume_nocopy: Vec<String>,
+    /// `--restart` policy, followed by the monitor of a detached container.
+    #[serde(default)]
+    pub restart: RestartPolicy,
+}
+
+/// docker's restart policies.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartPolicy {
+    /// no, always, on-failure or unless-stopped ("" is no).
+    pub name: String,
+    /// on-failure's limit (0: none).
+    pub max_retries: u32,
+}
+
+impl RestartPolicy {
+    /// Parses `no|always|on-failure[:N]|unless-stopped`.
+    pub fn parse(text: &str) -> Result<RestartPolicy> {
+        let (name, count) = match text.split_once(':') {
+            Some((n, c)) => (n, Some(c)),
+            None => (text, None),
+        };
+        let max_retries = match (name, count) {
+            ("on-failure", Some(c)) => match c.parse::<u32>() {
+                Ok(n) => n,
+                Err(_) => bail!("invalid --restart {text:?}: {c:?} is not a retry count"),
+            },
+            (_, Some(_)) => {
+                bail!("invalid --restart {text:?}: only on-failure takes a retry count")
+            }
+            _ => 0,
+        };
+        if !["no", "always", "on-failure", "unless-stopped"].contains(&name) {
+            bail!("invalid --restart {text:?}: use no, always, on-failure[:N] or unless-stopped");
+        }
+        Ok(RestartPolicy {
+            name: name.to_string(),
+            max_retries,
+        })
+    }
+
+    /// Whether the policy restarts at all.
+    pub fn restarts(&self) -> bool {
+        !self.name.is_empty() && self.name != "no"
+    }
+
+    /// Whether a program that exited with `code` after `restarts` restarts
+    /// should be started again.
+    pub fn wants_restart(&self, code: u8, restarts: u32) -> bool {
+        match self.name.as_str() {
+            "always" | "unless-stopped" => true,
+            "on-failure" => code != 0 && (self.max_retries == 0 || restarts < self.max_retries),
+            _ => false,
+        }
+    }
 }
 
 impl Record {
@@ -145,6 +210,9 @@ pub struct State {
     /// Published ports while it runs.
     #[serde(default)]
     pub ports: Vec<kiln_runner::network::PortMapping>,
+    /// How often its monitor restarted it (`--restart`).
+    #[serde(default)]
+    pub restart_count: u32,
     /// Its processes are frozen (`kiln pause`).
     #[serde(default)]
     pub paused: bool,
@@ -199,6 +267,26 @@ impl Container {
     }
     pub fn rootfs(&self) -> PathBuf {
         self.dir.join("rootfs")
+    }
+
+    /// Tells the container's current monitor not to restart it (`stop`,
+    /// `rm -f`): a file naming that monitor's pid.
+    pub fn request_stop(&self) -> Result<()> {
+        let state = self.state()?;
+        if state.monitor_pid > 0 && self.record.restart.restarts() {
+            write_file(
+                &self.dir.join("stop-requested"),
+                format!("{} {}", state.monitor_pid, state.monitor_start).as_bytes(),
+                false,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Whether `stop` asked the monitor `pid` (started at `start`) to end.
+    pub fn stop_requested(&self, pid: i32, start: u64) -> bool {
+        std::fs::read_to_string(self.dir.join("stop-requested"))
+            .is_ok_and(|t| t == format!("{pid} {start}"))
     }
 
     /// Its cgroup, below the cgroup root (`kiln/<id>`).
@@ -496,4 +584,25 @@ pub fn private_mount_namespace() -> Result<()> {
         None::<&str>,
     )
     .context("making mounts private")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RestartPolicy;
+
+    #[test]
+    fn restart_policies_parse_and_decide() {
+        let p = RestartPolicy::parse("on-failure:2").unwrap();
+        assert_eq!((p.name.as_str(), p.max_retries), ("on-failure", 2));
+        assert!(p.wants_restart(1, 1));
+        assert!(!p.wants_restart(1, 2));
+        assert!(!p.wants_restart(0, 0));
+        let always = RestartPolicy::parse("always").unwrap();
+        assert!(always.restarts() && always.wants_restart(0, 1000));
+        assert!(!RestartPolicy::parse("no").unwrap().restarts());
+        assert!(!RestartPolicy::default().restarts());
+        for bad in ["sometimes", "always:2", "on-failure:x", "on-failure:-1"] {
+            assert!(RestartPolicy::parse(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -85,6 +85,28 @@ pub fn parse_publish(text: &str) -> Result<PortRequest> {
     })
 }
 
+/// `--expose PORT[-PORT][/PROTO]`: the ports it names, as `PORT/PROTO`.
+pub fn expose_ports(text: &str) -> Result<Vec<String>> {
+    let (ports, proto) = text.split_once('/').unwrap_or((text, "tcp"));
+    if !["tcp", "udp"].contains(&proto) {
+        bail!("invalid --expose {text:?}: the protocol must be tcp or udp");
+    }
+    let port = |p: &str| -> Result<u16> {
+        match p.parse::<u16>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => bail!("invalid --expose {text:?}: {p:?} is not a port number (1-65535)"),
+        }
+    };
+    let (first, last) = match ports.split_once('-') {
+        Some((a, b)) => (port(a)?, port(b)?),
+        None => (port(ports)?, port(ports)?),
+    };
+    if first > last {
+        bail!("invalid --expose {text:?}: the range ends before it starts");
+    }
+    Ok((first..=last).map(|p| format!("{p}/{proto}")).collect())
+}
+
 /// Checks the network flags and turns them into settings (nothing is made).
 pub fn settings(root: &Path, args: &CreateArgs, config: Option<&Config>) -> Result<NetSettings> {
     let mode = args.network.clone();
@@ -93,10 +115,16 @@ pub fn settings(root: &Path, args: &CreateArgs, config: Option<&Config>) -> Resu
         .iter()
         .map(|p| parse_publish(p))
         .collect::<Result<Vec<_>>>()?;
+    let mut flag_exposed = Vec::new();
+    for e in &args.expose {
+        flag_exposed.extend(expose_ports(e)?);
+    }
     if args.publish_all {
         for exposed in config
             .and_then(|c| c.exposed_ports().clone())
             .unwrap_or_default()
+            .into_iter()
+            .chain(flag_exposed)
         {
             let mut r =
                 parse_publish(&exposed).with_context(|| format!("the image's EXPOSE {exposed}"))?;

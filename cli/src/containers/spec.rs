@@ -7,8 +7,8 @@ use anyhow::{bail, Context, Result};
 use kiln_runner::oci_spec::image::Config;
 use kiln_runner::oci_spec::runtime::{
     LinuxCpuBuilder, LinuxDeviceBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType,
-    LinuxMemoryBuilder, LinuxNamespaceType, LinuxPidsBuilder, Mount, MountBuilder, RootBuilder,
-    Spec, UserBuilder,
+    LinuxMemoryBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxSeccomp, Mount, MountBuilder,
+    PosixRlimitBuilder, PosixRlimitType, RootBuilder, Spec, UserBuilder,
 };
 
 /// Every capability the kernel knows (capabilities(7)), for `--privileged`.
@@ -78,10 +78,29 @@ pub enum MountRequest {
         source: PathBuf,
         target: String,
         readonly: bool,
+        /// `bind-propagation` of `--mount` (rprivate when not given).
+        propagation: Option<String>,
     },
     Tmpfs {
         target: String,
+        /// `tmpfs-size` of `--mount`, in bytes (unlimited when not given).
+        size: Option<u64>,
+        /// `tmpfs-mode` of `--mount` (1777 when not given).
+        mode: Option<u32>,
+        readonly: bool,
+        /// Other mount options of `--tmpfs PATH:OPTS` (exec, suid, dev
+        /// undo the defaults; uid=, gid=, nr_inodes= pass to the kernel).
+        options: Vec<String>,
     },
+}
+
+impl MountRequest {
+    /// Where it is mounted in the container.
+    pub fn target(&self) -> &str {
+        match self {
+            MountRequest::Bind { target, .. } | MountRequest::Tmpfs { target, .. } => target,
+        }
+    }
 }
 
 /// The `run`/`create` flags that shape the spec.
@@ -109,6 +128,200 @@ pub struct RunOptions {
     /// Host devices made in the container (`--device`, or every host device
     /// with `--privileged`), already looked up on the host.
     pub devices: Vec<DeviceRequest>,
+    /// `--ulimit`s.
+    pub ulimits: Vec<Ulimit>,
+    /// `--shm-size` in bytes (docker's 64m when not given).
+    pub shm_size: Option<u64>,
+    /// `--security-opt no-new-privileges[=true|false]` (`None`: the default spec's).
+    pub no_new_privileges: Option<bool>,
+    /// `--security-opt seccomp=...`.
+    pub seccomp: Seccomp,
+    /// `--sysctl`s, checked against docker's namespaced list.
+    pub sysctls: Vec<(String, String)>,
+    /// `--group-add`: group names (looked up in the image) or numbers.
+    pub group_add: Vec<String>,
+    /// Targets of `--mount type=volume,...,volume-nocopy` volumes.
+    pub volume_nocopy: Vec<String>,
+}
+
+/// The seccomp filter a container gets.
+#[derive(Debug, Clone, Default)]
+pub enum Seccomp {
+    /// docker's default profile (for the container's capabilities).
+    #[default]
+    Default,
+    /// No filter (`seccomp=unconfined`).
+    Unconfined,
+    /// A docker-format profile file's JSON (`seccomp=PROFILE.json`).
+    Profile(serde_json::Value),
+}
+
+/// Checks a `--sysctl` as docker does: only the namespaced ones (IPC:
+/// kernel.msg*, kernel.sem, kernel.shm*, fs.mqueue.*; network: net.*,
+/// not with the host's or another container's network).
+pub fn check_sysctl(key: &str, network: Network) -> Result<()> {
+    const IPC: &[&str] = &[
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    if IPC.contains(&key) || key.starts_with("fs.mqueue.") {
+        return Ok(());
+    }
+    if key.starts_with("net.") {
+        return match network {
+            Network::Host => {
+                bail!("sysctl {key:?} is not allowed with the host's network namespace")
+            }
+            Network::Container => {
+                bail!("sysctl {key:?} is not allowed in another container's network namespace")
+            }
+            _ => Ok(()),
+        };
+    }
+    bail!("sysctl {key:?} is not allowed: only namespaced ones (net.*, kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*)")
+}
+
+/// docker's name for this machine's architecture (Go's GOARCH).
+fn go_arch() -> &'static str {
+    if cfg!(target_arch = "x86_64") {
+        "amd64"
+    } else if cfg!(target_arch = "aarch64") {
+        "arm64"
+    } else if cfg!(target_arch = "x86") {
+        "386"
+    } else if cfg!(target_arch = "arm") {
+        "arm"
+    } else {
+        std::env::consts::ARCH
+    }
+}
+
+/// libseccomp's name for this machine's architecture.
+fn scmp_arch() -> &'static str {
+    if cfg!(target_arch = "x86_64") {
+        "SCMP_ARCH_X86_64"
+    } else if cfg!(target_arch = "aarch64") {
+        "SCMP_ARCH_AARCH64"
+    } else if cfg!(target_arch = "x86") {
+        "SCMP_ARCH_X86"
+    } else {
+        "SCMP_ARCH_ARM"
+    }
+}
+
+/// The running kernel's (major, minor).
+fn kernel_version() -> (u32, u32) {
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+/// Turns a docker-format seccomp profile (archMap, names, includes and
+/// excludes by capability, architecture and kernel) into the OCI form for a
+/// container holding `caps`, as docker does.
+pub fn docker_profile(profile: &serde_json::Value, caps: &[String]) -> Result<LinuxSeccomp> {
+    use serde_json::{json, Value};
+    let obj = profile
+        .as_object()
+        .context("the seccomp profile is not a JSON object")?;
+    let mut out = serde_json::Map::new();
+    out.insert(
+        "defaultAction".into(),
+        obj.get("defaultAction")
+            .cloned()
+            .context("the seccomp profile has no defaultAction")?,
+    );
+    for key in ["defaultErrnoRet", "flags"] {
+        if let Some(v) = obj.get(key) {
+            out.insert(key.into(), v.clone());
+        }
+    }
+    let mut arches: Vec<Value> = Vec::new();
+    if let Some(map) = obj.get("archMap").and_then(Value::as_array) {
+        for entry in map {
+            if entry["architecture"] == scmp_arch() {
+                arches.push(entry["architecture"].clone());
+                arches.extend(
+                    entry["subArchitectures"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default(),
+                );
+            }
+        }
+    } else if let Some(list) = obj.get("architectures").and_then(Value::as_array) {
+        arches = list.clone();
+    }
+    out.insert("architectures".into(), Value::Array(arches));
+    let kernel = kernel_version();
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut rules = Vec::new();
+    for rule in obj
+        .get("syscalls")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+    {
+        let includes = &rule["includes"];
+        let excludes = &rule["excludes"];
+        let inc_caps = strings(&includes["caps"]);
+        let inc_arches = strings(&includes["arches"]);
+        let exc_caps = strings(&excludes["caps"]);
+        let exc_arches = strings(&excludes["arches"]);
+        if !inc_caps.iter().all(|c| caps.contains(c))
+            || exc_caps.iter().any(|c| caps.contains(c))
+            || (!inc_arches.is_empty() && !inc_arches.iter().any(|a| a == go_arch()))
+            || exc_arches.iter().any(|a| a == go_arch())
+        {
+            continue;
+        }
+        if let Some(min) = includes["minKernel"].as_str() {
+            let mut parts = min.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+            let want = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+            if kernel < want {
+                continue;
+            }
+        }
+        let mut names = strings(&rule["names"]);
+        if let Some(name) = rule["name"].as_str() {
+            names.push(name.to_string());
+        }
+        let mut one = json!({ "names": names, "action": rule["action"].clone() });
+        for key in ["args", "errnoRet"] {
+            if !rule[key].is_null() {
+                one[key] = rule[key].clone();
+            }
+        }
+        rules.push(one);
+    }
+    out.insert("syscalls".into(), Value::Array(rules));
+    serde_json::from_value(Value::Object(out)).context("the seccomp profile is not valid")
+}
+
+/// One process resource limit (`--ulimit`): name without RLIMIT_, lowercase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ulimit {
+    pub name: String,
+    pub soft: u64,
+    pub hard: u64,
 }
 
 /// A host device node to recreate in the container.
@@ -350,7 +563,24 @@ pub fn build(
         .or_else(|| config.and_then(|c| c.user().clone()))
         .filter(|u| !u.is_empty())
         .unwrap_or_else(|| "0".to_string());
-    let user = resolve_user(&user_text, accounts)?;
+    let mut user = resolve_user(&user_text, accounts)?;
+    for group in &options.group_add {
+        let gid = match group.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => accounts
+                .group
+                .lines()
+                .map(|l| l.split(':').collect::<Vec<_>>())
+                .find(|f| f.len() >= 3 && f[0] == group)
+                .and_then(|f| f[2].parse().ok())
+                .ok_or_else(|| {
+                    anyhow::anyhow!("--group-add {group}: no such group in the image's /etc/group")
+                })?,
+        };
+        if !user.additional_gids.contains(&gid) {
+            user.additional_gids.push(gid);
+        }
+    }
 
     let mut env: Vec<String> = Vec::new();
     set_env(
@@ -418,6 +648,28 @@ pub fn build(
         c.set_permitted(Some(set));
         process.set_capabilities(Some(c));
     }
+    if let Some(nnp) = options.no_new_privileges {
+        process.set_no_new_privileges(Some(nnp));
+    }
+    if !options.ulimits.is_empty() {
+        let mut rlimits = process.rlimits().clone().unwrap_or_default();
+        for u in &options.ulimits {
+            let typ: PosixRlimitType = serde_json::from_value(serde_json::json!(format!(
+                "RLIMIT_{}",
+                u.name.to_ascii_uppercase()
+            )))
+            .with_context(|| format!("unknown ulimit {}", u.name))?;
+            rlimits.retain(|r| r.typ() != typ);
+            rlimits.push(
+                PosixRlimitBuilder::default()
+                    .typ(typ)
+                    .soft(u.soft)
+                    .hard(u.hard)
+                    .build()?,
+            );
+        }
+        process.set_rlimits(Some(rlimits));
+    }
     spec.set_hostname(Some(hostname));
     spec.set_root(Some(
         RootBuilder::default()
@@ -442,31 +694,71 @@ pub fn build(
             }
         }
     }
+    if let Some(size) = options.shm_size {
+        for m in mounts.iter_mut() {
+            if m.destination() == std::path::Path::new("/dev/shm") {
+                let mut kept: Vec<String> = m
+                    .options()
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|o| !o.starts_with("size="))
+                    .collect();
+                kept.push(format!("size={size}"));
+                m.set_options(Some(kept));
+            }
+        }
+    }
     for request in &options.mounts {
         let mount = match request {
             MountRequest::Bind {
                 source,
                 target,
                 readonly,
-            } => MountBuilder::default()
-                .destination(target)
-                .typ("bind")
-                .source(source)
-                .options(vec![
+                propagation,
+            } => {
+                let mut opts = vec![
                     "rbind".to_string(),
                     if *readonly { "ro" } else { "rw" }.to_string(),
-                ])
-                .build()?,
-            MountRequest::Tmpfs { target } => MountBuilder::default()
-                .destination(target)
-                .typ("tmpfs")
-                .source("tmpfs")
-                .options(
-                    ["nosuid", "nodev", "noexec", "mode=1777"]
-                        .map(String::from)
-                        .to_vec(),
-                )
-                .build()?,
+                ];
+                if let Some(p) = propagation {
+                    opts.push(p.clone());
+                }
+                MountBuilder::default()
+                    .destination(target)
+                    .typ("bind")
+                    .source(source)
+                    .options(opts)
+                    .build()?
+            }
+            MountRequest::Tmpfs {
+                target,
+                size,
+                mode,
+                readonly,
+                options,
+            } => {
+                let mut opts: Vec<String> =
+                    ["nosuid", "nodev", "noexec"].map(String::from).to_vec();
+                for o in options {
+                    let undone = format!("no{o}");
+                    opts.retain(|d| *d != undone && format!("no{d}") != *o);
+                    opts.push(o.clone());
+                }
+                if *readonly {
+                    opts.push("ro".into());
+                }
+                opts.push(format!("mode={:o}", mode.unwrap_or(0o1777)));
+                if let Some(size) = size {
+                    opts.push(format!("size={size}"));
+                }
+                MountBuilder::default()
+                    .destination(target)
+                    .typ("tmpfs")
+                    .source("tmpfs")
+                    .options(opts)
+                    .build()?
+            }
         };
         let target = mount.destination().clone();
         if !target.is_absolute() {
@@ -495,8 +787,20 @@ pub fn build(
         linux.set_seccomp(None);
         linux.set_masked_paths(Some(Vec::new()));
         linux.set_readonly_paths(Some(Vec::new()));
+    } else if let Seccomp::Profile(profile) = &options.seccomp {
+        linux.set_seccomp(Some(docker_profile(profile, &caps)?));
+    } else if matches!(options.seccomp, Seccomp::Unconfined) {
+        linux.set_seccomp(None);
     } else if !options.cap_add.is_empty() || !options.cap_drop.is_empty() {
         linux.set_seccomp(Some(kiln_runner::docker_seccomp(&caps)));
+    }
+    if !options.sysctls.is_empty() {
+        let mut sysctl = linux.sysctl().clone().unwrap_or_default();
+        for (k, v) in &options.sysctls {
+            check_sysctl(k, options.network)?;
+            sysctl.insert(k.clone(), v.clone());
+        }
+        linux.set_sysctl(Some(sysctl));
     }
     let mut resources = linux.resources().clone().unwrap_or_default();
     let mut nodes = Vec::new();
@@ -653,6 +957,10 @@ mod tests {
             network: Network::Host,
             mounts: vec![MountRequest::Tmpfs {
                 target: "/scratch".into(),
+                size: None,
+                mode: None,
+                readonly: false,
+                options: Vec::new(),
             }],
             ..RunOptions::default()
         };
@@ -722,5 +1030,93 @@ mod tests {
         assert_eq!(parse_memory("10mb").unwrap(), 10 << 20);
         assert!(parse_memory("64x").is_err());
         assert!(parse_memory("1k").is_err());
+    }
+
+    #[test]
+    fn sysctls_follow_docker() {
+        assert!(check_sysctl("net.ipv4.ip_forward", Network::Bridge).is_ok());
+        assert!(check_sysctl("kernel.shmmax", Network::Host).is_ok());
+        assert!(check_sysctl("fs.mqueue.msg_max", Network::None).is_ok());
+        assert!(check_sysctl("net.ipv4.ip_forward", Network::Host).is_err());
+        assert!(check_sysctl("net.core.somaxconn", Network::Container).is_err());
+        assert!(check_sysctl("vm.swappiness", Network::Bridge).is_err());
+        assert!(check_sysctl("kernel.hostname", Network::Bridge).is_err());
+    }
+
+    #[test]
+    fn docker_profiles_follow_capabilities_and_arches() {
+        let profile = serde_json::json!({
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "defaultErrnoRet": 1,
+            "archMap": [
+                {"architecture": scmp_arch(), "subArchitectures": ["SCMP_ARCH_X86"]},
+                {"architecture": "SCMP_ARCH_S390X", "subArchitectures": []}
+            ],
+            "syscalls": [
+                {"names": ["read"], "action": "SCMP_ACT_ALLOW"},
+                {"names": ["mount"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_SYS_ADMIN"]}},
+                {"names": ["chmod"], "action": "SCMP_ACT_ALLOW", "excludes": {"caps": ["CAP_SYS_ADMIN"]}},
+                {"names": ["ioperm"], "action": "SCMP_ACT_ALLOW", "includes": {"arches": ["nosucharch"]}},
+                {"names": ["openat2"], "action": "SCMP_ACT_ALLOW", "includes": {"minKernel": "999.0"}}
+            ]
+        });
+        let names = |caps: &[&str]| -> Vec<String> {
+            let caps: Vec<String> = caps.iter().map(|c| c.to_string()).collect();
+            let p = docker_profile(&profile, &caps).unwrap();
+            assert_eq!(p.architectures().as_ref().unwrap().len(), 2);
+            p.syscalls()
+                .iter()
+                .flatten()
+                .flat_map(|s| s.names().clone())
+                .collect()
+        };
+        assert_eq!(names(&[]), ["read", "chmod"]);
+        assert_eq!(names(&["CAP_SYS_ADMIN"]), ["read", "mount"]);
+        assert!(docker_profile(&serde_json::json!({"syscalls": []}), &[]).is_err());
+        assert!(
+            docker_profile(&serde_json::json!({"defaultAction": "SCMP_ACT_NOPE"}), &[]).is_err()
+        );
+    }
+
+    #[test]
+    fn ulimits_shm_and_group_add_shape_the_spec() {
+        let options = RunOptions {
+            command: vec!["true".into()],
+            ulimits: vec![Ulimit {
+                name: "nofile".into(),
+                soft: 10,
+                hard: 20,
+            }],
+            shm_size: Some(1 << 20),
+            group_add: vec!["users".into(), "4242".into()],
+            no_new_privileges: Some(false),
+            ..RunOptions::default()
+        };
+        let spec = build(ID, None, &options, &accounts()).unwrap();
+        let p = spec.process().as_ref().unwrap();
+        let nofile = p
+            .rlimits()
+            .iter()
+            .flatten()
+            .filter(|r| r.typ() == PosixRlimitType::RlimitNofile)
+            .collect::<Vec<_>>();
+        assert_eq!(nofile.len(), 1);
+        assert_eq!((nofile[0].soft(), nofile[0].hard()), (10, 20));
+        assert_eq!(p.user().additional_gids().as_ref().unwrap(), &[100, 4242]);
+        assert_eq!(p.no_new_privileges(), Some(false));
+        let shm = spec
+            .mounts()
+            .iter()
+            .flatten()
+            .find(|m| m.destination().to_str() == Some("/dev/shm"))
+            .unwrap();
+        let opts = shm.options().clone().unwrap();
+        assert!(opts.contains(&"size=1048576".to_string()));
+        assert_eq!(opts.iter().filter(|o| o.starts_with("size=")).count(), 1);
+        let bad = RunOptions {
+            group_add: vec!["nosuch".into()],
+            ..options
+        };
+        assert!(build(ID, None, &bad, &accounts()).is_err());
     }
 }

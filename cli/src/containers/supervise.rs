@@ -182,6 +182,9 @@ fn copy_up_volumes(container: &Container, rootfs: &Path) -> Result<()> {
         let is_empty = std::fs::read_dir(source).is_ok_and(|mut d| d.next().is_none());
         let image = super::copy::Root::open(rootfs)?;
         let target = mount.destination().to_string_lossy().into_owned();
+        if container.record.volume_nocopy.contains(&target) {
+            continue;
+        }
         if !is_empty || image.kind(Path::new(&target), true)? != super::copy::Kind::Dir {
             continue;
         }

@@ -24,4 +24,6 @@ mod network;
 #[cfg(feature = "test-registry")]
 mod registry;
 #[cfg(feature = "test-root")]
+mod run_flags;
+#[cfg(feature = "test-root")]
 mod runtime;

@@ -90,14 +90,15 @@ fn setup_container(
     crate::timing::mark("init namespaces");
     let after = crate::rootfs::apply_before_pivot(&run.rootfs, &run.mounts)?;
     crate::timing::mark("init pivoted");
+    // Before the steps after the pivot make /proc/sys read-only.
+    for (key, value) in &run.sysctl {
+        let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+        std::fs::write(&path, value).map_err(|e| Failure::io(format!("set sysctl {key}"), &e))?;
+    }
     crate::rootfs::apply_after_pivot(&run.mounts[after..])?;
     crate::timing::mark("init mounts done");
     if run.new_network_namespace {
         sys::loopback_up().map_err(|e| Failure::sys("bring up lo", e))?;
-    }
-    for (key, value) in &run.sysctl {
-        let path = Path::new("/proc/sys").join(key.replace('.', "/"));
-        std::fs::write(&path, value).map_err(|e| Failure::io(format!("set sysctl {key}"), &e))?;
     }
     let terminal = if config.process.terminal {
         Some(open_terminal(sock, &config.process, true)?)
