@@ -72,9 +72,11 @@ fn invalid(field: &str, reason: &'static str) -> ErrorKind {
     }
 }
 
-/// Splits one CSV record (Go `encoding/csv`): commas separate fields, a
-/// field may be double-quoted with `""` for a quote.
-fn split_csv(text: &str) -> Result<Vec<String>, ErrorKind> {
+/// Splits one CSV record (Go `encoding/csv`, as docker and buildx read
+/// `--mount` and `--output`): commas separate fields, a field may be
+/// double-quoted with `""` for a quote. The one error is an unterminated
+/// quote.
+pub fn split_csv(text: &str) -> Result<Vec<String>, ErrorKind> {
     let mut fields = Vec::new();
     let mut field = String::new();
     let mut chars = text.chars().peekable();

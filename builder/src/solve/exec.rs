@@ -270,7 +270,8 @@ fn bridge_setup(env: &mounts::MountEnv, spec: &mut Spec) -> Result<Bridged, Solv
     let hosts = bridged.dir.join("hosts");
     let resolv = bridged.dir.join("resolv.conf");
     std::fs::write(&hosts, HOSTS).map_err(SolveError::io("write", &hosts))?;
-    std::fs::write(&resolv, resolv_conf()).map_err(SolveError::io("write", &resolv))?;
+    std::fs::write(&resolv, kiln_runner::network::resolv_conf(&[]))
+        .map_err(SolveError::io("write", &resolv))?;
     let networks = env.store.root().join("networks");
     let attachment = match kiln_runner::network::attach_default(&networks, &bridged.id) {
         Ok(a) => a,
@@ -308,34 +309,6 @@ fn bridge_setup(env: &mounts::MountEnv, spec: &mut Spec) -> Result<Bridged, Solv
     Ok(bridged)
 }
 
-/// The host's /etc/resolv.conf without loopback name servers (they do not
-/// answer inside another network namespace); Google's public servers when
-/// none is left, as BuildKit does.
-fn resolv_conf() -> String {
-    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    let mut out = String::new();
-    let mut servers = 0;
-    for line in host.lines() {
-        let mut words = line.split_whitespace();
-        if words.next() == Some("nameserver") {
-            let loopback = words
-                .next()
-                .and_then(|a| a.parse::<std::net::IpAddr>().ok())
-                .is_some_and(|a| a.is_loopback());
-            if loopback {
-                continue;
-            }
-            servers += 1;
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    if servers == 0 {
-        out.push_str("nameserver 8.8.8.8\nnameserver 8.8.4.4\n");
-    }
-    out
-}
-
 /// Removes an empty directory or empty file the runtime made as a mount
 /// point (and nothing with content).
 fn remove_stub(path: &Path) {
@@ -370,13 +343,5 @@ mod tests {
                 "{step:?} in a {build:?} build"
             );
         }
-    }
-
-    #[test]
-    fn resolv_conf_has_no_loopback_name_server() {
-        let text = resolv_conf();
-        assert!(text.contains("nameserver "), "{text}");
-        assert!(!text.contains("nameserver 127."), "{text}");
-        assert!(!text.contains("nameserver ::1"), "{text}");
     }
 }

@@ -66,43 +66,10 @@ pub struct Output {
     pub names: Vec<String>,
 }
 
-/// Splits one CSV record (as Go's `encoding/csv` reads `--output`):
-/// fields by commas, double quotes around a field keep commas in it.
+/// Splits one `--output` value into its CSV fields.
 fn csv_fields(text: &str) -> Result<Vec<String>> {
-    let mut fields = Vec::new();
-    let mut field = String::new();
-    let mut chars = text.chars().peekable();
-    let mut quoted = false;
-    let mut at_start = true;
-    while let Some(c) = chars.next() {
-        match c {
-            '"' if quoted => {
-                if chars.peek() == Some(&'"') {
-                    chars.next();
-                    field.push('"');
-                } else {
-                    quoted = false;
-                }
-            }
-            '"' if at_start => {
-                quoted = true;
-                at_start = false;
-            }
-            ',' if !quoted => {
-                fields.push(std::mem::take(&mut field));
-                at_start = true;
-            }
-            c => {
-                field.push(c);
-                at_start = false;
-            }
-        }
-    }
-    if quoted {
-        bail!("invalid --output {text:?}: unterminated quote");
-    }
-    fields.push(field);
-    Ok(fields)
+    kiln_builder::dockerfile::mounts::split_csv(text)
+        .map_err(|_| anyhow::anyhow!("invalid --output {text:?}: unterminated quote"))
 }
 
 /// Parses one `--output` value (no file system checks yet).

@@ -70,6 +70,18 @@ fn pull_with(
 /// The image `name` names, pulled for the host platform first when the
 /// store does not have it (as `docker run` does, with its messages, all on
 /// stderr; `quiet` leaves out the progress).
+/// Progress on stderr: nothing when `quiet`, bars on a terminal, lines
+/// otherwise.
+fn stderr_mode(quiet: bool) -> Mode {
+    if quiet {
+        Mode::Quiet
+    } else if std::io::stderr().is_terminal() {
+        Mode::Bars
+    } else {
+        Mode::Lines
+    }
+}
+
 pub fn ensure_image(
     store: &Store,
     settings: &RegistrySettings,
@@ -83,14 +95,7 @@ pub fn ensure_image(
     }
     let reference = Reference::parse(name)?;
     eprintln!("Unable to find image '{}' locally", reference.familiar());
-    let mode = if quiet {
-        Mode::Quiet
-    } else if std::io::stderr().is_terminal() {
-        Mode::Bars
-    } else {
-        Mode::Lines
-    };
-    let progress = Progress::on_stderr(mode, Direction::Pull);
+    let progress = Progress::on_stderr(stderr_mode(quiet), Direction::Pull);
     let pulled = pull_with(store, settings, &reference, &Platform::host(), &progress)?;
     progress.println(&format!("Digest: {}", pulled.digest));
     progress.println(&format!(
@@ -110,14 +115,7 @@ pub fn pull_image(
     quiet: bool,
 ) -> Result<Image> {
     let reference = Reference::parse(name)?;
-    let mode = if quiet {
-        Mode::Quiet
-    } else if std::io::stderr().is_terminal() {
-        Mode::Bars
-    } else {
-        Mode::Lines
-    };
-    let progress = Progress::on_stderr(mode, Direction::Pull);
+    let progress = Progress::on_stderr(stderr_mode(quiet), Direction::Pull);
     let pulled = pull_with(store, settings, &reference, &Platform::host(), &progress)?;
     progress.println(&format!("Digest: {}", pulled.digest));
     let status = if pulled.up_to_date {

@@ -202,40 +202,6 @@ fn hostname_of(spec: &Spec, id: &str) -> String {
         .unwrap_or_else(|| id[..12].to_string())
 }
 
-/// The host's resolv.conf without loopback name servers (unreachable from
-/// a container), or `--dns` servers instead of the host's.
-fn resolv_conf(dns: &[String]) -> String {
-    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    let mut out = String::new();
-    let mut servers = 0;
-    for line in host.lines() {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        if words.first() == Some(&"nameserver") {
-            if !dns.is_empty() {
-                continue;
-            }
-            let loopback = words
-                .get(1)
-                .and_then(|a| a.parse::<IpAddr>().ok())
-                .is_some_and(|a| a.is_loopback());
-            if loopback {
-                continue;
-            }
-            servers += 1;
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    for d in dns {
-        out.push_str(&format!("nameserver {d}\n"));
-        servers += 1;
-    }
-    if servers == 0 {
-        out.push_str("nameserver 8.8.8.8\nnameserver 8.8.4.4\n");
-    }
-    out
-}
-
 fn bind_file(spec: &mut Spec, source: &Path, target: &str) -> Result<()> {
     let mut mounts = spec.mounts().clone().unwrap_or_default();
     mounts.retain(|m| m.destination() != Path::new(target));
@@ -322,7 +288,8 @@ pub fn setup(
         Ok(Some(n)) if n.resolve_names && net.dns.is_empty() => vec![n.gateway.to_string()],
         _ => net.dns.clone(),
     };
-    std::fs::write(&resolv, resolv_conf(&resolvers)).context("writing /etc/resolv.conf")?;
+    std::fs::write(&resolv, kiln_runner::network::resolv_conf(&resolvers))
+        .context("writing /etc/resolv.conf")?;
     bind_file(spec, &hostname_file, "/etc/hostname")?;
     bind_file(spec, &resolv, "/etc/resolv.conf")?;
     bind_file(spec, &hosts, "/etc/hosts")?;
@@ -433,12 +400,5 @@ mod tests {
         for bad in ["", "x", "80:0", "1:2:3:4", "80/sctp", "host:80:80", "70000"] {
             assert!(parse_publish(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn resolv_conf_drops_loopback_servers() {
-        let text = resolv_conf(&["10.0.0.53".to_string()]);
-        assert!(text.contains("nameserver 10.0.0.53\n"));
-        assert!(!text.contains("127.0.0."));
     }
 }

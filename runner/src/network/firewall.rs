@@ -21,24 +21,24 @@ const FORWARD: &str = "KILN-FORWARD";
 const POSTROUTING: &str = "KILN-POSTROUTING";
 const DNAT: &str = "KILN-DNAT";
 
-/// Runs `iptables -w ARGS`; Ok(false) when it exits non-zero.
-fn iptables(args: &[&str]) -> Result<bool> {
-    let out = Command::new("iptables")
+/// Runs `iptables -w ARGS`.
+fn run(args: &[&str]) -> Result<std::process::Output> {
+    Command::new("iptables")
         .arg("-w")
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| Error::io("running iptables (is the iptables package installed?)", e))?;
-    Ok(out.status.success())
+        .map_err(|e| Error::io("running iptables (is the iptables package installed?)", e))
 }
 
+/// Runs `iptables -w ARGS`; Ok(false) when it exits non-zero.
+fn iptables(args: &[&str]) -> Result<bool> {
+    Ok(run(args)?.status.success())
+}
+
+/// Runs `iptables -w ARGS`; its error output is the error when it fails.
 fn must(args: &[&str]) -> Result<()> {
-    let out = Command::new("iptables")
-        .arg("-w")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| Error::io("running iptables (is the iptables package installed?)", e))?;
+    let out = run(args)?;
     if out.status.success() {
         Ok(())
     } else {

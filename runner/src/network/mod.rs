@@ -365,6 +365,39 @@ impl Definitions {
     }
 }
 
+/// A container's /etc/resolv.conf: the host's without loopback name
+/// servers (they do not answer in another network namespace), with `dns`
+/// instead of the host's servers when given, and Google's public servers
+/// when none is left, as docker and BuildKit do.
+pub fn resolv_conf(dns: &[String]) -> String {
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let mut out = String::new();
+    let mut servers = 0;
+    for line in host.lines() {
+        let mut words = line.split_whitespace();
+        if words.next() == Some("nameserver") {
+            let loopback = words
+                .next()
+                .and_then(|a| a.parse::<std::net::IpAddr>().ok())
+                .is_some_and(|a| a.is_loopback());
+            if !dns.is_empty() || loopback {
+                continue;
+            }
+            servers += 1;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    for d in dns {
+        out.push_str(&format!("nameserver {d}\n"));
+        servers += 1;
+    }
+    if servers == 0 {
+        out.push_str("nameserver 8.8.8.8\nnameserver 8.8.4.4\n");
+    }
+    out
+}
+
 /// Where the host-wide reservation of a user network's subnet lives (a
 /// file named after the subnet, holding the network's id).
 fn reservation_path(subnet: &Ipv4Net) -> PathBuf {
@@ -1123,6 +1156,17 @@ mod tests {
                 .collect();
             assert_eq!(names, vec!["bridge.json".to_string()], "temporaries left");
         }
+    }
+
+    #[test]
+    fn resolv_conf_drops_loopback_servers() {
+        let text = resolv_conf(&[]);
+        assert!(text.contains("nameserver "), "{text}");
+        assert!(!text.contains("nameserver 127."), "{text}");
+        assert!(!text.contains("nameserver ::1"), "{text}");
+        let text = resolv_conf(&["10.0.0.53".to_string()]);
+        assert!(text.contains("nameserver 10.0.0.53\n"));
+        assert!(!text.contains("127.0.0."));
     }
 
     #[test]

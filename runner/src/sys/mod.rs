@@ -86,12 +86,38 @@ pub fn clone_exec(
     unsafe { libc::sigemptyset(empty_set.as_mut_ptr()) };
     // SAFETY: initialised just above.
     let empty_set = unsafe { empty_set.assume_init() };
+    // SAFETY: the child then only calls async-signal-safe functions (dup2,
+    // prctl, sigprocmask, execve, write, _exit) on memory prepared before the
+    // clone, so the state of other threads' locks in the copy does not matter.
+    let ret = unsafe { fork_like_clone(flags)? };
+    if ret > 0 {
+        return Ok(Pid::from_raw(ret as i32));
+    }
+    // Child.
+    // SAFETY: only async-signal-safe calls on pre-built data follow; the child
+    // never returns from this block.
+    unsafe {
+        install_fds_and_death_signal(fds, report_fd, kill_with_parent);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty_set, std::ptr::null_mut());
+        libc::execve(
+            image.path.as_ptr(),
+            image.argv_ptrs.as_ptr(),
+            image.envp_ptrs.as_ptr(),
+        );
+        child_fail(report_fd);
+    }
+}
+
+/// clone(2) without CLONE_VM and without a new stack: fork(2) with
+/// namespace `flags`. Returns the child's pid in the parent and 0 in the
+/// child, which continues from here in a copy of the address space.
+///
+/// # Safety
+/// In the child, the caller may only do what a forked child of its process
+/// may do (async-signal-safe calls unless the process had one thread).
+unsafe fn fork_like_clone(flags: CloneFlags) -> nix::Result<libc::c_long> {
     let raw_flags = flags.bits() as libc::c_long | libc::SIGCHLD as libc::c_long;
-    // SAFETY: a clone without CLONE_VM and without a new stack behaves like
-    // fork(2): the child gets a copy of the address space and continues here.
-    // It then only calls async-signal-safe functions (dup2, prctl, sigprocmask,
-    // execve, write, _exit) on memory prepared before the clone, so the state
-    // of other threads' locks in the copy does not matter.
+    // SAFETY: see the function's contract.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_clone,
@@ -105,12 +131,20 @@ pub fn clone_exec(
     if ret < 0 {
         return Err(Errno::last());
     }
-    if ret > 0 {
-        return Ok(Pid::from_raw(ret as i32));
-    }
-    // Child.
-    // SAFETY: only async-signal-safe calls on pre-built data follow; the child
-    // never returns from this block.
+    Ok(ret)
+}
+
+/// In a freshly cloned child: moves `fds` into place and, when asked, dies
+/// with the parent; reports on `report_fd` and exits on failure.
+///
+/// # Safety
+/// Only async-signal-safe calls; call in the child of [`fork_like_clone`].
+unsafe fn install_fds_and_death_signal(
+    fds: &[(RawFd, RawFd)],
+    report_fd: RawFd,
+    kill_with_parent: bool,
+) {
+    // SAFETY: dup2 and prctl on plain integers.
     unsafe {
         for &(src, dst) in fds {
             if libc::dup2(src, dst) < 0 {
@@ -128,13 +162,6 @@ pub fn clone_exec(
         {
             child_fail(report_fd);
         }
-        libc::sigprocmask(libc::SIG_SETMASK, &empty_set, std::ptr::null_mut());
-        libc::execve(
-            image.path.as_ptr(),
-            image.argv_ptrs.as_ptr(),
-            image.envp_ptrs.as_ptr(),
-        );
-        child_fail(report_fd);
     }
 }
 
@@ -153,45 +180,16 @@ pub fn clone_continue(
     kill_with_parent: bool,
 ) -> nix::Result<Option<Pid>> {
     debug_assert!(fds.iter().all(|&(src, dst)| src >= 10 && dst < 10));
-    let raw_flags = flags.bits() as libc::c_long | libc::SIGCHLD as libc::c_long;
-    // SAFETY: as in clone_exec, this is fork(2) with namespace flags. The
-    // caller checked that no other thread exists, so no lock in the copied
-    // memory is held by a thread that is not there, and the child may run
-    // any code.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            raw_flags,
-            0 as libc::c_long,
-            0 as libc::c_long,
-            0 as libc::c_long,
-            0 as libc::c_long,
-        )
-    };
-    if ret < 0 {
-        return Err(Errno::last());
-    }
+    // SAFETY: the caller checked that no other thread exists, so no lock in
+    // the copied memory is held by a thread that is not there, and the child
+    // may run any code.
+    let ret = unsafe { fork_like_clone(flags)? };
     if ret > 0 {
         return Ok(Some(Pid::from_raw(ret as i32)));
     }
     // SAFETY: plain system calls in the child, on valid arguments.
     unsafe {
-        for &(src, dst) in fds {
-            if libc::dup2(src, dst) < 0 {
-                child_fail(report_fd);
-            }
-        }
-        if kill_with_parent
-            && libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0 as libc::c_ulong,
-                0 as libc::c_ulong,
-                0 as libc::c_ulong,
-            ) < 0
-        {
-            child_fail(report_fd);
-        }
+        install_fds_and_death_signal(fds, report_fd, kill_with_parent);
         for sig in 1..libc::SIGRTMIN() {
             let mut old = std::mem::MaybeUninit::<libc::sigaction>::zeroed();
             if libc::sigaction(sig, std::ptr::null(), old.as_mut_ptr()) != 0 {
