@@ -633,6 +633,72 @@ fn run_pulls_a_missing_image() {
 
 #[cfg(feature = "test-root")]
 #[test]
+fn run_pull_policies_follow_a_moved_tag() {
+    let Some(live) = Live::start(Auth::None) else {
+        return;
+    };
+    let source = root_with_busybox();
+    let name = format!("{}/moving:v1", live.host());
+    kiln_ok(source.path(), &["tag", "busybox:latest", &name]);
+    live.ok(source.path(), &["push", &name]);
+    let target = tempfile::tempdir().unwrap();
+    let run = |pull: &str| {
+        let out = live.kiln(
+            target.path(),
+            &[
+                "run",
+                "--rm",
+                "--pull",
+                pull,
+                &name,
+                "sh",
+                "-c",
+                "cat /version 2>/dev/null || echo none",
+            ],
+            None,
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "--pull {pull}: {stderr}");
+        (String::from_utf8_lossy(&out.stdout).trim().to_string(), stderr)
+    };
+
+    // --pull never refuses an image the store lacks, and makes nothing.
+    let out = live.kiln(
+        target.path(),
+        &["run", "--rm", "--pull", "never", &name, "true"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(125));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--pull never"), "{stderr}");
+    assert_eq!(kiln_ok(target.path(), &["ps", "-aq"]).trim(), "");
+
+    assert_eq!(run("missing").0, "none");
+    let first = image_id(target.path(), &name);
+
+    // The tag moves in the registry to an image with /version.
+    let newer = context_with("FROM busybox:latest\nRUN echo v2 > /version\n");
+    kiln_ok(
+        source.path(),
+        &["build", "-q", "-t", &name, newer.path().to_str().unwrap()],
+    );
+    live.ok(source.path(), &["push", &name]);
+    let moved = image_id(source.path(), &name);
+    assert_ne!(first, moved);
+
+    // missing and never use the stored image; always fetches the moved tag.
+    assert_eq!(run("missing").0, "none");
+    assert_eq!(run("never").0, "none");
+    assert_eq!(image_id(target.path(), &name), first);
+    let (stdout, stderr) = run("always");
+    assert_eq!(stdout, "v2", "{stderr}");
+    assert_eq!(image_id(target.path(), &name), moved);
+    assert_eq!(kiln_ok(target.path(), &["ps", "-aq"]).trim(), "");
+    assert_fsck_clean(target.path());
+}
+
+#[cfg(feature = "test-root")]
+#[test]
 fn build_pull_uses_a_changed_base_image() {
     let Some(live) = Live::start(Auth::None) else {
         return;
