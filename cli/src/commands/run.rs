@@ -751,7 +751,10 @@ fn parse_mount(
     let mut tmpfs_mode: Option<u32> = None;
     let mut nocopy = false;
     let mut typed_keys: Vec<&str> = Vec::new();
-    for field in given.split(',') {
+    // CSV as docker reads it: `"source=/a,b",target=/t` keeps the comma.
+    let fields = kiln_builder::dockerfile::mounts::split_csv(given)
+        .map_err(|_| anyhow::anyhow!("invalid mount {given:?}: unterminated quote"))?;
+    for field in &fields {
         let (key, value) = match field.split_once('=') {
             Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v.trim())),
             None => (field.trim().to_ascii_lowercase(), None),

@@ -38,6 +38,25 @@ fn mount_bind_volume_tmpfs() {
     ]);
     assert_eq!(out, "from-host\nread-only\n");
     assert!(!host.path().join("x").exists());
+    // A CSV-quoted field keeps the comma in a path, as docker reads it.
+    let comma = host.path().join("a,b");
+    std::fs::create_dir(&comma).unwrap();
+    std::fs::write(comma.join("g"), "comma\n").unwrap();
+    let out = r.ok(&[
+        "run",
+        "--rm",
+        "--mount",
+        &format!("type=bind,\"source={}\",target=/c", comma.display()),
+        "busybox",
+        "cat",
+        "/c/g",
+    ]);
+    assert_eq!(out, "comma\n");
+    let err = refused(
+        &r,
+        &["run", "--rm", "--mount", "\"type=bind", "busybox", "true"],
+    );
+    assert!(err.contains("unterminated quote"), "{err}");
     // ro=false and the dst/src spellings: writable, reaches the host.
     r.ok(&[
         "run",
