@@ -225,7 +225,9 @@ mod tests {
             &["kiln", "bogus"],
             &["kiln", "help"],
             &["kiln", "--root", "/r", "run", "--rm", "busybox", "true"],
-            &["kiln", "run", "--root", "/r", "-it", "busybox", "sh", "-c", "x"],
+            &[
+                "kiln", "run", "--root", "/r", "-it", "busybox", "sh", "-c", "x",
+            ],
             &["kiln", "--debug", "images"],
             &["kiln", "run"],
             &["kiln", "run", "--help"],
