@@ -53,7 +53,10 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Each command's arguments are defined only when that command is parsed
+/// (or its help shown): defining all of them cost most of `kiln`'s start.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum Command {
     /// Build an image from a Dockerfile.
     Build(commands::build::BuildArgs),
@@ -151,4 +154,127 @@ pub enum Command {
     Runtime(commands::runtime::RuntimeArgs),
     /// Print version information.
     Version,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, FromArgMatches};
+
+    use super::*;
+
+    /// The command tree with every deferred command defined, as it was
+    /// before definitions were deferred.
+    fn eager() -> clap::Command {
+        let mut cmd = Cli::command();
+        cmd.build();
+        cmd
+    }
+
+    #[test]
+    fn the_command_tree_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    /// What a command shows of itself in its parent's list before its
+    /// arguments are defined, recursively.
+    fn listing(cmd: &clap::Command) -> Vec<String> {
+        cmd.get_subcommands()
+            .flat_map(|sub| {
+                let mut lines = vec![format!(
+                    "{} {:?} {:?} {:?} {}",
+                    sub.get_name(),
+                    sub.get_about().map(|s| s.to_string()),
+                    sub.get_long_about().map(|s| s.to_string()),
+                    sub.get_visible_aliases().collect::<Vec<_>>(),
+                    sub.is_hide_set()
+                )];
+                lines.extend(listing(sub).into_iter().map(|l| format!("  {l}")));
+                lines
+            })
+            .collect()
+    }
+
+    /// Defining a command's arguments later leaves what its parent lists
+    /// about it (name, about, aliases) as it was.
+    #[test]
+    fn deferred_commands_list_as_defined() {
+        let mut lazy = Cli::command();
+        let top: Vec<String> = listing(&lazy)
+            .into_iter()
+            .filter(|l| !l.starts_with(' '))
+            .collect();
+        lazy.build();
+        let built: Vec<String> = listing(&lazy)
+            .into_iter()
+            .filter(|l| !l.starts_with(' '))
+            .collect();
+        assert_eq!(top, built);
+        assert!(top.len() > 40, "{top:?}");
+    }
+
+    /// Parsing through the deferred tree gives what the fully defined
+    /// tree gives: the same values, and byte for byte the same help,
+    /// version and error text with the same exit code.
+    #[test]
+    fn deferred_parsing_matches_the_full_tree() {
+        let cases: &[&[&str]] = &[
+            &["kiln", "--version"],
+            &["kiln", "-V"],
+            &["kiln", "--help"],
+            &["kiln"],
+            &["kiln", "bogus"],
+            &["kiln", "help"],
+            &["kiln", "--root", "/r", "run", "--rm", "busybox", "true"],
+            &[
+                "kiln", "run", "--root", "/r", "-it", "busybox", "sh", "-c", "x",
+            ],
+            &["kiln", "--debug", "images"],
+            &["kiln", "run"],
+            &["kiln", "run", "--help"],
+            &["kiln", "run", "-h"],
+            &["kiln", "run", "--memory"],
+            &["kiln", "run", "--no-such-flag", "busybox"],
+            &["kiln", "images", "--version"],
+            &["kiln", "images", "a", "b", "c"],
+            &["kiln", "build", "-t", "x:1", "."],
+            &["kiln", "build", "--no-such"],
+            &["kiln", "container", "ls", "-a"],
+            &["kiln", "container", "list", "--bogus"],
+            &["kiln", "image", "--help"],
+            &["kiln", "image", "ls", "--help"],
+            &["kiln", "network", "create", "n1"],
+            &["kiln", "volume"],
+            &["kiln", "tag", "x"],
+            &["kiln", "--root"],
+            &["kiln", "ps", "--format", "{{.ID}}", "-q"],
+            &["kiln", "version"],
+        ];
+        for args in cases {
+            let lazy = Cli::command().try_get_matches_from(*args);
+            let full = eager().try_get_matches_from(*args);
+            match (lazy, full) {
+                (Ok(lazy), Ok(full)) => {
+                    let lazy = Cli::from_arg_matches(&lazy).map(|c| format!("{c:?}"));
+                    let full = Cli::from_arg_matches(&full).map(|c| format!("{c:?}"));
+                    match (lazy, full) {
+                        (Ok(lazy), Ok(full)) => assert_eq!(lazy, full, "{args:?}"),
+                        (Err(lazy), Err(full)) => {
+                            assert_eq!(lazy.to_string(), full.to_string(), "{args:?}")
+                        }
+                        (lazy, full) => panic!("{args:?}: {lazy:?} vs {full:?}"),
+                    }
+                }
+                (Err(lazy), Err(full)) => {
+                    assert_eq!(lazy.kind(), full.kind(), "{args:?}");
+                    assert_eq!(lazy.exit_code(), full.exit_code(), "{args:?}");
+                    assert_eq!(
+                        lazy.render().ansi().to_string(),
+                        full.render().ansi().to_string(),
+                        "{args:?}"
+                    );
+                }
+                (lazy, full) => panic!("{args:?}: {lazy:?} vs {full:?}"),
+            }
+        }
+    }
 }

@@ -17,6 +17,17 @@
 //! cost no fsync and readers do not wait for each other. Writes take the
 //! root lock exclusively and open the file itself.
 //!
+//! Opening a view costs more than most reads (redb loads its allocator
+//! state), so a process keeps one view per database ([`Views`]) and reuses
+//! it while the file is unchanged: every use checks, under the shared
+//! lock, that the path still names the file the view reads and that the
+//! file's super-header (both commit slots with their roots and transaction
+//! ids, which every commit rewrites) is byte for byte the one seen when the
+//! view was opened. redb never rewrites a page reachable from the current
+//! roots, so an unchanged header means an unchanged database; any change,
+//! by this process or another, opens a fresh view. The kept view is never
+//! closed: a one-read command pays one open and no close.
+//!
 //! A killed process releases its flock with its file descriptors, and redb
 //! recovers an interrupted write on the next open. Every write transaction
 //! commits with redb's default (immediate) durability: each record here
@@ -27,8 +38,10 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 
 use nix::fcntl::{Flock, FlockArg};
 use redb::{Database, ReadableTable, StorageBackend, TableDefinition};
@@ -56,6 +69,7 @@ pub(crate) struct Meta {
     db_path: PathBuf,
     lock_path: PathBuf,
     held: Arc<Mutex<Held>>,
+    views: Arc<Views>,
 }
 
 /// The database kept open while [`MetaHold`]s are alive.
@@ -78,7 +92,7 @@ impl std::fmt::Debug for Held {
 struct Locked {
     // Dropped in this order: the database is closed before the lock is
     // released.
-    db: Database,
+    db: Db,
     /// The file itself under the exclusive lock, or a read-only view under
     /// the shared lock.
     writable: bool,
@@ -107,12 +121,124 @@ fn lock_held(held: &Mutex<Held>) -> MutexGuard<'_, Held> {
     held.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The database of a [`Locked`]: opened for it, or this process's kept
+/// read view.
+enum Db {
+    Own(Database),
+    View(Arc<ReadView>),
+}
+
+impl std::ops::Deref for Db {
+    type Target = Database;
+
+    fn deref(&self) -> &Database {
+        match self {
+            Db::Own(db) => db,
+            Db::View(view) => &view.db,
+        }
+    }
+}
+
+/// The read views a process keeps open, by database path (see the module
+/// docs). Never dropped in the process-wide instance.
+#[derive(Default)]
+pub(crate) struct Views {
+    open: Mutex<HashMap<PathBuf, Arc<ReadView>>>,
+}
+
+/// The views of this process.
+static PROCESS_VIEWS: LazyLock<Arc<Views>> = LazyLock::new(Arc::default);
+
+impl std::fmt::Debug for Views {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Views").finish_non_exhaustive()
+    }
+}
+
+impl Views {
+    /// A current read view of `meta`'s database, or None when the file
+    /// does not exist. Called with the shared root lock held.
+    fn current(&self, meta: &Meta) -> Result<Option<Arc<ReadView>>> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let stale = match open.get(&meta.db_path) {
+            Some(view) if view.is_current(&meta.db_path) => return Ok(Some(view.clone())),
+            Some(_) => open.remove(&meta.db_path),
+            None => None,
+        };
+        // A stale view reads nothing more from the changed file, so its
+        // closing work (which redb does in memory, on the view) sees only
+        // what it read while the file was current.
+        if let Some(stale) = &stale {
+            stale.backend.close();
+        }
+        let file = match File::open(&meta.db_path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(&meta.db_path)(e)),
+        };
+        let view = Arc::new(ReadView::open(file, meta)?);
+        open.insert(meta.db_path.clone(), view.clone());
+        drop(open);
+        drop(stale);
+        Ok(Some(view))
+    }
+}
+
+/// A read view of the database with what identifies the file state it
+/// shows.
+struct ReadView {
+    // Dropped before the backend handle below.
+    db: Database,
+    backend: Arc<SnapshotFile>,
+    /// Device and inode of the file.
+    id: (u64, u64),
+    /// The file's first bytes (redb's super-header) when opened.
+    header: Vec<u8>,
+}
+
+impl ReadView {
+    fn open(file: File, meta: &Meta) -> Result<ReadView> {
+        let stat = file.metadata().map_err(Error::io(&meta.db_path))?;
+        let backend = Arc::new(SnapshotFile::new(file, stat.len()));
+        let header = backend.file_header().map_err(Error::io(&meta.db_path))?;
+        let db = Database::builder()
+            .create_with_backend(SharedSnapshot(backend.clone()))
+            .map_err(|e| meta.error(e))?;
+        Ok(ReadView {
+            db,
+            backend,
+            id: (stat.dev(), stat.ino()),
+            header,
+        })
+    }
+
+    /// Whether `path` still names the file this view reads, unchanged
+    /// since the view was opened.
+    fn is_current(&self, path: &Path) -> bool {
+        let Ok(stat) = std::fs::metadata(path) else {
+            return false;
+        };
+        (stat.dev(), stat.ino()) == self.id
+            && self
+                .backend
+                .file_header()
+                .is_ok_and(|header| header == self.header)
+    }
+}
+
 impl Meta {
     pub fn new(root: &Path) -> Meta {
+        Meta::with_views(root, PROCESS_VIEWS.clone())
+    }
+
+    /// A handle reading through `views` rather than the process's own (as
+    /// another process would).
+    pub(crate) fn with_views(root: &Path, views: Arc<Views>) -> Meta {
         Meta {
             db_path: root.join("meta.redb"),
             lock_path: root.join("meta.lock"),
             held: Arc::default(),
+            views,
         }
     }
 
@@ -147,29 +273,23 @@ impl Meta {
             }
             let db = Database::create(&self.db_path).map_err(|e| self.error(e))?;
             return Ok(Locked {
-                db,
+                db: Db::Own(db),
                 writable,
                 _lock: lock,
             });
         }
-        let file = match File::open(&self.db_path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+        match self.views.current(self)? {
+            Some(view) => Ok(Locked {
+                db: Db::View(view),
+                writable,
+                _lock: lock,
+            }),
+            None => {
                 // A new root: make the file for real, once.
                 drop(lock);
-                return self.lock(true);
+                self.lock(true)
             }
-            Err(e) => return Err(Error::io(&self.db_path)(e)),
-        };
-        let view = SnapshotFile::new(file).map_err(Error::io(&self.db_path))?;
-        let db = Database::builder()
-            .create_with_backend(view)
-            .map_err(|e| self.error(e))?;
-        Ok(Locked {
-            db,
-            writable,
-            _lock: lock,
-        })
+        }
     }
 
     /// Makes a new, empty database beside the final name and renames it
@@ -271,7 +391,14 @@ const PAGE: u64 = 4096;
 struct SnapshotFile {
     file: File,
     view: Mutex<View>,
+    /// Set once the file may have changed under the view: every access
+    /// fails from then on.
+    closed: AtomicBool,
 }
+
+/// A [`SnapshotFile`] shared with the [`ReadView`] that checks its file.
+#[derive(Debug)]
+struct SharedSnapshot(Arc<SnapshotFile>);
 
 #[derive(Debug)]
 struct View {
@@ -285,20 +412,46 @@ struct View {
 }
 
 impl SnapshotFile {
-    fn new(file: File) -> io::Result<SnapshotFile> {
-        let len = file.metadata()?.len();
-        Ok(SnapshotFile {
+    /// A view of `file`, `len` bytes long.
+    fn new(file: File, len: u64) -> SnapshotFile {
+        SnapshotFile {
             file,
             view: Mutex::new(View {
                 len,
                 file_len: len,
                 pages: HashMap::new(),
             }),
-        })
+            closed: AtomicBool::new(false),
+        }
     }
 
-    fn view(&self) -> MutexGuard<'_, View> {
-        self.view.lock().unwrap_or_else(|e| e.into_inner())
+    fn view(&self) -> io::Result<MutexGuard<'_, View>> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(io::Error::other("the metadata view was closed"));
+        }
+        Ok(self.view.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Fails every later access.
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// The file's first page (redb's super-header and padding) as it is
+    /// on disk now, shorter if the file is.
+    fn file_header(&self) -> io::Result<Vec<u8>> {
+        let mut header = vec![0; PAGE as usize];
+        let mut read = 0;
+        while read < header.len() {
+            match self.file.read_at(&mut header[read..], read as u64) {
+                Ok(0) => break,
+                Ok(n) => read += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        header.truncate(read);
+        Ok(header)
     }
 }
 
@@ -329,19 +482,41 @@ impl View {
     }
 }
 
+impl StorageBackend for SharedSnapshot {
+    fn len(&self) -> io::Result<u64> {
+        self.0.len()
+    }
+
+    fn read(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        self.0.read(offset, len)
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+
+    fn sync_data(&self, eventual: bool) -> io::Result<()> {
+        self.0.sync_data(eventual)
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.0.write(offset, data)
+    }
+}
+
 impl StorageBackend for SnapshotFile {
     fn len(&self) -> io::Result<u64> {
-        Ok(self.view().len)
+        Ok(self.view()?.len)
     }
 
     fn read(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
         let mut buf = vec![0; len];
-        self.view().read_into(&self.file, offset, &mut buf)?;
+        self.view()?.read_into(&self.file, offset, &mut buf)?;
         Ok(buf)
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        let mut view = self.view();
+        let mut view = self.view()?;
         if len < view.len {
             view.file_len = view.file_len.min(len);
             view.pages.retain(|page, _| page * PAGE < len);
@@ -354,14 +529,14 @@ impl StorageBackend for SnapshotFile {
     }
 
     fn sync_data(&self, _eventual: bool) -> io::Result<()> {
-        Ok(())
+        self.view().map(drop)
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         if data.is_empty() {
             return Ok(());
         }
-        let mut view = self.view();
+        let mut view = self.view()?;
         let end = offset + data.len() as u64;
         for page in offset / PAGE..=(end - 1) / PAGE {
             let start = page * PAGE;
@@ -484,6 +659,163 @@ mod tests {
         Meta::new(dir.path()).write(|_| Ok(())).unwrap();
     }
 
+    fn set(meta: &Meta, key: &str, value: &str) {
+        meta.write(|txn| put(meta, txn, NAMES, key, value.as_bytes()))
+            .unwrap();
+    }
+
+    fn value(meta: &Meta, key: &str) -> Option<String> {
+        meta.read(|txn| read_one(meta, txn, NAMES, key))
+            .unwrap()
+            .map(|v| String::from_utf8(v).unwrap())
+    }
+
+    /// A read after a write sees it, though the first read's view is kept.
+    #[test]
+    fn a_kept_view_sees_later_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let reader = Meta::new(dir.path());
+        set(&reader, "a", "1");
+        assert_eq!(value(&reader, "a").as_deref(), Some("1"));
+        assert_eq!(value(&reader, "b"), None);
+        // Another handle of this process.
+        set(&Meta::new(dir.path()), "b", "2");
+        assert_eq!(value(&reader, "b").as_deref(), Some("2"));
+        // A held writable database of another handle.
+        let writer = Meta::new(dir.path());
+        {
+            let _hold = writer.hold();
+            set(&writer, "c", "3");
+            set(&writer, "d", "4");
+        }
+        assert_eq!(value(&reader, "c").as_deref(), Some("3"));
+        assert_eq!(value(&reader, "d").as_deref(), Some("4"));
+        // A handle reading through views of its own, as another process.
+        let other = Meta::with_views(dir.path(), Arc::default());
+        assert_eq!(value(&other, "d").as_deref(), Some("4"));
+        set(&reader, "e", "5");
+        assert_eq!(value(&other, "e").as_deref(), Some("5"));
+    }
+
+    /// A write that leaves the file's size as it was is still seen.
+    #[test]
+    fn a_kept_view_sees_a_write_of_the_same_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta::new(dir.path());
+        set(&meta, "name", "aaaa");
+        assert_eq!(value(&meta, "name").as_deref(), Some("aaaa"));
+        let size = std::fs::metadata(dir.path().join("meta.redb"))
+            .unwrap()
+            .len();
+        set(&meta, "name", "bbbb");
+        let after = std::fs::metadata(dir.path().join("meta.redb"))
+            .unwrap()
+            .len();
+        assert_eq!(size, after, "the test wants a write that keeps the size");
+        assert_eq!(value(&meta, "name").as_deref(), Some("bbbb"));
+    }
+
+    /// A database file replaced by another (renamed over it) is read anew,
+    /// and a view dropped after its file changed closes cleanly.
+    #[test]
+    fn a_kept_view_follows_a_replaced_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta::new(dir.path());
+        set(&meta, "name", "old");
+        let db = dir.path().join("meta.redb");
+        let copy = dir.path().join("copy.redb");
+        std::fs::copy(&db, &copy).unwrap();
+        for i in 0..200 {
+            set(&meta, &format!("filler{i}"), &"x".repeat(300));
+        }
+        set(&meta, "name", "new");
+        assert_eq!(value(&meta, "name").as_deref(), Some("new"));
+        std::fs::rename(&copy, &db).unwrap();
+        assert_eq!(value(&meta, "name").as_deref(), Some("old"));
+        assert_eq!(value(&meta, "filler0"), None);
+        // Rewrite most pages under a kept view, then read again.
+        for i in 0..200 {
+            meta.write(|txn| remove(&meta, txn, NAMES, &format!("filler{i}")).map(drop))
+                .unwrap();
+            set(&meta, &format!("other{i}"), &"y".repeat(500));
+        }
+        assert_eq!(value(&meta, "other199").as_deref(), Some(&*"y".repeat(500)));
+    }
+
+    /// Threads of one process share the kept view while another writes.
+    #[test]
+    fn threads_share_a_kept_view_and_see_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        set(&Meta::new(&root), "start", "0");
+        let (sent, received) = std::sync::mpsc::channel::<usize>();
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                let root = root.clone();
+                std::thread::spawn(move || {
+                    let meta = Meta::new(&root);
+                    for _ in 0..100 {
+                        assert_eq!(value(&meta, "start").as_deref(), Some("0"));
+                    }
+                })
+            })
+            .collect();
+        let checker = std::thread::spawn({
+            let root = root.clone();
+            move || {
+                let meta = Meta::new(&root);
+                for i in received {
+                    let expected = i.to_string();
+                    assert_eq!(value(&meta, &format!("k{i}")), Some(expected));
+                }
+            }
+        });
+        let writer = Meta::new(&root);
+        for i in 0..50 {
+            set(&writer, &format!("k{i}"), &i.to_string());
+            sent.send(i).unwrap();
+        }
+        drop(sent);
+        checker.join().unwrap();
+        for reader in readers {
+            reader.join().unwrap();
+        }
+    }
+
+    /// Where [`a_kept_view_sees_a_write_of_another_process`] runs its child.
+    const CHILD_DIR: &str = "KILN_META_TEST_CHILD_DIR";
+
+    /// The child half of [`a_kept_view_sees_a_write_of_another_process`]:
+    /// writes `child` = `written` into the database it is given.
+    #[test]
+    #[ignore = "run by a_kept_view_sees_a_write_of_another_process"]
+    fn child_writes_a_name() {
+        let dir = std::env::var_os(CHILD_DIR).expect("run by its parent test");
+        set(&Meta::new(Path::new(&dir)), "child", "written");
+    }
+
+    #[test]
+    fn a_kept_view_sees_a_write_of_another_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta::new(dir.path());
+        set(&meta, "parent", "here");
+        assert_eq!(value(&meta, "child"), None);
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "meta::tests::child_writes_a_name",
+                "--ignored",
+                "--quiet",
+            ])
+            .env(CHILD_DIR, dir.path())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert_eq!(value(&meta, "child").as_deref(), Some("written"));
+        assert_eq!(value(&meta, "parent").as_deref(), Some("here"));
+    }
+
     /// The view reads what was written over the file, and sizes like a file.
     #[test]
     fn snapshot_view_is_copy_on_write() {
@@ -491,7 +823,9 @@ mod tests {
         let path = dir.path().join("f");
         let original: Vec<u8> = (0..3 * PAGE + 100).map(|i| (i % 251) as u8).collect();
         std::fs::write(&path, &original).unwrap();
-        let view = SnapshotFile::new(File::open(&path).unwrap()).unwrap();
+        let file = File::open(&path).unwrap();
+        let len = file.metadata().unwrap().len();
+        let view = SnapshotFile::new(file, len);
         let mut model = original.clone();
 
         let mut write = |offset: u64, data: &[u8]| {

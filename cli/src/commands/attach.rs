@@ -7,7 +7,7 @@ use clap::Args;
 use crate::containers::attach;
 use crate::ExitStatus;
 
-/// Arguments of `kiln attach`.
+// Arguments of `kiln attach`.
 #[derive(Debug, Args)]
 pub struct AttachArgs {
     /// Do not forward stdin.

@@ -29,7 +29,7 @@ pub enum GraphFormat {
     Json,
 }
 
-/// Arguments of `kiln build`.
+// Arguments of `kiln build`.
 #[derive(Debug, Args)]
 pub struct BuildArgs {
     /// Build context: a directory, or `-` for a Dockerfile on stdin.

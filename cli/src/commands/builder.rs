@@ -12,7 +12,7 @@ use kiln_store::{PruneOptions, Store};
 use crate::output::{human_since, human_size, write_table};
 use crate::ExitStatus;
 
-/// Arguments of `kiln builder`.
+// Arguments of `kiln builder`.
 #[derive(Debug, Args)]
 pub struct BuilderArgs {
     #[command(subcommand)]

@@ -45,7 +45,7 @@ pub(crate) fn mount_stubs(upper: &Path, mounted: &[&str]) -> Vec<PathBuf> {
     stubs
 }
 
-/// Arguments of `kiln commit`.
+// Arguments of `kiln commit`.
 #[derive(Debug, Args)]
 pub struct CommitArgs {
     /// Commit message recorded in the image history.

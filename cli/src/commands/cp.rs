@@ -13,7 +13,7 @@ use crate::containers::copy::{self, Owner, Root};
 use crate::containers::Container;
 use crate::ExitStatus;
 
-/// Arguments of `kiln cp`.
+// Arguments of `kiln cp`.
 #[derive(Debug, Args)]
 pub struct CpArgs {
     /// Archive mode: keep the uid and gid of the source.

@@ -11,7 +11,7 @@ use kiln_runner::{JoinInfo, Stdio};
 use crate::containers::spec::{resolve_user, Accounts};
 use crate::ExitStatus;
 
-/// Arguments of `kiln exec`.
+// Arguments of `kiln exec`.
 #[derive(Debug, Args)]
 pub struct ExecArgs {
     /// Keep stdin open.

@@ -15,7 +15,7 @@ use kiln_store::layer::DiffOptions;
 use crate::containers::Container;
 use crate::ExitStatus;
 
-/// Arguments of `kiln export`.
+// Arguments of `kiln export`.
 #[derive(Debug, Args)]
 pub struct ExportArgs {
     /// Write to this file (default: standard output).
@@ -25,7 +25,7 @@ pub struct ExportArgs {
     pub container: String,
 }
 
-/// Arguments of `kiln diff`.
+// Arguments of `kiln diff`.
 #[derive(Debug, Args)]
 pub struct DiffArgs {
     /// Container: name or id.

@@ -6,7 +6,7 @@ use kiln_store::Store;
 
 use crate::ExitStatus;
 
-/// Arguments of `kiln fsck`.
+// Arguments of `kiln fsck`.
 #[derive(Debug, Args)]
 pub struct FsckArgs {}
 

@@ -13,7 +13,7 @@ use crate::args::Command;
 use crate::output::human_size;
 use crate::ExitStatus;
 
-/// Arguments of `kiln container`.
+// Arguments of `kiln container`.
 #[derive(Debug, Args)]
 pub struct ContainerArgs {
     #[command(subcommand)]
@@ -84,7 +84,7 @@ pub struct ContainerPruneArgs {
     pub force: bool,
 }
 
-/// Arguments of `kiln image`.
+// Arguments of `kiln image`.
 #[derive(Debug, Args)]
 pub struct ImageArgs {
     #[command(subcommand)]

@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::output::{human_since, human_size, parse_time, write_table};
 use crate::ExitStatus;
 
-/// Arguments of `kiln history`.
+// Arguments of `kiln history`.
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
     /// Only show image ids (`<missing>` for entries that are no image here).

@@ -11,7 +11,7 @@ use crate::names::repository_and_tag;
 use crate::output::{human_since, human_size, parse_time, write_table};
 use crate::ExitStatus;
 
-/// Arguments of `kiln images`.
+// Arguments of `kiln images`.
 #[derive(Debug, Args)]
 pub struct ImagesArgs {
     /// Only show image ids.

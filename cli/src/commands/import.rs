@@ -14,7 +14,7 @@ use oci_spec::image::{ConfigBuilder, HistoryBuilder, ImageConfigurationBuilder, 
 
 use crate::ExitStatus;
 
-/// Arguments of `kiln import`.
+// Arguments of `kiln import`.
 #[derive(Debug, Args)]
 pub struct ImportArgs {
     /// Apply a Dockerfile instruction to the image config: CMD, ENTRYPOINT,

@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::containers::Status;
 use crate::ExitStatus;
 
-/// Arguments of `kiln info`.
+// Arguments of `kiln info`.
 #[derive(Debug, Args)]
 pub struct InfoArgs {
     /// Output format: text (default) or json.

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::ExitStatus;
 
-/// Arguments of `kiln inspect`.
+// Arguments of `kiln inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
     /// Images: names or ids.

@@ -5,7 +5,7 @@ use clap::Args;
 
 use crate::ExitStatus;
 
-/// Arguments of `kiln kill`.
+// Arguments of `kiln kill`.
 #[derive(Debug, Args)]
 pub struct KillArgs {
     /// Signal: name (KILL, SIGTERM) or number.

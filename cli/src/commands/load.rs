@@ -10,7 +10,7 @@ use kiln_store::Store;
 
 use crate::ExitStatus;
 
-/// Arguments of `kiln load`.
+// Arguments of `kiln load`.
 #[derive(Debug, Args)]
 pub struct LoadArgs {
     /// Read from this file instead of standard input.

@@ -12,7 +12,7 @@ use crate::args::Cli;
 use crate::settings::{normalize_registry, runtime, RegistrySettings};
 use crate::ExitStatus;
 
-/// Arguments of `kiln login`.
+// Arguments of `kiln login`.
 #[derive(Debug, Args)]
 pub struct LoginArgs {
     /// User name (asked for on a terminal when missing).
@@ -29,7 +29,7 @@ pub struct LoginArgs {
     pub server: Option<String>,
 }
 
-/// Arguments of `kiln logout`.
+// Arguments of `kiln logout`.
 #[derive(Debug, Args)]
 pub struct LogoutArgs {
     /// The registry, `host[:port]` (default: Docker Hub).

@@ -11,7 +11,7 @@ use crate::containers::logs::{read_from, Entry};
 use crate::containers::{Container, Status};
 use crate::ExitStatus;
 
-/// Arguments of `kiln logs`.
+// Arguments of `kiln logs`.
 #[derive(Debug, Args)]
 pub struct LogsArgs {
     /// Keep printing new output until the container exits.

@@ -17,7 +17,7 @@ use crate::containers::supervise::{self, exit_code_of};
 use crate::containers::Container;
 use crate::ExitStatus;
 
-/// Arguments of the hidden monitor entry.
+// Arguments of the hidden monitor entry.
 #[derive(Debug, Args)]
 pub struct MonitorArgs {
     /// Container id.

@@ -13,7 +13,7 @@ use crate::containers::Status;
 use crate::output::write_table;
 use crate::ExitStatus;
 
-/// Arguments of `kiln network`.
+// Arguments of `kiln network`.
 #[derive(Debug, Args)]
 pub struct NetworkArgs {
     #[command(subcommand)]
@@ -324,7 +324,7 @@ fn change(
     .with_context(|| format!("updating container {name}"))
 }
 
-/// Arguments of `kiln port`.
+// Arguments of `kiln port`.
 #[derive(Debug, Args)]
 pub struct PortArgs {
     pub container: String,

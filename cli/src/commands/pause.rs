@@ -8,7 +8,7 @@ use clap::Args;
 use crate::containers::{Container, State};
 use crate::ExitStatus;
 
-/// Arguments of `kiln pause` and `kiln unpause`.
+// Arguments of `kiln pause` and `kiln unpause`.
 #[derive(Debug, Args)]
 pub struct PauseArgs {
     /// Containers: names or ids.

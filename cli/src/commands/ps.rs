@@ -11,7 +11,7 @@ use crate::containers::{State, Status};
 use crate::output::{human_since, write_table};
 use crate::ExitStatus;
 
-/// Arguments of `kiln ps`.
+// Arguments of `kiln ps`.
 #[derive(Debug, Args)]
 pub struct PsArgs {
     /// Show all containers (default: running ones).

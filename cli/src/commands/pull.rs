@@ -14,7 +14,7 @@ use crate::settings::{runtime, RegistrySettings};
 use crate::transfer::pull::{pull, Pulled};
 use crate::ExitStatus;
 
-/// Arguments of `kiln pull`.
+// Arguments of `kiln pull`.
 #[derive(Debug, Args)]
 pub struct PullArgs {
     /// The image: `[REGISTRY/]REPOSITORY[:TAG|@DIGEST]`.

@@ -11,7 +11,7 @@ use crate::settings::{runtime, RegistrySettings};
 use crate::transfer::push::push;
 use crate::ExitStatus;
 
-/// Arguments of `kiln push`.
+// Arguments of `kiln push`.
 #[derive(Debug, Args)]
 pub struct PushArgs {
     /// The image to push, by its name: `REGISTRY/REPOSITORY[:TAG]`.

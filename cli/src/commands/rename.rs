@@ -6,7 +6,7 @@ use clap::Args;
 use crate::containers::names::is_valid;
 use crate::ExitStatus;
 
-/// Arguments of `kiln rename`.
+// Arguments of `kiln rename`.
 #[derive(Debug, Args)]
 pub struct RenameArgs {
     /// Container: name or id.

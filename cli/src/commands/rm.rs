@@ -10,7 +10,7 @@ use kiln_runner::Signal;
 use crate::containers::Status;
 use crate::ExitStatus;
 
-/// Arguments of `kiln rm`.
+// Arguments of `kiln rm`.
 #[derive(Debug, Args)]
 pub struct RmArgs {
     /// Kill a running container first.

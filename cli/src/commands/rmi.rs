@@ -8,7 +8,7 @@ use kiln_store::{descriptor_digest, PruneOptions, Store};
 
 use crate::ExitStatus;
 
-/// Arguments of `kiln rmi`.
+// Arguments of `kiln rmi`.
 #[derive(Debug, Args)]
 pub struct RmiArgs {
     /// Remove every name of an image given by id.

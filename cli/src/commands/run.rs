@@ -21,7 +21,7 @@ use crate::containers::{names, new_id, Container, Containers, Record};
 use crate::settings::RegistrySettings;
 use crate::ExitStatus;
 
-/// Flags shared by `kiln create` and `kiln run`.
+// Flags shared by `kiln create` and `kiln run`.
 #[derive(Debug, Args)]
 #[command(disable_help_flag = true)]
 pub struct CreateArgs {
@@ -177,7 +177,7 @@ impl CreateArgs {
     }
 }
 
-/// Arguments of `kiln run`.
+// Arguments of `kiln run`.
 #[derive(Debug, Args)]
 #[command(disable_help_flag = true)]
 pub struct RunArgs {

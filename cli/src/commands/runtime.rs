@@ -11,14 +11,14 @@ use kiln_runner::{Container, Spec};
 
 use crate::ExitStatus;
 
-/// Arguments of `kiln runtime`.
+// Arguments of `kiln runtime`.
 #[derive(Debug, Args)]
 pub struct RuntimeArgs {
     #[command(subcommand)]
     pub command: RuntimeCommand,
 }
 
-/// Subcommands of `kiln runtime`.
+// Subcommands of `kiln runtime`.
 #[derive(Debug, Subcommand)]
 pub enum RuntimeCommand {
     /// Run a bundle in the foreground and exit with the container's code.

@@ -10,7 +10,7 @@ use kiln_store::Store;
 
 use crate::ExitStatus;
 
-/// Arguments of `kiln save`.
+// Arguments of `kiln save`.
 #[derive(Debug, Args)]
 pub struct SaveArgs {
     /// Write to this file instead of standard output.

@@ -7,7 +7,7 @@ use crate::args::Cli;
 use crate::settings::{normalize_registry, runtime, RegistrySettings};
 use crate::ExitStatus;
 
-/// Arguments of `kiln search`.
+// Arguments of `kiln search`.
 #[derive(Debug, Args)]
 pub struct SearchArgs {
     /// `REGISTRY/QUERY`: repositories of REGISTRY whose name contains QUERY

@@ -8,7 +8,7 @@ use crate::containers::attach;
 use crate::containers::Status;
 use crate::ExitStatus;
 
-/// Arguments of `kiln start`.
+// Arguments of `kiln start`.
 #[derive(Debug, Args)]
 pub struct StartArgs {
     /// Stay attached: print the container's output until it exits, then

@@ -15,7 +15,7 @@ use crate::containers::Container;
 use crate::output::{binary_size, human_size, write_table};
 use crate::ExitStatus;
 
-/// Arguments of `kiln stats`.
+// Arguments of `kiln stats`.
 #[derive(Debug, Args)]
 pub struct StatsArgs {
     /// Stopped containers too (default: running ones).

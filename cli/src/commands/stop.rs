@@ -11,7 +11,7 @@ use kiln_runner::Signal;
 use crate::containers::{Container, Status};
 use crate::ExitStatus;
 
-/// Arguments of `kiln stop` and `kiln restart`.
+// Arguments of `kiln stop` and `kiln restart`.
 #[derive(Debug, Args)]
 pub struct StopArgs {
     /// Seconds to wait after the stop signal before SIGKILL (default: the

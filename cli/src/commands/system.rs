@@ -7,7 +7,7 @@ use kiln_store::{PruneOptions, Store};
 use crate::output::{human_size, write_table};
 use crate::ExitStatus;
 
-/// Arguments of `kiln system`.
+// Arguments of `kiln system`.
 #[derive(Debug, Args)]
 pub struct SystemArgs {
     #[command(subcommand)]

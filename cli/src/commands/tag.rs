@@ -6,7 +6,7 @@ use kiln_store::Store;
 
 use crate::ExitStatus;
 
-/// Arguments of `kiln tag`.
+// Arguments of `kiln tag`.
 #[derive(Debug, Args)]
 pub struct TagArgs {
     /// The image to tag: a name or an id.

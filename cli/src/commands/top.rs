@@ -8,7 +8,7 @@ use clap::Args;
 
 use crate::ExitStatus;
 
-/// Arguments of `kiln top`.
+// Arguments of `kiln top`.
 #[derive(Debug, Args)]
 pub struct TopArgs {
     /// Container: name or id.

@@ -11,7 +11,7 @@ use crate::containers::{names, Containers};
 use crate::output::write_table;
 use crate::ExitStatus;
 
-/// Arguments of `kiln volume`.
+// Arguments of `kiln volume`.
 #[derive(Debug, Args)]
 pub struct VolumeArgs {
     #[command(subcommand)]

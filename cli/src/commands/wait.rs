@@ -6,7 +6,7 @@ use clap::Args;
 use crate::containers::Status;
 use crate::ExitStatus;
 
-/// Arguments of `kiln wait`.
+// Arguments of `kiln wait`.
 #[derive(Debug, Args)]
 pub struct WaitArgs {
     /// Containers: names or ids.
