@@ -41,6 +41,16 @@ fn is_mounted(target: &Path) -> bool {
 
 /// Unmounts a root filesystem left mounted by a killed monitor.
 pub fn unmount_stale(target: &Path) -> Result<()> {
+    // What kiln mounts there is an overlay, whose device differs from that
+    // of the container directory: two stats spare the mount table's read
+    // in the usual case of nothing mounted.
+    use std::os::unix::fs::MetadataExt;
+    let device = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).ok();
+    match (device(target), target.parent().and_then(device)) {
+        (None, _) => return Ok(()),
+        (Some(a), Some(b)) if a == b => return Ok(()),
+        _ => {}
+    }
     let Ok(target) = std::fs::canonicalize(target) else {
         return Ok(());
     };
@@ -204,28 +214,41 @@ fn copy_up_volumes(container: &Container, rootfs: &Path) -> Result<()> {
 
 /// Waits for the program, unmounts the rootfs and records the exit.
 /// Returns the exit code (128+N for signal N).
-pub fn finish(container: &Container, mut started: Started) -> Result<u8> {
+pub fn finish(container: &Container, started: Started) -> Result<u8> {
+    finish_with(container, started, true)
+}
+
+/// [`finish`] for a container removed right after: its exit is not
+/// written (a state still saying "running" whose program and runner are
+/// gone reads as exited, see [`State::effective`]).
+pub fn finish_for_removal(container: &Container, started: Started) -> Result<u8> {
+    finish_with(container, started, false)
+}
+
+fn finish_with(container: &Container, mut started: Started, record_exit: bool) -> Result<u8> {
     let status = started.child.wait();
     kiln_runner::timing::mark("waited");
-    let mut state = container.state().unwrap_or_default();
     let unmounted = started.mount.take().map(|m| m.unmount());
     kiln_runner::timing::mark("unmounted");
     let t = std::time::Instant::now();
     let released = super::net::teardown(container);
     kiln_runner::timing::mark("net down");
     tracing::debug!("network given back in {:?}", t.elapsed());
-    state.status = Status::Exited;
-    state.finished_at = Some(Utc::now());
-    state.oom_killed = started.child.oom_killed();
     let code = match &status {
         Ok(s) => s.code(),
         Err(_) => 125,
     };
-    state.exit_code = Some(code as i32);
-    state.ports.clear();
-    state.addresses.clear();
-    container.set_state(&state)?;
-    kiln_runner::timing::mark("state exited");
+    if record_exit {
+        let mut state = container.state().unwrap_or_default();
+        state.status = Status::Exited;
+        state.finished_at = Some(Utc::now());
+        state.oom_killed = started.child.oom_killed();
+        state.exit_code = Some(code as i32);
+        state.ports.clear();
+        state.addresses.clear();
+        container.set_state(&state)?;
+        kiln_runner::timing::mark("state exited");
+    }
     released?;
     status.with_context(|| format!("waiting for container {}", container.record.name))?;
     if let Some(result) = unmounted {

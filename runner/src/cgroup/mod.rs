@@ -144,8 +144,6 @@ pub(crate) struct Cgroup {
     version: CgroupVersion,
     /// v1: one directory per hierarchy, with its controllers; v2: one.
     dirs: Vec<(String, PathBuf)>,
-    /// The path below each hierarchy's root.
-    relative: PathBuf,
 }
 
 /// mkdir -p, retried when a concurrent [`Cgroup::remove`] took away an empty
@@ -192,7 +190,6 @@ impl Cgroup {
                 Cgroup {
                     version,
                     dirs: vec![(String::new(), dir)],
-                    relative: relative.to_path_buf(),
                 }
             }
             CgroupVersion::V1 => {
@@ -201,7 +198,6 @@ impl Cgroup {
                 let mut cgroup = Cgroup {
                     version,
                     dirs: Vec::new(),
-                    relative: relative.to_path_buf(),
                 };
                 for h in parse_v1_hierarchies(&mountinfo) {
                     let dir = h.mountpoint.join(relative);
@@ -307,7 +303,9 @@ impl Cgroup {
     }
 
     /// Kills every process left in the cgroup and removes its directories.
-    /// Directories already gone are fine.
+    /// Directories already gone are fine. Parents (`kiln` of `kiln/<id>`)
+    /// stay, as docker's `docker` cgroup does: the next container would make
+    /// them again, one more mkdir and rmdir per hierarchy and start.
     pub(crate) fn remove(&self) -> Result<()> {
         let mut first_error = None;
         if self.version == CgroupVersion::V2 {
@@ -316,17 +314,6 @@ impl Cgroup {
         for (_, dir) in self.dirs.iter().rev() {
             if let Err(e) = remove_dir(dir) {
                 first_error.get_or_insert(e);
-                continue;
-            }
-            // Parents (`kiln` of `kiln/<id>`) go too once empty; a parent
-            // still in use refuses (EBUSY), which is fine.
-            let mut parent = dir.as_path();
-            for _ in self.relative.components().skip(1) {
-                let Some(p) = parent.parent() else { break };
-                if std::fs::remove_dir(p).is_err() {
-                    break;
-                }
-                parent = p;
             }
         }
         first_error.map_or(Ok(()), Err)
@@ -371,7 +358,6 @@ pub fn remove_stale_children(parent: &Path, stale: &dyn Fn(&str) -> bool) {
                 .map(|(c, root)| (c.clone(), root.join(&relative)))
                 .filter(|(_, d)| d.is_dir())
                 .collect(),
-            relative,
         };
         let _ = cgroup.remove();
     }
