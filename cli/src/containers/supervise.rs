@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use chrono::Utc;
+use kiln_runner::cgroup::PreparedCgroup;
 use kiln_runner::overlay::{OverlayMount, Writable};
 use kiln_runner::{Child, Stdio};
 
@@ -87,49 +88,46 @@ fn start_inner(
 ) -> Result<Started> {
     let record = &container.record;
     let rootfs = container.rootfs();
-    unmount_stale(&rootfs)?;
-    // overlayfs wants the topmost lower first; the record keeps lowest first.
-    let lowers: Vec<_> = record.lowers.iter().rev().cloned().collect();
-    let upper = container.dir.join("upper");
-    let work = container.dir.join("work");
-    let mount = OverlayMount::mount(
-        &lowers,
-        Some(Writable {
-            upper: &upper,
-            work: &work,
-            volatile: record.auto_remove,
-        }),
-        &rootfs,
-    )
-    .with_context(|| format!("mounting the root filesystem of {}", record.name))?;
-    kiln_runner::timing::mark("overlay mounted");
-    if let Err(e) = copy_up_volumes(container, &rootfs) {
-        drop(mount);
-        return Err(e);
-    }
-    // docker creates a missing working directory.
-    if let Some(process) = record.spec.process() {
-        let cwd = rootfs.join(process.cwd().strip_prefix("/").unwrap_or(process.cwd()));
-        let _ = std::fs::create_dir_all(cwd);
-    }
-    let mut spec = record.spec.clone();
-    let containers_dir = container.dir.parent().context("container directory")?;
-    let root = containers_dir.parent().context("kiln root")?;
-    let containers = super::Containers::new(containers_dir.to_path_buf());
-    let t = std::time::Instant::now();
-    let net = match super::net::setup(container, &containers, root, &mut spec) {
-        Ok(net) => {
-            tracing::debug!("network set up in {:?}", t.elapsed());
-            net
-        }
+    // The cgroup's directories are made on another thread while this one
+    // mounts the root filesystem and sets up the network; it is joined
+    // before the container is cloned (see `kiln_runner::cgroup::PreparedCgroup`).
+    let relative = std::path::PathBuf::from(format!("kiln/{}", record.id));
+    let resources = record
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().clone());
+    let maker = std::thread::Builder::new()
+        .name("kiln-cgroup".into())
+        .spawn(move || {
+            let made = PreparedCgroup::create(&relative, resources.as_ref());
+            kiln_runner::timing::mark("cgroup prepared");
+            made
+        });
+    let set_up = set_up_root(container, &rootfs);
+    let prepared = match maker {
+        Ok(handle) => Some(handle.join().expect("the cgroup thread does not panic")),
+        Err(_) => None,
+    };
+    // On error from here the prepared cgroup is dropped, so removed.
+    let (mount, net, spec) = set_up?;
+    let prepared = match prepared.transpose() {
+        Ok(p) => p,
         Err(e) => {
+            if net.attached {
+                let _ = super::net::teardown(container);
+            }
             drop(mount);
-            return Err(e);
+            return Err(anyhow::Error::new(e))
+                .with_context(|| format!("starting container {}", record.name));
         }
     };
-    kiln_runner::timing::mark("net up");
-    let spawned = kiln_runner::Container::builder(spec, &rootfs)
-        .cgroup(format!("kiln/{}", record.id))
+    let mut builder = kiln_runner::Container::builder(spec, &rootfs);
+    builder = match prepared {
+        Some(cgroup) => builder.prepared_cgroup(cgroup),
+        None => builder.cgroup(format!("kiln/{}", record.id)),
+    };
+    let spawned = builder
         .init(record.init)
         .stdin(stdin)
         .stdout(stdout)
@@ -168,6 +166,48 @@ fn start_inner(
         child,
         mount: Some(mount),
     })
+}
+
+/// Mounts the root filesystem of `container` at `rootfs`, copies volumes
+/// up, makes the working directory and sets up the network; returns the
+/// mount, the network and the spec to run. On error nothing stays mounted
+/// or attached.
+fn set_up_root(
+    container: &Container,
+    rootfs: &Path,
+) -> Result<(OverlayMount, super::net::NetUp, kiln_runner::Spec)> {
+    let record = &container.record;
+    unmount_stale(rootfs)?;
+    // overlayfs wants the topmost lower first; the record keeps lowest first.
+    let lowers: Vec<_> = record.lowers.iter().rev().cloned().collect();
+    let upper = container.dir.join("upper");
+    let work = container.dir.join("work");
+    let mount = OverlayMount::mount(
+        &lowers,
+        Some(Writable {
+            upper: &upper,
+            work: &work,
+            volatile: record.auto_remove,
+        }),
+        rootfs,
+    )
+    .with_context(|| format!("mounting the root filesystem of {}", record.name))?;
+    kiln_runner::timing::mark("overlay mounted");
+    copy_up_volumes(container, rootfs)?;
+    // docker creates a missing working directory.
+    if let Some(process) = record.spec.process() {
+        let cwd = rootfs.join(process.cwd().strip_prefix("/").unwrap_or(process.cwd()));
+        let _ = std::fs::create_dir_all(cwd);
+    }
+    let mut spec = record.spec.clone();
+    let containers_dir = container.dir.parent().context("container directory")?;
+    let root = containers_dir.parent().context("kiln root")?;
+    let containers = super::Containers::new(containers_dir.to_path_buf());
+    let t = std::time::Instant::now();
+    let net = super::net::setup(container, &containers, root, &mut spec)?;
+    tracing::debug!("network set up in {:?}", t.elapsed());
+    kiln_runner::timing::mark("net up");
+    Ok((mount, net, spec))
 }
 
 /// docker's copy-up: an empty volume (named or anonymous) mounted where the

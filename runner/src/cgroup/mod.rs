@@ -146,6 +146,41 @@ pub(crate) struct Cgroup {
     dirs: Vec<(String, PathBuf)>,
 }
 
+/// A container's cgroup made ahead of [`crate::ContainerBuilder::spawn`],
+/// e.g. on another thread while the caller mounts the root filesystem:
+/// hand it over with [`crate::ContainerBuilder::prepared_cgroup`]. Removed
+/// when dropped unused.
+#[derive(Debug)]
+pub struct PreparedCgroup {
+    cgroup: Option<Cgroup>,
+}
+
+impl PreparedCgroup {
+    /// Creates the cgroup `relative` (e.g. `kiln/<id>`) with the limits of
+    /// `resources`, as the builder's `cgroup` would at spawn. On error
+    /// nothing is left.
+    pub fn create(relative: &Path, resources: Option<&LinuxResources>) -> Result<PreparedCgroup> {
+        Ok(PreparedCgroup {
+            cgroup: Some(Cgroup::create(relative, resources)?),
+        })
+    }
+
+    /// The cgroup, now owned by the caller (who removes it).
+    pub(crate) fn take(mut self) -> Cgroup {
+        self.cgroup
+            .take()
+            .expect("a prepared cgroup is taken only once, by value")
+    }
+}
+
+impl Drop for PreparedCgroup {
+    fn drop(&mut self) {
+        if let Some(cgroup) = self.cgroup.take() {
+            let _ = cgroup.remove();
+        }
+    }
+}
+
 /// mkdir -p, retried when a concurrent [`Cgroup::remove`] took away an empty
 /// shared parent between two steps.
 fn create_dir(dir: &Path) -> Result<()> {
@@ -456,16 +491,19 @@ pub fn warm_up_attach() {
 static WARM_UP: std::sync::Mutex<Option<std::thread::JoinHandle<()>>> = std::sync::Mutex::new(None);
 
 /// Joins the warm-up thread if it finished its write (it may still be
-/// leaving); one still waiting for the kernel is left alone.
-pub(crate) fn join_warm_up() {
+/// leaving); one still waiting for the kernel is left alone. Returns false
+/// when it still runs.
+pub(crate) fn join_warm_up() -> bool {
     let Ok(mut slot) = WARM_UP.lock() else {
-        return;
+        return true;
     };
-    if slot.as_ref().is_some_and(|h| h.is_finished()) {
-        if let Some(handle) = slot.take() {
-            let _ = handle.join();
-        }
+    if slot.as_ref().is_some_and(|h| !h.is_finished()) {
+        return false;
     }
+    if let Some(handle) = slot.take() {
+        let _ = handle.join();
+    }
+    true
 }
 
 /// The cgroup.procs files of the cgroups process `pid` is in, as seen from
