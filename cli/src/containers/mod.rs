@@ -3,7 +3,8 @@
 //!
 //! Layout of one container directory:
 //! `config.json` (the [`Record`], written once), `state.json` (the
-//! [`State`], replaced atomically on every change), `upper/` and `work/`
+//! [`State`], replaced atomically on every change; none until the first
+//! start), `upper/` and `work/`
 //! (the overlay's writable half), `rootfs/` (the merged mount point while it
 //! runs) and `log.json` (docker's json-file log format).
 
@@ -302,7 +303,14 @@ impl Container {
     /// The state as written last (see [`State::effective`] for "now").
     pub fn state(&self) -> Result<State> {
         let path = self.state_path();
-        let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text = match std::fs::read(&path) {
+            Ok(text) => text,
+            // Never started: the state is first written at start.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.dir.is_dir() => {
+                return Ok(State::default())
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
         if text.is_empty() {
             // Unflushed and cut short by a power loss: the container stopped.
             return Ok(State::default());
@@ -510,14 +518,13 @@ impl Containers {
             // `.creating-` directory nobody lists. A --rm container lives
             // only as long as its process, which a power loss ends: its
             // record need not survive one, so it skips the disk flush. The
-            // state is never flushed (see set_state).
+            // state is first written at start (none reads as created).
             let mut config = File::create_new(tmp.join("config.json"))?;
             config.write_all(&serde_json::to_vec(record)?)?;
             if !record.auto_remove {
                 config.sync_all()?;
             }
             drop(config);
-            std::fs::write(tmp.join("state.json"), serde_json::to_vec(&State::default())?)?;
             std::fs::rename(&tmp, &dir)?;
             Ok(())
         })();
@@ -560,7 +567,7 @@ impl Containers {
         let trash = self.dir.join(format!(".trash-{}", container.record.id));
         let state = container.state().unwrap_or_default();
         supervise::unmount_stale(&container.rootfs())?;
-        if !state.clone().effective().is_alive() {
+        if container.record.net.is_bridge() && !state.clone().effective().is_alive() {
             kiln_runner::network::release(&container.record.id)
                 .context("releasing the container's network")?;
         }

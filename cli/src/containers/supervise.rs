@@ -271,7 +271,13 @@ fn finish_with(container: &Container, mut started: Started, record_exit: bool) -
     let unmounted = started.mount.take().map(|m| m.unmount());
     kiln_runner::timing::mark("unmounted");
     let t = std::time::Instant::now();
-    let released = super::net::teardown(container);
+    // Only bridge networks attach anything (none, host and container:
+    // modes hold nothing to give back).
+    let released = if container.record.net.is_bridge() {
+        super::net::teardown(container)
+    } else {
+        Ok(())
+    };
     kiln_runner::timing::mark("net down");
     tracing::debug!("network given back in {:?}", t.elapsed());
     let code = match &status {
