@@ -88,35 +88,62 @@ fn start_inner(
 ) -> Result<Started> {
     let record = &container.record;
     let rootfs = container.rootfs();
-    // The cgroup's directories are made on another thread while this one
-    // mounts the root filesystem and sets up the network; it is joined
-    // before the container is cloned (see `kiln_runner::cgroup::PreparedCgroup`).
+    // Two halves of the set-up that touch different things run at once: the
+    // network (namespace, veth, /etc files) on another thread, the root
+    // filesystem on this one; the cgroup goes with the shorter half (the
+    // network of a bridge takes milliseconds, that of none a few files).
+    // Both are joined before the container is cloned.
     let relative = std::path::PathBuf::from(format!("kiln/{}", record.id));
     let resources = record
         .spec
         .linux()
         .as_ref()
         .and_then(|l| l.resources().clone());
-    let maker = std::thread::Builder::new()
-        .name("kiln-cgroup".into())
-        .spawn(move || {
-            let made = PreparedCgroup::create(&relative, resources.as_ref());
-            kiln_runner::timing::mark("cgroup prepared");
-            made
-        });
-    let set_up = set_up_root(container, &rootfs);
-    let prepared = match maker {
-        Ok(handle) => Some(handle.join().expect("the cgroup thread does not panic")),
-        Err(_) => None,
+    let make_cgroup = || {
+        let made = PreparedCgroup::create(&relative, resources.as_ref());
+        kiln_runner::timing::mark("cgroup prepared");
+        made
     };
-    // On error from here the prepared cgroup is dropped, so removed.
-    let (mount, net, spec) = set_up?;
+    let cgroup_with_network = !record.net.is_bridge();
+    let mut spec = record.spec.clone();
+    let (mounted, net, prepared) = std::thread::scope(|scope| {
+        let spec = &mut spec;
+        let network = std::thread::Builder::new()
+            .name("kiln-net".into())
+            .spawn_scoped(scope, || {
+                let prepared = cgroup_with_network.then(make_cgroup);
+                (set_up_network(container, spec), prepared)
+            });
+        let mounted = mount_root(container, &rootfs);
+        let prepared = (!cgroup_with_network && mounted.is_ok()).then(make_cgroup);
+        let (net, other) = match network {
+            Ok(handle) => handle.join().expect("the network thread does not panic"),
+            Err(e) => (
+                Err(anyhow::Error::new(e).context("starting a thread")),
+                None,
+            ),
+        };
+        (mounted, net, prepared.or(other))
+    });
+    // On error from here what was made is given back: the mount and the
+    // prepared cgroup when dropped, the network by its teardown.
+    let teardown = |net: &super::net::NetUp| {
+        if net.attached {
+            let _ = super::net::teardown(container);
+        }
+    };
+    let net = net?;
+    let mount = match mounted {
+        Ok(mount) => mount,
+        Err(e) => {
+            teardown(&net);
+            return Err(e);
+        }
+    };
     let prepared = match prepared.transpose() {
         Ok(p) => p,
         Err(e) => {
-            if net.attached {
-                let _ = super::net::teardown(container);
-            }
+            teardown(&net);
             drop(mount);
             return Err(anyhow::Error::new(e))
                 .with_context(|| format!("starting container {}", record.name));
@@ -169,13 +196,8 @@ fn start_inner(
 }
 
 /// Mounts the root filesystem of `container` at `rootfs`, copies volumes
-/// up, makes the working directory and sets up the network; returns the
-/// mount, the network and the spec to run. On error nothing stays mounted
-/// or attached.
-fn set_up_root(
-    container: &Container,
-    rootfs: &Path,
-) -> Result<(OverlayMount, super::net::NetUp, kiln_runner::Spec)> {
+/// up and makes the working directory. On error nothing stays mounted.
+fn mount_root(container: &Container, rootfs: &Path) -> Result<OverlayMount> {
     let record = &container.record;
     unmount_stale(rootfs)?;
     // overlayfs wants the topmost lower first; the record keeps lowest first.
@@ -199,15 +221,23 @@ fn set_up_root(
         let cwd = rootfs.join(process.cwd().strip_prefix("/").unwrap_or(process.cwd()));
         let _ = std::fs::create_dir_all(cwd);
     }
-    let mut spec = record.spec.clone();
+    Ok(mount)
+}
+
+/// Sets up the network of `container` and adjusts `spec` to it (see
+/// [`super::net::setup`]). On error nothing stays attached.
+fn set_up_network(
+    container: &Container,
+    spec: &mut kiln_runner::Spec,
+) -> Result<super::net::NetUp> {
     let containers_dir = container.dir.parent().context("container directory")?;
     let root = containers_dir.parent().context("kiln root")?;
     let containers = super::Containers::new(containers_dir.to_path_buf());
     let t = std::time::Instant::now();
-    let net = super::net::setup(container, &containers, root, &mut spec)?;
+    let net = super::net::setup(container, &containers, root, spec)?;
     tracing::debug!("network set up in {:?}", t.elapsed());
     kiln_runner::timing::mark("net up");
-    Ok((mount, net, spec))
+    Ok(net)
 }
 
 /// docker's copy-up: an empty volume (named or anonymous) mounted where the

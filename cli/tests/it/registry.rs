@@ -659,7 +659,10 @@ fn run_pull_policies_follow_a_moved_tag() {
         );
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(out.status.success(), "--pull {pull}: {stderr}");
-        (String::from_utf8_lossy(&out.stdout).trim().to_string(), stderr)
+        (
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            stderr,
+        )
     };
 
     // --pull never refuses an image the store lacks, and makes nothing.
