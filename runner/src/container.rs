@@ -50,19 +50,9 @@ const DEFAULT_INIT_BINARY: &str = "/proc/self/exe";
 /// run the init without an exec. The cgroup warm-up thread (see
 /// [`crate::cgroup::warm_up_attach`]) is waited for when it is done.
 fn no_other_thread() -> bool {
-    if !crate::cgroup::join_warm_up() {
-        return false;
-    }
-    // A thread the caller joined a moment ago (see
-    // [`crate::cgroup::PreparedCgroup`]) may still be counted: the kernel
-    // wakes the joiner before it drops the thread from the count.
-    for _ in 0..20 {
-        if sys::single_threaded() {
-            return true;
-        }
-        std::thread::yield_now();
-    }
-    false
+    // Threads the caller joined a moment ago (set-up helpers, see
+    // [`crate::cgroup::PreparedCgroup`]) may still be counted for a while.
+    crate::cgroup::join_warm_up() && sys::settled_single_threaded()
 }
 
 /// Options shared by [`ContainerBuilder`] and [`ExecBuilder`].

@@ -221,6 +221,19 @@ pub fn single_threaded() -> bool {
         .is_some_and(|n| n == "1")
 }
 
+/// Like [`single_threaded`], but gives a thread the caller joined a moment
+/// ago time to be gone: the kernel wakes the joiner before it drops the
+/// thread from the count.
+pub fn settled_single_threaded() -> bool {
+    for _ in 0..20 {
+        if single_threaded() {
+            return true;
+        }
+        std::thread::yield_now();
+    }
+    false
+}
+
 /// Ends the process at once: no exit handlers, no flushing of buffers a
 /// forked child shares with its parent.
 pub fn exit_now(code: i32) -> ! {
@@ -550,7 +563,7 @@ pub fn monotonic_ms() -> f64 {
 /// EBUSY when this process runs other threads (a forked copy of a
 /// multi-threaded process may only call async-signal-safe functions).
 pub fn fork_detached(keep: RawFd) -> nix::Result<Option<Pid>> {
-    if !single_threaded() {
+    if !settled_single_threaded() {
         return Err(Errno::EBUSY);
     }
     let null = nix::fcntl::open(
