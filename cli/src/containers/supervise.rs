@@ -298,18 +298,30 @@ pub fn finish_for_removal(container: &Container, started: Started) -> Result<u8>
 fn finish_with(container: &Container, mut started: Started, record_exit: bool) -> Result<u8> {
     let status = started.child.wait();
     kiln_runner::timing::mark("waited");
-    let unmounted = started.mount.take().map(|m| m.unmount());
-    kiln_runner::timing::mark("unmounted");
-    let t = std::time::Instant::now();
+    let mount = started.mount.take();
     // Only bridge networks attach anything (none, host and container:
-    // modes hold nothing to give back).
-    let released = if container.record.net.is_bridge() {
-        super::net::teardown(container)
-    } else {
-        Ok(())
-    };
-    kiln_runner::timing::mark("net down");
-    tracing::debug!("network given back in {:?}", t.elapsed());
+    // modes hold nothing to give back); that teardown (netlink, the
+    // network's state) runs beside the unmount.
+    let (unmounted, released) = std::thread::scope(|scope| {
+        let teardown = || {
+            let released = super::net::teardown(container);
+            kiln_runner::timing::mark("net down");
+            released
+        };
+        let network = container.record.net.is_bridge().then(|| {
+            std::thread::Builder::new()
+                .name("kiln-net".into())
+                .spawn_scoped(scope, teardown)
+        });
+        let unmounted = mount.map(|m| m.unmount());
+        kiln_runner::timing::mark("unmounted");
+        let released = match network {
+            Some(Ok(handle)) => handle.join().expect("the network thread does not panic"),
+            Some(Err(_)) => teardown(),
+            None => Ok(()),
+        };
+        (unmounted, released)
+    });
     let code = match &status {
         Ok(s) => s.code(),
         Err(_) => 125,
