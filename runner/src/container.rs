@@ -50,8 +50,9 @@ const DEFAULT_INIT_BINARY: &str = "/proc/self/exe";
 /// run the init without an exec. The cgroup warm-up thread (see
 /// [`crate::cgroup::warm_up_attach`]) is waited for when it is done.
 fn no_other_thread() -> bool {
-    crate::cgroup::join_warm_up();
-    sys::single_threaded()
+    // Threads the caller joined a moment ago (set-up helpers, see
+    // [`crate::cgroup::PreparedCgroup`]) may still be counted for a while.
+    crate::cgroup::join_warm_up() && sys::settled_single_threaded()
 }
 
 /// Options shared by [`ContainerBuilder`] and [`ExecBuilder`].
@@ -84,6 +85,7 @@ pub struct ContainerBuilder {
     spec: Spec,
     rootfs: PathBuf,
     cgroup: Option<PathBuf>,
+    prepared: Option<crate::cgroup::PreparedCgroup>,
     init_process: bool,
     common: Common,
 }
@@ -100,6 +102,7 @@ impl Container {
             spec,
             rootfs: rootfs.into(),
             cgroup: None,
+            prepared: None,
             init_process: false,
             common: Common::default(),
         }
@@ -166,6 +169,14 @@ impl ContainerBuilder {
         self
     }
 
+    /// The container's cgroup, made beforehand (see
+    /// [`crate::cgroup::PreparedCgroup`]); it takes the place of
+    /// [`ContainerBuilder::cgroup`] and is removed after exit or on error.
+    pub fn prepared_cgroup(mut self, cgroup: crate::cgroup::PreparedCgroup) -> Self {
+        self.prepared = Some(cgroup);
+        self
+    }
+
     /// Runs kiln's tiny init as PID 1 (docker `--init`): it forwards
     /// signals to the program, reaps zombies and exits with its status.
     pub fn init(mut self, enabled: bool) -> Self {
@@ -190,6 +201,8 @@ impl ContainerBuilder {
     /// error.
     pub fn spawn(self) -> Result<Child> {
         let mut this = self;
+        // Dropped (so removed) on every error before the cgroup is ours.
+        let prepared = this.prepared.take();
         check_rootfs(&this.rootfs)?;
         // The init changes directories while mounting: give it an absolute path.
         this.rootfs = std::fs::canonicalize(&this.rootfs).map_err(|e| Error::InvalidSpec {
@@ -240,12 +253,13 @@ impl ContainerBuilder {
             .cgroup
             .clone()
             .or_else(|| linux.and_then(|l| l.cgroups_path().clone()));
-        let cgroup = match &cgroup_path {
-            Some(path) => Some(Cgroup::create(
+        let cgroup = match (prepared, &cgroup_path) {
+            (Some(prepared), _) => Some(prepared.take()),
+            (None, Some(path)) => Some(Cgroup::create(
                 path,
                 linux.and_then(|l| l.resources().as_ref()),
             )?),
-            None => None,
+            (None, None) => None,
         };
         crate::timing::mark("cgroup created");
         // From here on, the cgroup must go on every error path.

@@ -45,6 +45,7 @@
 #![deny(unsafe_code)]
 
 pub mod cgroup;
+pub mod cleanup;
 mod container;
 mod error;
 mod init;

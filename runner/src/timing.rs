@@ -40,7 +40,9 @@ pub fn mark(label: &str) {
         return;
     };
     let now = crate::sys::monotonic_ms();
-    let _ = writeln!(file, "{now:.3} {} {label}", std::process::id());
+    // One write(2) per line: the init and the caller append at once.
+    let line = format!("{now:.3} {} {label}\n", std::process::id());
+    let _ = file.write_all(line.as_bytes());
 }
 
 /// The variable as `NAME=VALUE` for a child's environment, when set.

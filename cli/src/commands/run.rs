@@ -247,7 +247,7 @@ pub fn run(
     kiln_runner::timing::mark("foreground done");
     if args.create.rm {
         let _lock = containers.lock()?;
-        containers.remove_with_volumes(&container)?;
+        containers.remove_soon(&container)?;
         kiln_runner::timing::mark("removed");
     }
     result
@@ -370,7 +370,11 @@ fn run_foreground(container: &Container, interactive: bool, sig_proxy: bool) -> 
         let _ = b.join();
         kiln_runner::timing::mark("output drained");
     }
-    let code = supervise::finish(container, started)?;
+    let code = if container.record.auto_remove {
+        supervise::finish_for_removal(container, started)?
+    } else {
+        supervise::finish(container, started)?
+    };
     drop(forwarder);
     Ok(ExitStatus(code))
 }
@@ -1242,11 +1246,7 @@ pub fn create(
     let name = match &args.name {
         Some(name) => name.clone(),
         None => {
-            let taken: Vec<String> = containers
-                .list()?
-                .into_iter()
-                .map(|c| c.record.name)
-                .collect();
+            let taken = containers.names()?;
             (0..)
                 .map(names::random_name)
                 .find(|n| !taken.contains(n))

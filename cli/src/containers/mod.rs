@@ -3,7 +3,8 @@
 //!
 //! Layout of one container directory:
 //! `config.json` (the [`Record`], written once), `state.json` (the
-//! [`State`], replaced atomically on every change), `upper/` and `work/`
+//! [`State`], replaced atomically on every change; none until the first
+//! start), `upper/` and `work/`
 //! (the overlay's writable half), `rootfs/` (the merged mount point while it
 //! runs) and `log.json` (docker's json-file log format).
 
@@ -302,7 +303,14 @@ impl Container {
     /// The state as written last (see [`State::effective`] for "now").
     pub fn state(&self) -> Result<State> {
         let path = self.state_path();
-        let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text = match std::fs::read(&path) {
+            Ok(text) => text,
+            // Never started: the state is first written at start.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.dir.is_dir() => {
+                return Ok(State::default())
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
         if text.is_empty() {
             // Unflushed and cut short by a power loss: the container stopped.
             return Ok(State::default());
@@ -403,9 +411,7 @@ impl Containers {
         };
         for entry in entries {
             let entry = entry?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if name.len() != 64 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if !is_container_dir_name(&entry.file_name()) {
                 continue;
             }
             let path = entry.path().join("config.json");
@@ -453,34 +459,72 @@ impl Containers {
         }
     }
 
+    /// The names of every container (reads only that field of each
+    /// record); deletes what killed kiln processes left (see `sweep`). Call
+    /// with the lock held.
+    pub fn names(&self) -> Result<Vec<String>> {
+        #[derive(Deserialize)]
+        struct Named {
+            name: String,
+        }
+        let mut out = Vec::new();
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e).context(format!("reading {}", self.dir.display())),
+        };
+        let mut leftovers = false;
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            if !is_container_dir_name(&name) {
+                leftovers |= name.as_encoded_bytes().starts_with(b".trash-")
+                    || name.as_encoded_bytes().starts_with(b".creating-");
+                continue;
+            }
+            let path = entry.path().join("config.json");
+            let Ok(text) = std::fs::read(&path) else {
+                continue;
+            };
+            if text.is_empty() {
+                continue;
+            }
+            let named: Named = serde_json::from_slice(&text)
+                .with_context(|| format!("parsing {}", path.display()))?;
+            out.push(named.name);
+        }
+        if leftovers {
+            self.sweep();
+        }
+        Ok(out)
+    }
+
     /// Writes a new container directory (config, state, empty upper, work and
     /// rootfs dirs) atomically: it appears complete or not at all. Call with
     /// the lock held.
     pub fn create(&self, record: &Record) -> Result<Container> {
-        if self.list()?.iter().any(|c| c.record.name == record.name) {
+        if self.names()?.contains(&record.name) {
             bail!("the container name \"{}\" is already in use", record.name);
         }
         let dir = self.dir.join(&record.id);
         let tmp = self.dir.join(format!(".creating-{}", record.id));
         let made = (|| -> Result<()> {
-            std::fs::create_dir_all(&tmp)?;
+            std::fs::create_dir(&tmp)?;
             for sub in ["upper", "work", "rootfs"] {
                 std::fs::create_dir(tmp.join(sub))?;
             }
-            // A --rm container lives only as long as its process, which a
-            // power loss ends: its record need not survive one, so it skips
-            // the disk flush (a killed kiln still leaves a complete file).
-            // The state is never flushed (see set_state).
-            write_file(
-                &tmp.join("config.json"),
-                &serde_json::to_vec_pretty(record)?,
-                !record.auto_remove,
-            )?;
-            write_file(
-                &tmp.join("state.json"),
-                &serde_json::to_vec(&State::default())?,
-                false,
-            )?;
+            // The files are written in place: the directory is renamed into
+            // view only once they are complete, and a killed kiln leaves a
+            // `.creating-` directory nobody lists. A --rm container lives
+            // only as long as its process, which a power loss ends: its
+            // record need not survive one, so it skips the disk flush. The
+            // state is first written at start (none reads as created).
+            let mut config = File::create_new(tmp.join("config.json"))?;
+            config.write_all(&serde_json::to_vec(record)?)?;
+            if !record.auto_remove {
+                config.sync_all()?;
+            }
+            drop(config);
             std::fs::rename(&tmp, &dir)?;
             Ok(())
         })();
@@ -513,10 +557,67 @@ impl Containers {
             .with_context(|| format!("removing {}", container.dir.display()))
     }
 
+    /// Removes a stopped container as [`Containers::remove_with_volumes`]
+    /// does, except that its directory is only renamed out of sight
+    /// (`.trash-<id>`, which nothing lists) and deleted by a child process
+    /// that outlives this one: `run --rm` returns without waiting for the
+    /// file system. A tree whose deleter was killed goes with the next
+    /// container created ([`Containers::create`]). Call with the lock held.
+    pub fn remove_soon(&self, container: &Container) -> Result<()> {
+        let trash = self.dir.join(format!(".trash-{}", container.record.id));
+        let state = container.state().unwrap_or_default();
+        supervise::unmount_stale(&container.rootfs())?;
+        if container.record.net.is_bridge() && !state.clone().effective().is_alive() {
+            kiln_runner::network::release(&container.record.id)
+                .context("releasing the container's network")?;
+        }
+        for dir in &state.cgroup_dirs {
+            remove_cgroup(dir)?;
+        }
+        kiln_runner::timing::mark("rm: cgroups checked");
+        std::fs::rename(&container.dir, &trash)
+            .with_context(|| format!("removing {}", container.dir.display()))?;
+        self.remove_anonymous_volumes(container)?;
+        // The deleter holds this lock on the tree until it is gone.
+        let held = File::open(&trash).and_then(|f| f.try_lock().map(|()| f).map_err(Into::into));
+        if !held.is_ok_and(|f| kiln_runner::cleanup::remove_tree_detached(&trash, &f)) {
+            std::fs::remove_dir_all(&trash)
+                .with_context(|| format!("removing {}", trash.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes what killed kiln processes left in the containers directory:
+    /// half-made container directories (`.creating-<id>`) and trees whose
+    /// deleter died (`.trash-<id>`, not locked). Call with the lock held.
+    fn sweep(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.as_encoded_bytes();
+            let path = entry.path();
+            if name.starts_with(b".creating-") {
+                let _ = std::fs::remove_dir_all(&path);
+            } else if name.starts_with(b".trash-") {
+                // A live deleter holds the lock: leave the tree to it.
+                let free = File::open(&path).is_ok_and(|f| f.try_lock().is_ok());
+                if free {
+                    let _ = std::fs::remove_dir_all(&path);
+                }
+            }
+        }
+    }
+
     /// Removes a stopped container as [`Containers::remove`] does, then its
     /// anonymous volumes (`rm -v`, `--rm`). Call with the lock held.
     pub fn remove_with_volumes(&self, container: &Container) -> Result<()> {
         self.remove(container)?;
+        self.remove_anonymous_volumes(container)
+    }
+
+    fn remove_anonymous_volumes(&self, container: &Container) -> Result<()> {
         for name in &container.record.anonymous_volumes {
             let dir = self.volumes_dir().join(name);
             match std::fs::remove_dir_all(&dir) {
@@ -538,6 +639,12 @@ impl Containers {
             .map(|c| c.record.image_digest)
             .collect())
     }
+}
+
+/// Whether a directory entry of `$ROOT/containers` is a container: 64 hex
+/// digits (`.creating-*` and other entries are not).
+fn is_container_dir_name(name: &std::ffi::OsStr) -> bool {
+    name.len() == 64 && name.as_encoded_bytes().iter().all(u8::is_ascii_hexdigit)
 }
 
 /// Kills what is left in a cgroup directory and removes it.

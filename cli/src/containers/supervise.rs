@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use chrono::Utc;
+use kiln_runner::cgroup::PreparedCgroup;
 use kiln_runner::overlay::{OverlayMount, Writable};
 use kiln_runner::{Child, Stdio};
 
@@ -41,6 +42,16 @@ fn is_mounted(target: &Path) -> bool {
 
 /// Unmounts a root filesystem left mounted by a killed monitor.
 pub fn unmount_stale(target: &Path) -> Result<()> {
+    // What kiln mounts there is an overlay, whose device differs from that
+    // of the container directory: two stats spare the mount table's read
+    // in the usual case of nothing mounted.
+    use std::os::unix::fs::MetadataExt;
+    let device = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).ok();
+    match (device(target), target.parent().and_then(device)) {
+        (None, _) => return Ok(()),
+        (Some(a), Some(b)) if a == b => return Ok(()),
+        _ => {}
+    }
     let Ok(target) = std::fs::canonicalize(target) else {
         return Ok(());
     };
@@ -77,49 +88,73 @@ fn start_inner(
 ) -> Result<Started> {
     let record = &container.record;
     let rootfs = container.rootfs();
-    unmount_stale(&rootfs)?;
-    // overlayfs wants the topmost lower first; the record keeps lowest first.
-    let lowers: Vec<_> = record.lowers.iter().rev().cloned().collect();
-    let upper = container.dir.join("upper");
-    let work = container.dir.join("work");
-    let mount = OverlayMount::mount(
-        &lowers,
-        Some(Writable {
-            upper: &upper,
-            work: &work,
-            volatile: record.auto_remove,
-        }),
-        &rootfs,
-    )
-    .with_context(|| format!("mounting the root filesystem of {}", record.name))?;
-    kiln_runner::timing::mark("overlay mounted");
-    if let Err(e) = copy_up_volumes(container, &rootfs) {
-        drop(mount);
-        return Err(e);
-    }
-    // docker creates a missing working directory.
-    if let Some(process) = record.spec.process() {
-        let cwd = rootfs.join(process.cwd().strip_prefix("/").unwrap_or(process.cwd()));
-        let _ = std::fs::create_dir_all(cwd);
-    }
+    // Two halves of the set-up that touch different things run at once: the
+    // network (namespace, veth, /etc files) on another thread, the root
+    // filesystem on this one; the cgroup goes with the shorter half (the
+    // network of a bridge takes milliseconds, that of none a few files).
+    // Both are joined before the container is cloned.
+    let relative = std::path::PathBuf::from(format!("kiln/{}", record.id));
+    let resources = record
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().clone());
+    let make_cgroup = || {
+        let made = PreparedCgroup::create(&relative, resources.as_ref());
+        kiln_runner::timing::mark("cgroup prepared");
+        made
+    };
+    let cgroup_with_network = !record.net.is_bridge();
     let mut spec = record.spec.clone();
-    let containers_dir = container.dir.parent().context("container directory")?;
-    let root = containers_dir.parent().context("kiln root")?;
-    let containers = super::Containers::new(containers_dir.to_path_buf());
-    let t = std::time::Instant::now();
-    let net = match super::net::setup(container, &containers, root, &mut spec) {
-        Ok(net) => {
-            tracing::debug!("network set up in {:?}", t.elapsed());
-            net
+    let (mounted, net, prepared) = std::thread::scope(|scope| {
+        let spec = &mut spec;
+        let network = std::thread::Builder::new()
+            .name("kiln-net".into())
+            .spawn_scoped(scope, || {
+                let prepared = cgroup_with_network.then(make_cgroup);
+                (set_up_network(container, spec), prepared)
+            });
+        let mounted = mount_root(container, &rootfs);
+        let prepared = (!cgroup_with_network && mounted.is_ok()).then(make_cgroup);
+        let (net, other) = match network {
+            Ok(handle) => handle.join().expect("the network thread does not panic"),
+            Err(e) => (
+                Err(anyhow::Error::new(e).context("starting a thread")),
+                None,
+            ),
+        };
+        (mounted, net, prepared.or(other))
+    });
+    // On error from here what was made is given back: the mount and the
+    // prepared cgroup when dropped, the network by its teardown.
+    let teardown = |net: &super::net::NetUp| {
+        if net.attached {
+            let _ = super::net::teardown(container);
         }
+    };
+    let net = net?;
+    let mount = match mounted {
+        Ok(mount) => mount,
         Err(e) => {
-            drop(mount);
+            teardown(&net);
             return Err(e);
         }
     };
-    kiln_runner::timing::mark("net up");
-    let spawned = kiln_runner::Container::builder(spec, &rootfs)
-        .cgroup(format!("kiln/{}", record.id))
+    let prepared = match prepared.transpose() {
+        Ok(p) => p,
+        Err(e) => {
+            teardown(&net);
+            drop(mount);
+            return Err(anyhow::Error::new(e))
+                .with_context(|| format!("starting container {}", record.name));
+        }
+    };
+    let mut builder = kiln_runner::Container::builder(spec, &rootfs);
+    builder = match prepared {
+        Some(cgroup) => builder.prepared_cgroup(cgroup),
+        None => builder.cgroup(format!("kiln/{}", record.id)),
+    };
+    let spawned = builder
         .init(record.init)
         .stdin(stdin)
         .stdout(stdout)
@@ -158,6 +193,51 @@ fn start_inner(
         child,
         mount: Some(mount),
     })
+}
+
+/// Mounts the root filesystem of `container` at `rootfs`, copies volumes
+/// up and makes the working directory. On error nothing stays mounted.
+fn mount_root(container: &Container, rootfs: &Path) -> Result<OverlayMount> {
+    let record = &container.record;
+    unmount_stale(rootfs)?;
+    // overlayfs wants the topmost lower first; the record keeps lowest first.
+    let lowers: Vec<_> = record.lowers.iter().rev().cloned().collect();
+    let upper = container.dir.join("upper");
+    let work = container.dir.join("work");
+    let mount = OverlayMount::mount(
+        &lowers,
+        Some(Writable {
+            upper: &upper,
+            work: &work,
+            volatile: record.auto_remove,
+        }),
+        rootfs,
+    )
+    .with_context(|| format!("mounting the root filesystem of {}", record.name))?;
+    kiln_runner::timing::mark("overlay mounted");
+    copy_up_volumes(container, rootfs)?;
+    // docker creates a missing working directory.
+    if let Some(process) = record.spec.process() {
+        let cwd = rootfs.join(process.cwd().strip_prefix("/").unwrap_or(process.cwd()));
+        let _ = std::fs::create_dir_all(cwd);
+    }
+    Ok(mount)
+}
+
+/// Sets up the network of `container` and adjusts `spec` to it (see
+/// [`super::net::setup`]). On error nothing stays attached.
+fn set_up_network(
+    container: &Container,
+    spec: &mut kiln_runner::Spec,
+) -> Result<super::net::NetUp> {
+    let containers_dir = container.dir.parent().context("container directory")?;
+    let root = containers_dir.parent().context("kiln root")?;
+    let containers = super::Containers::new(containers_dir.to_path_buf());
+    let t = std::time::Instant::now();
+    let net = super::net::setup(container, &containers, root, spec)?;
+    tracing::debug!("network set up in {:?}", t.elapsed());
+    kiln_runner::timing::mark("net up");
+    Ok(net)
 }
 
 /// docker's copy-up: an empty volume (named or anonymous) mounted where the
@@ -204,28 +284,59 @@ fn copy_up_volumes(container: &Container, rootfs: &Path) -> Result<()> {
 
 /// Waits for the program, unmounts the rootfs and records the exit.
 /// Returns the exit code (128+N for signal N).
-pub fn finish(container: &Container, mut started: Started) -> Result<u8> {
+pub fn finish(container: &Container, started: Started) -> Result<u8> {
+    finish_with(container, started, true)
+}
+
+/// [`finish`] for a container removed right after: its exit is not
+/// written (a state still saying "running" whose program and runner are
+/// gone reads as exited, see [`State::effective`]).
+pub fn finish_for_removal(container: &Container, started: Started) -> Result<u8> {
+    finish_with(container, started, false)
+}
+
+fn finish_with(container: &Container, mut started: Started, record_exit: bool) -> Result<u8> {
     let status = started.child.wait();
     kiln_runner::timing::mark("waited");
-    let mut state = container.state().unwrap_or_default();
-    let unmounted = started.mount.take().map(|m| m.unmount());
-    kiln_runner::timing::mark("unmounted");
-    let t = std::time::Instant::now();
-    let released = super::net::teardown(container);
-    kiln_runner::timing::mark("net down");
-    tracing::debug!("network given back in {:?}", t.elapsed());
-    state.status = Status::Exited;
-    state.finished_at = Some(Utc::now());
-    state.oom_killed = started.child.oom_killed();
+    let mount = started.mount.take();
+    // Only bridge networks attach anything (none, host and container:
+    // modes hold nothing to give back); that teardown (netlink, the
+    // network's state) runs beside the unmount.
+    let (unmounted, released) = std::thread::scope(|scope| {
+        let teardown = || {
+            let released = super::net::teardown(container);
+            kiln_runner::timing::mark("net down");
+            released
+        };
+        let network = container.record.net.is_bridge().then(|| {
+            std::thread::Builder::new()
+                .name("kiln-net".into())
+                .spawn_scoped(scope, teardown)
+        });
+        let unmounted = mount.map(|m| m.unmount());
+        kiln_runner::timing::mark("unmounted");
+        let released = match network {
+            Some(Ok(handle)) => handle.join().expect("the network thread does not panic"),
+            Some(Err(_)) => teardown(),
+            None => Ok(()),
+        };
+        (unmounted, released)
+    });
     let code = match &status {
         Ok(s) => s.code(),
         Err(_) => 125,
     };
-    state.exit_code = Some(code as i32);
-    state.ports.clear();
-    state.addresses.clear();
-    container.set_state(&state)?;
-    kiln_runner::timing::mark("state exited");
+    if record_exit {
+        let mut state = container.state().unwrap_or_default();
+        state.status = Status::Exited;
+        state.finished_at = Some(Utc::now());
+        state.oom_killed = started.child.oom_killed();
+        state.exit_code = Some(code as i32);
+        state.ports.clear();
+        state.addresses.clear();
+        container.set_state(&state)?;
+        kiln_runner::timing::mark("state exited");
+    }
     released?;
     status.with_context(|| format!("waiting for container {}", container.record.name))?;
     if let Some(result) = unmounted {

@@ -146,6 +146,52 @@ fn exit_codes_follow_docker() {
     assert!(r.ids().is_empty(), "--rm left containers");
 }
 
+/// `run --rm` hands its directory to a detached deleter: gone from `ps -a`
+/// at once, gone from disk soon after; what a killed deleter or creator left
+/// (an unlocked `.trash-<id>`, a `.creating-<id>`) goes with the next create.
+#[test]
+fn run_rm_removes_in_the_background_and_sweeps_leftovers() {
+    let r = root!();
+    let containers = r.path().join("containers");
+    r.ok(&["run", "--rm", "busybox", "true"]);
+    let leftover_trash = containers.join(format!(".trash-{}", "a".repeat(64)));
+    std::fs::create_dir_all(leftover_trash.join("upper/etc")).unwrap();
+    std::fs::write(leftover_trash.join("upper/etc/hosts"), "x").unwrap();
+    let leftover_creating = containers.join(format!(".creating-{}", "b".repeat(64)));
+    std::fs::create_dir_all(leftover_creating.join("upper")).unwrap();
+    let out = r.run(&["run", "--rm", "busybox", "sh", "-c", "printf hi; exit 4"]);
+    assert_eq!(out.status.code(), Some(4));
+    // Output without a newline is printed once (the deleter writes nothing).
+    assert_eq!(text(&out.stdout), "hi");
+    assert!(r.ids().is_empty(), "--rm left a container in ps -a");
+    assert!(
+        !leftover_trash.exists(),
+        "an unlocked trash tree was not swept"
+    );
+    assert!(
+        !leftover_creating.exists(),
+        "a half-made container was not swept"
+    );
+    // The deleter is a process of its own: wait for it.
+    let mut names = Vec::new();
+    for _ in 0..200 {
+        names = std::fs::read_dir(&containers)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != ".lock")
+            .collect();
+        if names.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        names.is_empty(),
+        "left in {}: {names:?}",
+        containers.display()
+    );
+}
+
 #[test]
 fn bad_input_leaves_nothing_behind() {
     let r = root!();

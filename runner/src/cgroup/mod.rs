@@ -144,8 +144,41 @@ pub(crate) struct Cgroup {
     version: CgroupVersion,
     /// v1: one directory per hierarchy, with its controllers; v2: one.
     dirs: Vec<(String, PathBuf)>,
-    /// The path below each hierarchy's root.
-    relative: PathBuf,
+}
+
+/// A container's cgroup made ahead of [`crate::ContainerBuilder::spawn`],
+/// e.g. on another thread while the caller mounts the root filesystem:
+/// hand it over with [`crate::ContainerBuilder::prepared_cgroup`]. Removed
+/// when dropped unused.
+#[derive(Debug)]
+pub struct PreparedCgroup {
+    cgroup: Option<Cgroup>,
+}
+
+impl PreparedCgroup {
+    /// Creates the cgroup `relative` (e.g. `kiln/<id>`) with the limits of
+    /// `resources`, as the builder's `cgroup` would at spawn. On error
+    /// nothing is left.
+    pub fn create(relative: &Path, resources: Option<&LinuxResources>) -> Result<PreparedCgroup> {
+        Ok(PreparedCgroup {
+            cgroup: Some(Cgroup::create(relative, resources)?),
+        })
+    }
+
+    /// The cgroup, now owned by the caller (who removes it).
+    pub(crate) fn take(mut self) -> Cgroup {
+        self.cgroup
+            .take()
+            .expect("a prepared cgroup is taken only once, by value")
+    }
+}
+
+impl Drop for PreparedCgroup {
+    fn drop(&mut self) {
+        if let Some(cgroup) = self.cgroup.take() {
+            let _ = cgroup.remove();
+        }
+    }
 }
 
 /// mkdir -p, retried when a concurrent [`Cgroup::remove`] took away an empty
@@ -192,7 +225,6 @@ impl Cgroup {
                 Cgroup {
                     version,
                     dirs: vec![(String::new(), dir)],
-                    relative: relative.to_path_buf(),
                 }
             }
             CgroupVersion::V1 => {
@@ -201,7 +233,6 @@ impl Cgroup {
                 let mut cgroup = Cgroup {
                     version,
                     dirs: Vec::new(),
-                    relative: relative.to_path_buf(),
                 };
                 for h in parse_v1_hierarchies(&mountinfo) {
                     let dir = h.mountpoint.join(relative);
@@ -307,7 +338,9 @@ impl Cgroup {
     }
 
     /// Kills every process left in the cgroup and removes its directories.
-    /// Directories already gone are fine.
+    /// Directories already gone are fine. Parents (`kiln` of `kiln/<id>`)
+    /// stay, as docker's `docker` cgroup does: the next container would make
+    /// them again, one more mkdir and rmdir per hierarchy and start.
     pub(crate) fn remove(&self) -> Result<()> {
         let mut first_error = None;
         if self.version == CgroupVersion::V2 {
@@ -316,17 +349,6 @@ impl Cgroup {
         for (_, dir) in self.dirs.iter().rev() {
             if let Err(e) = remove_dir(dir) {
                 first_error.get_or_insert(e);
-                continue;
-            }
-            // Parents (`kiln` of `kiln/<id>`) go too once empty; a parent
-            // still in use refuses (EBUSY), which is fine.
-            let mut parent = dir.as_path();
-            for _ in self.relative.components().skip(1) {
-                let Some(p) = parent.parent() else { break };
-                if std::fs::remove_dir(p).is_err() {
-                    break;
-                }
-                parent = p;
             }
         }
         first_error.map_or(Ok(()), Err)
@@ -371,7 +393,6 @@ pub fn remove_stale_children(parent: &Path, stale: &dyn Fn(&str) -> bool) {
                 .map(|(c, root)| (c.clone(), root.join(&relative)))
                 .filter(|(_, d)| d.is_dir())
                 .collect(),
-            relative,
         };
         let _ = cgroup.remove();
     }
@@ -470,16 +491,19 @@ pub fn warm_up_attach() {
 static WARM_UP: std::sync::Mutex<Option<std::thread::JoinHandle<()>>> = std::sync::Mutex::new(None);
 
 /// Joins the warm-up thread if it finished its write (it may still be
-/// leaving); one still waiting for the kernel is left alone.
-pub(crate) fn join_warm_up() {
+/// leaving); one still waiting for the kernel is left alone. Returns false
+/// when it still runs.
+pub(crate) fn join_warm_up() -> bool {
     let Ok(mut slot) = WARM_UP.lock() else {
-        return;
+        return true;
     };
-    if slot.as_ref().is_some_and(|h| h.is_finished()) {
-        if let Some(handle) = slot.take() {
-            let _ = handle.join();
-        }
+    if slot.as_ref().is_some_and(|h| !h.is_finished()) {
+        return false;
     }
+    if let Some(handle) = slot.take() {
+        let _ = handle.join();
+    }
+    true
 }
 
 /// The cgroup.procs files of the cgroups process `pid` is in, as seen from

@@ -72,9 +72,17 @@ pub fn v1_writes(r: &LinuxResources) -> Vec<Write> {
             out.push(w("devices", file, device_rule(rule)));
         }
         // The devices every container gets (OCI config-linux.md "Default
-        // Devices") stay usable whatever the spec's rules say, as in runc.
+        // Devices") stay usable whatever the spec's rules say, as in runc;
+        // one the rules already allowed after their last deny is allowed.
+        let last_deny = out.iter().rposition(|w| w.file == "devices.deny");
         for rule in DEFAULT_DEVICE_RULES {
-            out.push(w("devices", "devices.allow", rule));
+            let allowed = out
+                .iter()
+                .skip(last_deny.map_or(0, |i| i + 1))
+                .any(|w| w.file == "devices.allow" && w.value == *rule);
+            if !allowed {
+                out.push(w("devices", "devices.allow", rule));
+            }
         }
     }
     out

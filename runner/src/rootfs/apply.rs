@@ -15,13 +15,14 @@ const NONE: Option<&str> = None;
 /// Performs the steps of `ops` up to and including the pivot into `rootfs`.
 /// Returns the index of the first step after the pivot.
 pub(crate) fn apply_before_pivot(rootfs: &Path, ops: &[MountOp]) -> Result<usize, Failure> {
+    let mut links = Links::default();
     for (i, op) in ops.iter().enumerate() {
         match op {
             MountOp::PivotRoot => {
                 pivot(rootfs)?;
                 return Ok(i + 1);
             }
-            op => apply_one(rootfs, op)?,
+            op => apply_one(rootfs, op, &mut links)?,
         }
     }
     Ok(ops.len())
@@ -29,8 +30,9 @@ pub(crate) fn apply_before_pivot(rootfs: &Path, ops: &[MountOp]) -> Result<usize
 
 /// Performs the steps after the pivot, with container paths as they are.
 pub(crate) fn apply_after_pivot(ops: &[MountOp]) -> Result<(), Failure> {
+    let mut links = Links::default();
     for op in ops {
-        apply_one(Path::new("/"), op)?;
+        apply_one(Path::new("/"), op, &mut links)?;
     }
     Ok(())
 }
@@ -45,20 +47,64 @@ pub(crate) fn bind_console(slave: &Path) -> Result<(), Failure> {
         .map_err(|e| Failure::sys("bind /dev/console", e))
 }
 
-fn apply_one(root: &Path, op: &MountOp) -> Result<(), Failure> {
+/// What readlink(2) said of host paths while a plan is applied, so that
+/// paths sharing a prefix (`/sys/fs/cgroup/*`, `/dev/*`) are resolved with
+/// one system call per component, not one per mount. A mount invalidates
+/// what lies below its target; a symbolic link, its own path.
+#[derive(Debug, Default)]
+pub(crate) struct Links {
+    seen: std::collections::HashMap<PathBuf, Option<PathBuf>>,
+}
+
+impl Links {
+    fn read(&mut self, path: &Path) -> Option<PathBuf> {
+        if let Some(known) = self.seen.get(path) {
+            return known.clone();
+        }
+        let link = std::fs::read_link(path).ok();
+        self.seen.insert(path.to_path_buf(), link.clone());
+        link
+    }
+
+    /// Something was mounted at `path`: what lay below it is hidden.
+    fn mounted(&mut self, path: &Path) {
+        self.seen.retain(|p, _| p == path || !p.starts_with(path));
+    }
+
+    /// `path` itself changed (a new link or node).
+    fn changed(&mut self, path: &Path) {
+        self.seen.retain(|p, _| !p.starts_with(path));
+    }
+}
+
+/// mkdir that succeeds when `path` exists (the mount on it fails with a
+/// clear error when it is no directory), and makes missing parents.
+fn ensure_dir(path: &Path) -> std::io::Result<()> {
+    match std::fs::create_dir(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(path),
+        Err(e) => Err(e),
+    }
+}
+
+fn apply_one(root: &Path, op: &MountOp, links: &mut Links) -> Result<(), Failure> {
     match op {
         MountOp::RootPropagation { flags } => {
             mount(NONE, "/", NONE, MsFlags::from_bits_truncate(*flags), NONE)
                 .map_err(|e| Failure::sys("set propagation of /", e))
         }
-        MountOp::BindRootfs => mount(
-            Some(root),
-            root,
-            NONE,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            NONE,
-        )
-        .map_err(|e| Failure::sys(format!("bind rootfs {}", root.display()), e)),
+        MountOp::BindRootfs => {
+            links.mounted(root);
+            mount(
+                Some(root),
+                root,
+                NONE,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                NONE,
+            )
+            .map_err(|e| Failure::sys(format!("bind rootfs {}", root.display()), e))
+        }
         MountOp::Mount {
             source,
             target,
@@ -68,11 +114,12 @@ fn apply_one(root: &Path, op: &MountOp) -> Result<(), Failure> {
             is_file,
         } => {
             let flags = MsFlags::from_bits_truncate(*flags);
-            let path = resolve_in_root(root, target)?;
+            let path = resolve_in_root_with(root, target, links)?;
             let remount = flags.contains(MsFlags::MS_REMOUNT);
             if !remount {
                 let want_file = *is_file || (flags.contains(MsFlags::MS_BIND) && !source.is_dir());
                 create_target(&path, want_file)?;
+                links.mounted(&path);
             }
             let fstype = (!fstype.is_empty()).then_some(fstype.as_str());
             let data = (!data.is_empty()).then_some(data.as_str());
@@ -84,14 +131,14 @@ fn apply_one(root: &Path, op: &MountOp) -> Result<(), Failure> {
             })
         }
         MountOp::RemountBind { target, flags } => {
-            let path = resolve_in_root(root, target)?;
+            let path = resolve_in_root_with(root, target, links)?;
             let flags =
                 MsFlags::from_bits_truncate(*flags) | MsFlags::MS_BIND | MsFlags::MS_REMOUNT;
             mount(NONE, &path, NONE, flags, NONE)
                 .map_err(|e| Failure::sys(format!("remount {}", target.display()), e))
         }
         MountOp::Propagation { target, flags } => {
-            let path = resolve_in_root(root, target)?;
+            let path = resolve_in_root_with(root, target, links)?;
             mount(NONE, &path, NONE, MsFlags::from_bits_truncate(*flags), NONE)
                 .map_err(|e| Failure::sys(format!("set propagation of {}", target.display()), e))
         }
@@ -104,11 +151,12 @@ fn apply_one(root: &Path, op: &MountOp) -> Result<(), Failure> {
             uid,
             gid,
         } => {
-            let path = resolve_in_root(root, target)?;
+            let path = resolve_in_root_with(root, target, links)?;
             if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)
+                ensure_dir(parent)
                     .map_err(|e| Failure::io(format!("create {}", parent.display()), &e))?;
             }
+            links.changed(&path);
             let sflag = match kind {
                 DeviceKind::Char => SFlag::S_IFCHR,
                 DeviceKind::Block => SFlag::S_IFBLK,
@@ -131,8 +179,9 @@ fn apply_one(root: &Path, op: &MountOp) -> Result<(), Failure> {
         }
         MountOp::Symlink { target, points_to } => {
             let parent = target.parent().unwrap_or(Path::new("/"));
-            let dir = resolve_in_root(root, parent)?;
+            let dir = resolve_in_root_with(root, parent, links)?;
             let path = dir.join(target.file_name().unwrap_or_default());
+            links.changed(&path);
             match std::os::unix::fs::symlink(points_to, &path) {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
@@ -196,7 +245,7 @@ fn pivot(rootfs: &Path) -> Result<(), Failure> {
 fn create_target(path: &Path, is_file: bool) -> Result<(), Failure> {
     if is_file {
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
+            ensure_dir(parent)
                 .map_err(|e| Failure::io(format!("create {}", parent.display()), &e))?;
         }
         if std::fs::symlink_metadata(path).is_err() {
@@ -205,15 +254,20 @@ fn create_target(path: &Path, is_file: bool) -> Result<(), Failure> {
         }
         Ok(())
     } else {
-        std::fs::create_dir_all(path)
-            .map_err(|e| Failure::io(format!("create {}", path.display()), &e))
+        ensure_dir(path).map_err(|e| Failure::io(format!("create {}", path.display()), &e))
     }
+}
+
+/// [`resolve_in_root_with`] without what readlink(2) said before.
+#[cfg(test)]
+pub(crate) fn resolve_in_root(root: &Path, path: &Path) -> Result<PathBuf, Failure> {
+    resolve_in_root_with(root, path, &mut Links::default())
 }
 
 /// Resolves container path `path` under `root`, following symbolic links as
 /// if `root` were `/`, so a link in the image cannot point a mount outside
 /// the rootfs. Missing components are kept as they are (they get created).
-pub(crate) fn resolve_in_root(root: &Path, path: &Path) -> Result<PathBuf, Failure> {
+fn resolve_in_root_with(root: &Path, path: &Path, links: &mut Links) -> Result<PathBuf, Failure> {
     if root == Path::new("/") {
         return Ok(path.to_path_buf());
     }
@@ -236,7 +290,7 @@ pub(crate) fn resolve_in_root(root: &Path, path: &Path) -> Result<PathBuf, Failu
         let mut candidate = root.to_path_buf();
         candidate.extend(&resolved);
         candidate.push(&name);
-        match std::fs::read_link(&candidate) {
+        match links.read(&candidate).ok_or(()) {
             Ok(link) => {
                 hops += 1;
                 if hops > 40 {

@@ -221,6 +221,19 @@ pub fn single_threaded() -> bool {
         .is_some_and(|n| n == "1")
 }
 
+/// Like [`single_threaded`], but gives a thread the caller joined a moment
+/// ago time to be gone: the kernel wakes the joiner before it drops the
+/// thread from the count.
+pub fn settled_single_threaded() -> bool {
+    for _ in 0..20 {
+        if single_threaded() {
+            return true;
+        }
+        std::thread::yield_now();
+    }
+    false
+}
+
 /// Ends the process at once: no exit handlers, no flushing of buffers a
 /// forked child shares with its parent.
 pub fn exit_now(code: i32) -> ! {
@@ -541,4 +554,44 @@ pub fn monotonic_ms() -> f64 {
         return 0.0;
     }
     ts.tv_sec as f64 * 1000.0 + ts.tv_nsec as f64 / 1e6
+}
+
+/// Forks a child that outlives this process, in a session of its own, with
+/// /dev/null as stdin, stdout and stderr and every other descriptor but
+/// `keep` closed (so nobody waiting for this process's output waits for
+/// it). Returns `None` in the child, its pid in the parent; fails with
+/// EBUSY when this process runs other threads (a forked copy of a
+/// multi-threaded process may only call async-signal-safe functions).
+pub fn fork_detached(keep: RawFd) -> nix::Result<Option<Pid>> {
+    if !settled_single_threaded() {
+        return Err(Errno::EBUSY);
+    }
+    let null = nix::fcntl::open(
+        "/dev/null",
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    match fork_single_threaded(false)? {
+        Some(pid) => Ok(Some(pid)),
+        None => {
+            // SAFETY: this is the forked child of a single-threaded
+            // process; the descriptors are plain numbers, and nothing in
+            // this process owns 0-2 as a Rust object it will use again
+            // (std's handles write through the numbers, now /dev/null).
+            unsafe {
+                libc::setsid();
+                for target in 0..3 {
+                    libc::dup2(null.as_raw_fd(), target);
+                }
+                for fd in 3..=keep.max(2) {
+                    if fd != keep {
+                        libc::close(fd);
+                    }
+                }
+            }
+            close_fds_from(keep.max(2) + 1);
+            std::mem::forget(null);
+            Ok(None)
+        }
+    }
 }
