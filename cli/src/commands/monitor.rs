@@ -101,6 +101,9 @@ pub fn run(root: &std::path::Path, args: &MonitorArgs) -> Result<ExitStatus> {
             first = false;
         }
         let code = pump_and_finish(&container, &log, &hub, started)?;
+        // Attached clients end with this exit, as docker's do; the next
+        // run takes new ones.
+        hub.finish(code as i32);
         let policy = &container.record.restart;
         if !policy.wants_restart(code, restarts) || container.stop_requested(me, my_start) {
             break code;

@@ -204,7 +204,12 @@ pub fn run(
     registries: &RegistrySettings,
     args: &RunArgs,
 ) -> Result<ExitStatus> {
-    let through_monitor = args.detach || (args.create.tty && args.create.interactive);
+    // A restarting policy needs the monitor, which outlives this process:
+    // as docker's client, an attached run returns at the first exit while
+    // the monitor restarts the container.
+    let restarts =
+        crate::containers::RestartPolicy::parse(&args.create.restart).is_ok_and(|p| p.restarts());
+    let through_monitor = args.detach || (args.create.tty && args.create.interactive) || restarts;
     if !through_monitor {
         // This process starts the container: get the kernel's cgroup lock
         // ready while the rest is set up.
@@ -215,15 +220,6 @@ pub fn run(
     kiln_runner::timing::mark("store open");
     let containers = containers_of(root);
     let detach_keys = attach::parse_detach_keys(&args.detach_keys)?;
-    let monitored = args.detach || (args.create.tty && args.create.interactive);
-    if !monitored
-        && crate::containers::RestartPolicy::parse(&args.create.restart).is_ok_and(|p| p.restarts())
-    {
-        bail!(
-            "--restart {} needs -d (or -it): the container's monitor restarts it",
-            args.create.restart
-        );
-    }
     let container = create(&store, registries, &containers, &args.create, args.detach)?;
     drop(store);
     if args.detach {
@@ -238,10 +234,17 @@ pub fn run(
         println!("{}", container.record.id);
         return Ok(ExitStatus::SUCCESS);
     }
-    if args.create.tty && args.create.interactive {
+    if through_monitor {
         // Through a monitor, as `run -d` plus `attach`: the detach keys
         // leave the container running under its monitor.
-        return run_attached(root, &containers, &container, detach_keys);
+        return run_attached(
+            root,
+            &containers,
+            &container,
+            args.create.interactive,
+            args.sig_proxy,
+            detach_keys,
+        );
     }
     let result = run_foreground(&container, args.create.interactive, args.sig_proxy);
     kiln_runner::timing::mark("foreground done");
@@ -253,15 +256,19 @@ pub fn run(
     result
 }
 
-/// `run -it`: starts the container under a monitor and attaches this
-/// terminal to it until it exits or the user types the detach keys.
+/// `run -it` (and an attached run with a restart policy): starts the
+/// container under a monitor and attaches this process's stdio to it until
+/// it exits or the user types the detach keys.
 fn run_attached(
     root: &std::path::Path,
     containers: &Containers,
     container: &Container,
+    interactive: bool,
+    sig_proxy: bool,
     detach_keys: Vec<u8>,
 ) -> Result<ExitStatus> {
-    let stream = match start_attached(root, container, true) {
+    let tty = container.record.tty();
+    let stream = match start_attached(root, container, interactive) {
         Ok(s) => s,
         Err(err) => {
             let _ = writeln!(std::io::stderr(), "kiln: {err:#}");
@@ -273,10 +280,14 @@ fn run_attached(
         }
     };
     let options = attach::ClientOptions {
-        stdin: true,
-        tty: true,
+        stdin: interactive,
+        tty,
         detach_keys,
-        signal_pid: None,
+        signal_pid: if sig_proxy && !tty {
+            container.state().ok().map(|s| s.pid).filter(|p| *p > 0)
+        } else {
+            None
+        },
     };
     attach_outcome(container, attach::session(stream, &options)?)
 }

@@ -84,8 +84,10 @@ pub enum Input {
 #[derive(Debug)]
 pub struct Hub {
     clients: Mutex<Vec<UnixStream>>,
-    /// Set once the program has started; input waits for it.
-    input: std::sync::OnceLock<Input>,
+    /// The running program's input, replaced at each (re)start; input
+    /// waits for the first.
+    input: Mutex<Option<Arc<Input>>>,
+    input_set: std::sync::Condvar,
 }
 
 impl Hub {
@@ -93,13 +95,30 @@ impl Hub {
     pub fn new() -> Arc<Hub> {
         Arc::new(Hub {
             clients: Mutex::new(Vec::new()),
-            input: std::sync::OnceLock::new(),
+            input: Mutex::new(None),
+            input_set: std::sync::Condvar::new(),
         })
     }
 
-    /// Where input goes, once the program runs.
+    /// Where input goes from now on: the program just (re)started.
     pub fn set_input(&self, input: Input) {
-        let _ = self.input.set(input);
+        let mut current = self.input.lock().unwrap_or_else(|e| e.into_inner());
+        *current = Some(Arc::new(input));
+        self.input_set.notify_all();
+    }
+
+    /// The current program's input, once there is one.
+    fn input(&self) -> Arc<Input> {
+        let mut current = self.input.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(input) = &*current {
+                return input.clone();
+            }
+            current = self
+                .input_set
+                .wait(current)
+                .unwrap_or_else(|e| e.into_inner());
+        }
     }
 
     /// Sends a frame to every client; a client that cannot take it is dropped.
@@ -109,7 +128,8 @@ impl Hub {
         }
     }
 
-    /// Sends the exit code and disconnects everyone.
+    /// Sends the exit code and disconnects everyone (at every exit, also
+    /// one the monitor restarts after, as docker ends attach sessions).
     pub fn finish(&self, code: i32) {
         self.broadcast(EXIT, &code.to_be_bytes());
         if let Ok(mut clients) = self.clients.lock() {
@@ -156,7 +176,8 @@ impl Hub {
 
     fn forward_input(&self, stream: UnixStream) {
         while let Ok(Some((kind, payload))) = read_frame(&stream) {
-            match (kind, self.input.wait()) {
+            let input = self.input();
+            match (kind, &*input) {
                 (STDIN, Input::Terminal(master)) => {
                     let _ = (&*master).write_all(&payload);
                 }

@@ -885,7 +885,23 @@ fn restart_policies() {
         &["run", "-d", "--restart", "always:3", "busybox", "true"],
     );
     assert!(err.contains("only on-failure"), "{err}");
-    let err = refused(&r, &["run", "--restart", "always", "busybox", "true"]);
-    assert!(err.contains("needs -d"), "{err}");
-    r.ok(&["rm", "fail", "fine", "loop", "killed"]);
+    // Attached, as docker's client: the first run's output and exit code,
+    // then the monitor keeps restarting it.
+    let out = r.run(&[
+        "run",
+        "--name",
+        "fg",
+        "--restart",
+        "on-failure:2",
+        "busybox",
+        "sh",
+        "-c",
+        "echo attached; exit 5",
+    ]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "attached\n");
+    let v = wait_monitor_gone(&r, "fg");
+    assert_eq!(v["RestartCount"], 2);
+    assert_eq!(r.ok(&["logs", "fg"]).matches("attached\n").count(), 3);
+    r.ok(&["rm", "fail", "fine", "loop", "killed", "fg"]);
 }
