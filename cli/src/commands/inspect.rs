@@ -62,22 +62,6 @@ pub fn run(root: &std::path::Path, args: &InspectArgs) -> Result<ExitStatus> {
     Ok(ExitStatus::SUCCESS)
 }
 
-/// The spec with its capability sets sorted: they are sets, kept in no
-/// order, and the same container should print the same record.
-fn sorted_capabilities(mut spec: serde_json::Value) -> serde_json::Value {
-    if let Some(caps) = spec
-        .pointer_mut("/process/capabilities")
-        .and_then(|c| c.as_object_mut())
-    {
-        for set in caps.values_mut() {
-            if let Some(list) = set.as_array_mut() {
-                list.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
-            }
-        }
-    }
-    spec
-}
-
 fn container_record(container: &crate::containers::Container) -> Result<serde_json::Value> {
     let r = &container.record;
     let state = container.state()?.effective();
@@ -137,6 +121,6 @@ fn container_record(container: &crate::containers::Container) -> Result<serde_js
                 "HostPort": p.host_port.to_string(),
             })).collect::<Vec<_>>(),
         },
-        "Spec": sorted_capabilities(serde_json::to_value(&r.spec)?),
+        "Spec": crate::containers::sorted_capabilities(serde_json::to_value(&r.spec)?),
     }))
 }

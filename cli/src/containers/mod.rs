@@ -519,8 +519,12 @@ impl Containers {
             // only as long as its process, which a power loss ends: its
             // record need not survive one, so it skips the disk flush. The
             // state is first written at start (none reads as created).
+            let mut json = serde_json::to_value(record)?;
+            if let Some(spec) = json.get_mut("spec") {
+                *spec = sorted_capabilities(spec.take());
+            }
             let mut config = File::create_new(tmp.join("config.json"))?;
-            config.write_all(&serde_json::to_vec(record)?)?;
+            config.write_all(&serde_json::to_vec(&json)?)?;
             if !record.auto_remove {
                 config.sync_all()?;
             }
@@ -712,4 +716,21 @@ mod tests {
             assert!(RestartPolicy::parse(bad).is_err(), "{bad}");
         }
     }
+}
+
+/// An OCI spec (as JSON) with its capability sets sorted: they are sets,
+/// which serialize in no particular order, and the same container should
+/// give the same bytes in its record and in `inspect`.
+pub fn sorted_capabilities(mut spec: serde_json::Value) -> serde_json::Value {
+    if let Some(caps) = spec
+        .pointer_mut("/process/capabilities")
+        .and_then(|c| c.as_object_mut())
+    {
+        for set in caps.values_mut() {
+            if let Some(list) = set.as_array_mut() {
+                list.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+            }
+        }
+    }
+    spec
 }

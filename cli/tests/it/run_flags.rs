@@ -905,3 +905,40 @@ fn restart_policies() {
     assert_eq!(r.ok(&["logs", "fg"]).matches("attached\n").count(), 3);
     r.ok(&["rm", "fail", "fine", "loop", "killed", "fg"]);
 }
+
+#[test]
+fn records_keep_capability_sets_in_order() {
+    let r = root!();
+    let id = r.ok(&[
+        "create",
+        "--cap-add",
+        "net_admin",
+        "--cap-drop",
+        "chown",
+        "busybox",
+        "true",
+    ]);
+    let config = std::fs::read(
+        r.path()
+            .join("containers")
+            .join(id.trim())
+            .join("config.json"),
+    )
+    .expect("the container's record");
+    let record: serde_json::Value = serde_json::from_slice(&config).unwrap();
+    let caps = &record["spec"]["process"]["capabilities"];
+    for set in ["bounding", "effective", "permitted"] {
+        let list: Vec<&str> = caps[set]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {set} set: {caps}"))
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        let mut sorted = list.clone();
+        sorted.sort_unstable();
+        assert_eq!(list, sorted, "{set}");
+        assert!(list.contains(&"CAP_NET_ADMIN"), "{set}: {list:?}");
+        assert!(!list.contains(&"CAP_CHOWN"), "{set}: {list:?}");
+    }
+    r.ok(&["rm", id.trim()]);
+}
