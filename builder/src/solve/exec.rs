@@ -143,6 +143,7 @@ pub(crate) fn run(
         NetworkSetup::Bridge => Some(bridge_setup(mount_env, &mut spec)?),
         _ => None,
     };
+    crate::timing::mark("network attached");
     let stubs = mounts::stubs(root, &prepared.mounts);
     let missing: Vec<&str> = MOUNT_STUBS
         .iter()
@@ -213,6 +214,7 @@ pub(crate) fn run(
         .map_err(|source| SolveError::Runner { source })?;
     drop(prepared);
     drop(bridged);
+    crate::timing::mark("network released");
     mounts::remove_stubs(&stubs);
     for stub in missing {
         remove_stub(&upper.join(stub));

@@ -180,12 +180,14 @@ impl Workspace {
             .map_err(SolveError::store("writing a layer"))?;
         let out = kiln_store::diff(&upper, &mut writer, options)
             .map_err(SolveError::store("writing a layer"))?;
+        crate::timing::mark("layer diffed");
         let mut diff_ids: Vec<Digest> = parent.iter().map(|l| l.diff_id.clone()).collect();
         diff_ids.push(out.diff_id.clone());
         let chains = chain_ids(&diff_ids);
         let chain = chains.last().expect("one layer at least").clone();
         let parent_chain = chains.len().checked_sub(2).map(|i| chains[i].clone());
         let hold = store.hold_metadata();
+        crate::timing::mark("metadata held");
         lease
             .protect_all(&[out.digest.clone(), chain.clone()])
             .map_err(SolveError::store("protecting a layer"))?;
