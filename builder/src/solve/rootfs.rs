@@ -180,6 +180,11 @@ impl Workspace {
             .map_err(SolveError::store("writing a layer"))?;
         let out = kiln_store::diff(&upper, &mut writer, options)
             .map_err(SolveError::store("writing a layer"))?;
+        // Synced before the root lock is taken: other steps' metadata
+        // writes need not wait for it.
+        writer
+            .sync()
+            .map_err(SolveError::store("writing a layer"))?;
         crate::timing::mark("layer diffed");
         let mut diff_ids: Vec<Digest> = parent.iter().map(|l| l.diff_id.clone()).collect();
         diff_ids.push(out.diff_id.clone());
