@@ -166,6 +166,8 @@ struct Ctx {
     first_error: Mutex<Option<SolveError>>,
     /// Host pids of running RUN containers.
     running: Mutex<Vec<i32>>,
+    /// RUN steps' places on the default network, for the next RUN step.
+    net_pool: exec::NetPool,
     /// This build's scratch directory (archives unpacked, downloads).
     scratch: PathBuf,
 }
@@ -211,6 +213,7 @@ pub fn solve(
         failed: AtomicBool::new(false),
         first_error: Mutex::new(None),
         running: Mutex::new(Vec::new()),
+        net_pool: exec::NetPool::default(),
         scratch: store
             .cache_dir()
             .join("scratch")
@@ -278,6 +281,7 @@ pub fn solve(
         }
     });
     crate::timing::mark("steps done");
+    ctx.net_pool.release_all();
     let _ = std::fs::remove_dir_all(&ctx.scratch);
     if let Some(error) = ctx.first_error.lock().expect("not poisoned").take() {
         return Err(error);
@@ -602,6 +606,7 @@ impl Ctx {
                         &self.running,
                         exec::network_setup(op.network, self.options.run.network),
                         &mount_env,
+                        &self.net_pool,
                     );
                     stop.stop();
                     result
