@@ -168,6 +168,8 @@ struct Ctx {
     running: Mutex<Vec<i32>>,
     /// RUN steps' places on the default network, for the next RUN step.
     net_pool: exec::NetPool,
+    /// Directories steps no longer need, removed meanwhile.
+    trash: rootfs::Trash,
     /// This build's scratch directory (archives unpacked, downloads).
     scratch: PathBuf,
 }
@@ -214,6 +216,7 @@ pub fn solve(
         first_error: Mutex::new(None),
         running: Mutex::new(Vec::new()),
         net_pool: exec::NetPool::default(),
+        trash: rootfs::Trash::default(),
         scratch: store
             .cache_dir()
             .join("scratch")
@@ -282,6 +285,7 @@ pub fn solve(
     });
     crate::timing::mark("steps done");
     ctx.net_pool.release_all();
+    ctx.trash.empty();
     let _ = std::fs::remove_dir_all(&ctx.scratch);
     if let Some(error) = ctx.first_error.lock().expect("not poisoned").take() {
         return Err(error);
@@ -625,7 +629,8 @@ impl Ctx {
         };
         // `_hold` keeps the metadata open for the cache record below.
         crate::timing::mark("step ran");
-        let (layer, _hold) = workspace.finish(&self.store, &self.lease, base, &options)?;
+        let (layer, _hold) =
+            workspace.finish(&self.store, &self.lease, base, &options, &self.trash)?;
         crate::timing::mark("layer made");
         if linked {
             let cache_record = CacheRecord {
