@@ -225,7 +225,7 @@ pub(crate) fn run(
     if let Some(b) = bridged {
         pool.give(b);
     }
-    crate::timing::mark("network released");
+    crate::timing::mark("network given back");
     mounts::remove_stubs(&stubs);
     for stub in missing {
         remove_stub(&upper.join(stub));
