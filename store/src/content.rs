@@ -145,6 +145,19 @@ impl BlobWriter {
         Error::io(self.temp.clone())
     }
 
+    /// Writes out and fsyncs what was written so far, so that the commit
+    /// (which callers often make under the root lock) has nothing left to
+    /// sync.
+    pub fn sync(&mut self) -> Result<()> {
+        let inner = self.inner.as_mut().expect("writer used after commit");
+        inner.flush().map_err(Error::io(&self.temp))?;
+        inner
+            .get_ref()
+            .get_ref()
+            .sync_all()
+            .map_err(Error::io(&self.temp))
+    }
+
     /// Verifies, fsyncs and renames the blob into place; returns its digest.
     ///
     /// On a digest or size mismatch nothing reaches `blobs/` and the partial

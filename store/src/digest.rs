@@ -113,6 +113,11 @@ impl<W: Write> HashingWriter<W> {
         self.written
     }
 
+    /// The inner writer (to read from, not to write past the hash).
+    pub fn get_ref(&self) -> &W {
+        &self.inner
+    }
+
     /// Returns the inner writer, the digest and the byte count.
     pub fn finish(self) -> (W, Digest, u64) {
         let digest = Digest {

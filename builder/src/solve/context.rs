@@ -336,9 +336,10 @@ pub(crate) fn index(
         include: &include,
     };
     let cache_path = cache_dir.join("context-stat.bin");
-    // The stat cache is read while the tree is walked.
-    let (cache_bytes, walked) = rayon::join(
-        || std::fs::read(&cache_path).unwrap_or_default(),
+    // The stat cache is parsed while the tree is walked.
+    let cache_bytes = std::fs::read(&cache_path).unwrap_or_default();
+    let (cache, walked) = rayon::join(
+        || parse_stat_cache(&cache_bytes),
         || -> Result<Vec<Found>, SolveError> {
             let fd = open(
                 root,
@@ -360,8 +361,6 @@ pub(crate) fn index(
     );
     let mut found = walked?;
     crate::timing::mark("context walked");
-    let cache = parse_stat_cache(&cache_bytes);
-    crate::timing::mark("stat cache read");
     // Files the stat cache does not vouch for are read and hashed.
     let changed = std::sync::atomic::AtomicBool::new(false);
     found

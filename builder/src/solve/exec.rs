@@ -134,15 +134,25 @@ pub(crate) fn run(
     running: &std::sync::Mutex<Vec<i32>>,
     network: NetworkSetup,
     mount_env: &mounts::MountEnv,
+    pool: &NetPool,
 ) -> Result<(), SolveError> {
     check_supported(op)?;
     let prepared = mounts::prepare(mount_env, &op.mounts)?;
     let mut spec = spec_for(op, root, network, &prepared)?;
-    // Released when dropped: after the step, failed or interrupted too.
+    // Given back to the pool once the container is gone; released when
+    // dropped before that (a failed start, an interrupted build).
     let bridged = match network {
-        NetworkSetup::Bridge => Some(bridge_setup(mount_env, &mut spec)?),
+        NetworkSetup::Bridge => {
+            let b = match pool.take() {
+                Some(b) => b,
+                None => bridge_setup(mount_env)?,
+            };
+            b.apply(&mut spec);
+            Some(b)
+        }
         _ => None,
     };
+    crate::timing::mark("network attached");
     let stubs = mounts::stubs(root, &prepared.mounts);
     let missing: Vec<&str> = MOUNT_STUBS
         .iter()
@@ -212,7 +222,10 @@ pub(crate) fn run(
         .wait()
         .map_err(|source| SolveError::Runner { source })?;
     drop(prepared);
-    drop(bridged);
+    if let Some(b) = bridged {
+        pool.give(b);
+    }
+    crate::timing::mark("network given back");
     mounts::remove_stubs(&stubs);
     for stub in missing {
         remove_stub(&upper.join(stub));
@@ -240,6 +253,7 @@ const HOSTS: &str =
 struct Bridged {
     id: String,
     dir: PathBuf,
+    netns: PathBuf,
 }
 
 impl Drop for Bridged {
@@ -251,9 +265,70 @@ impl Drop for Bridged {
     }
 }
 
-/// Attaches a fresh network namespace to the default bridge network and
-/// points `spec` at it, with its own /etc/hosts and /etc/resolv.conf.
-fn bridge_setup(env: &mounts::MountEnv, spec: &mut Spec) -> Result<Bridged, SolveError> {
+impl Bridged {
+    /// Points `spec` at the network namespace, /etc/hosts and /etc/resolv.conf.
+    fn apply(&self, spec: &mut Spec) {
+        if let Some(linux) = spec.linux_mut().as_mut() {
+            if let Some(namespaces) = linux.namespaces_mut().as_mut() {
+                for ns in namespaces.iter_mut() {
+                    if ns.typ() == LinuxNamespaceType::Network {
+                        ns.set_path(Some(self.netns.clone()));
+                    }
+                }
+            }
+        }
+        let mut all = spec.mounts().clone().unwrap_or_default();
+        for (name, target) in [("hosts", "/etc/hosts"), ("resolv.conf", "/etc/resolv.conf")] {
+            all.retain(|m| m.destination() != Path::new(target));
+            all.push(
+                MountBuilder::default()
+                    .destination(target)
+                    .typ("bind")
+                    .source(self.dir.join(name))
+                    .options(vec!["rbind".to_string(), "ro".to_string()])
+                    .build()
+                    .expect("a bind mount builds"),
+            );
+        }
+        spec.set_mounts(Some(all));
+    }
+}
+
+/// The build's places on the default bridge network that no RUN step uses
+/// now. A RUN step takes one (or attaches a new one) and gives it back once
+/// its container is gone, so a build attaches as many as it runs RUN steps
+/// at once, not one per step (BuildKit, too, keeps a pool of network
+/// namespaces). A RUN step cannot change its namespace (it has no
+/// CAP_NET_ADMIN and /proc/sys is read-only), and its processes die with
+/// its PID namespace, so the next step finds the namespace as it was made.
+/// Dropping the pool (the build's end) releases them all.
+#[derive(Default)]
+pub(crate) struct NetPool {
+    free: std::sync::Mutex<Vec<Bridged>>,
+}
+
+impl NetPool {
+    fn take(&self) -> Option<Bridged> {
+        self.free.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    }
+
+    fn give(&self, bridged: Bridged) {
+        self.free
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(bridged);
+    }
+
+    /// Releases every place kept (the build's steps are done).
+    pub(crate) fn release_all(&self) {
+        let all = std::mem::take(&mut *self.free.lock().unwrap_or_else(|e| e.into_inner()));
+        drop(all);
+    }
+}
+
+/// Attaches a fresh network namespace to the default bridge network, with
+/// its own /etc/hosts and /etc/resolv.conf.
+fn bridge_setup(env: &mounts::MountEnv) -> Result<Bridged, SolveError> {
     let token = rand::random::<u64>();
     // The scratch name starts with the pid: a killed build's directory is
     // removed by the next build ([`mounts::remove_stale`]).
@@ -266,6 +341,7 @@ fn bridge_setup(env: &mounts::MountEnv, spec: &mut Spec) -> Result<Bridged, Solv
     let mut bridged = Bridged {
         id: format!("build{}x{token:016x}", std::process::id()),
         dir,
+        netns: PathBuf::new(),
     };
     let hosts = bridged.dir.join("hosts");
     let resolv = bridged.dir.join("resolv.conf");
@@ -273,8 +349,8 @@ fn bridge_setup(env: &mounts::MountEnv, spec: &mut Spec) -> Result<Bridged, Solv
     std::fs::write(&resolv, kiln_runner::network::resolv_conf(&[]))
         .map_err(SolveError::io("write", &resolv))?;
     let networks = env.store.root().join("networks");
-    let attachment = match kiln_runner::network::attach_default(&networks, &bridged.id) {
-        Ok(a) => a,
+    match kiln_runner::network::attach_default(&networks, &bridged.id) {
+        Ok(a) => bridged.netns = a.netns,
         Err(e) => {
             // Nothing is attached: only the directory goes.
             bridged.id.clear();
@@ -282,30 +358,7 @@ fn bridge_setup(env: &mounts::MountEnv, spec: &mut Spec) -> Result<Bridged, Solv
                 message: format!("attaching the RUN step to the default network: {e}"),
             });
         }
-    };
-    if let Some(linux) = spec.linux_mut().as_mut() {
-        if let Some(namespaces) = linux.namespaces_mut().as_mut() {
-            for ns in namespaces.iter_mut() {
-                if ns.typ() == LinuxNamespaceType::Network {
-                    ns.set_path(Some(attachment.netns.clone()));
-                }
-            }
-        }
     }
-    let mut all = spec.mounts().clone().unwrap_or_default();
-    for (source, target) in [(&hosts, "/etc/hosts"), (&resolv, "/etc/resolv.conf")] {
-        all.retain(|m| m.destination() != Path::new(target));
-        all.push(
-            MountBuilder::default()
-                .destination(target)
-                .typ("bind")
-                .source(source)
-                .options(vec!["rbind".to_string(), "ro".to_string()])
-                .build()
-                .expect("a bind mount builds"),
-        );
-    }
-    spec.set_mounts(Some(all));
     Ok(bridged)
 }
 

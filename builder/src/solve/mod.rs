@@ -34,7 +34,6 @@ pub use progress::{NoProgress, Progress, StepEvent};
 use crate::dockerfile::instructions::Network;
 use crate::dockerfile::platform::Platform;
 use crate::graph::ops::{FileAction, Graph, NodeId, Op};
-use cache::StepRecord;
 use context::ContextIndex;
 
 /// Finds base images. The CLI implements it with the store (and, later,
@@ -167,6 +166,10 @@ struct Ctx {
     first_error: Mutex<Option<SolveError>>,
     /// Host pids of running RUN containers.
     running: Mutex<Vec<i32>>,
+    /// RUN steps' places on the default network, for the next RUN step.
+    net_pool: exec::NetPool,
+    /// Directories steps no longer need, removed meanwhile.
+    trash: rootfs::Trash,
     /// This build's scratch directory (archives unpacked, downloads).
     scratch: PathBuf,
 }
@@ -212,6 +215,8 @@ pub fn solve(
         failed: AtomicBool::new(false),
         first_error: Mutex::new(None),
         running: Mutex::new(Vec::new()),
+        net_pool: exec::NetPool::default(),
+        trash: rootfs::Trash::default(),
         scratch: store
             .cache_dir()
             .join("scratch")
@@ -279,6 +284,8 @@ pub fn solve(
         }
     });
     crate::timing::mark("steps done");
+    ctx.net_pool.release_all();
+    ctx.trash.empty();
     let _ = std::fs::remove_dir_all(&ctx.scratch);
     if let Some(error) = ctx.first_error.lock().expect("not poisoned").take() {
         return Err(error);
@@ -331,6 +338,7 @@ impl Ctx {
 
     fn run_step(&self, id: NodeId, inputs: Vec<Output>, slot: &jobs::Slot) -> Result<Output, ()> {
         let started = Instant::now();
+        crate::timing::mark("step started");
         let node = &self.graph.nodes[id];
         self.emit(
             id,
@@ -338,7 +346,9 @@ impl Ctx {
                 name: node.description.clone(),
             },
         );
-        match self.run_node(id, &inputs, slot) {
+        let result = self.run_node(id, &inputs, slot);
+        crate::timing::mark("step returned");
+        match result {
             Ok(output) => {
                 self.emit(
                     id,
@@ -427,32 +437,29 @@ impl Ctx {
         }
     }
 
-    fn step_record(
+    /// What the step's key covers (see [`cache::StepDef`]).
+    fn step_def<'a>(
         &self,
         id: NodeId,
-        inputs: &[Output],
+        inputs: &'a [Output],
         downloads: &Downloads,
         linked: bool,
-    ) -> StepRecord {
+    ) -> cache::StepDef<'a> {
         let node = &self.graph.nodes[id];
-        let mut record = StepRecord {
-            op: serde_json::to_value(&node.op).expect("ops serialize"),
-            ..StepRecord::default()
-        };
+        let mut def = cache::StepDef::new(serde_json::to_value(&node.op).expect("ops serialize"));
         for (url, download) in downloads {
-            record
-                .files
-                .insert(format!("url {url}"), download.identity());
+            def.add_file(
+                format!("url {url}"),
+                cache::FileValue::Text(download.identity()),
+            );
         }
         for (slot, (input, output)) in node.inputs.iter().zip(inputs).enumerate() {
             match output {
                 // --link: the step does not depend on what it lands on.
                 Output::Rootfs(_) if linked && input.role == "rootfs" => {}
-                Output::Rootfs(r) => record.inputs.push((input.role.clone(), r.key.clone())),
+                Output::Rootfs(r) => def.inputs.push((input.role.clone(), r.key.clone())),
                 Output::Context(index) => {
-                    record
-                        .inputs
-                        .push((input.role.clone(), "context".to_string()));
+                    def.inputs.push((input.role.clone(), "context".to_string()));
                     let mut sources: Vec<&str> = Vec::new();
                     match &node.op {
                         Op::File(f) => {
@@ -479,21 +486,13 @@ impl Ctx {
                     }
                     for source in sources {
                         for (path, entry) in index.selection(source) {
-                            let kind = match entry.kind {
-                                context::Kind::File => "file",
-                                context::Kind::Dir => "dir",
-                                context::Kind::Symlink => "symlink",
-                            };
-                            record.files.insert(
-                                path.to_string(),
-                                format!("{kind} {:o} {}", entry.mode, entry.digest),
-                            );
+                            def.add_file(path, cache::FileValue::Entry(entry));
                         }
                     }
                 }
             }
         }
-        record
+        def
     }
 
     fn run_layer_step(
@@ -508,9 +507,9 @@ impl Ctx {
         }
         let linked = is_linked(&node.op);
         let mut downloads = self.fetch_unpinned(&node.op)?;
-        let record = self.step_record(id, inputs, &downloads, linked);
+        let mut def = self.step_def(id, inputs, &downloads, linked);
         crate::timing::mark("step record");
-        let (key, record_bytes) = record.encode();
+        let key = def.key();
         crate::timing::mark("step key");
         let identity = format!(
             "{}\n{}\n{}",
@@ -524,7 +523,7 @@ impl Ctx {
             if let Some(hit) = self.cached(&key)? {
                 crate::timing::mark("cache record read");
                 self.emit(id, StepEvent::Cached);
-                cache::save(&record_path, &record_bytes);
+                cache::save(&record_path, &key, &mut def);
                 crate::timing::mark("step record saved");
                 cache::touch_used(&self.store.cache_dir(), &key);
                 if linked {
@@ -555,7 +554,7 @@ impl Ctx {
         } else {
             cache::miss_reason(
                 cache::load(&record_path).as_ref(),
-                &record,
+                &def.record(),
                 &self.options.build_arg_names,
             )
         };
@@ -570,6 +569,7 @@ impl Ctx {
         // --link: the layer is made on an empty root and stacked on top.
         let base: &[CachedLayer] = if linked { &[] } else { &parent.layers };
         let workspace = rootfs::Workspace::open(&self.store, &self.lease, base)?;
+        crate::timing::mark("workspace opened");
         match &node.op {
             Op::Exec(op) => {
                 let cgroup = format!("kiln-build/{}-{}", std::process::id(), self.steps[id]);
@@ -610,6 +610,7 @@ impl Ctx {
                         &self.running,
                         exec::network_setup(op.network, self.options.run.network),
                         &mount_env,
+                        &self.net_pool,
                     );
                     stop.stop();
                     result
@@ -627,7 +628,10 @@ impl Ctx {
             source_date_epoch: self.options.source_date_epoch,
         };
         // `_hold` keeps the metadata open for the cache record below.
-        let (layer, _hold) = workspace.finish(&self.store, &self.lease, base, &options)?;
+        crate::timing::mark("step ran");
+        let (layer, _hold) =
+            workspace.finish(&self.store, &self.lease, base, &options, &self.trash)?;
+        crate::timing::mark("layer made");
         if linked {
             let cache_record = CacheRecord {
                 layers: layer.iter().cloned().collect(),
@@ -637,7 +641,7 @@ impl Ctx {
             self.store
                 .put_cache_record(&key, &cache_record)
                 .map_err(SolveError::store("writing a cache record"))?;
-            cache::save(&record_path, &record_bytes);
+            cache::save(&record_path, &key, &mut def);
             cache::touch_used(&self.store.cache_dir(), &key);
             let mut layers = parent.layers.clone();
             let mut steps = parent.steps.clone();
@@ -662,8 +666,9 @@ impl Ctx {
         self.store
             .put_cache_record(&key, &cache_record)
             .map_err(SolveError::store("writing a cache record"))?;
-        cache::save(&record_path, &record_bytes);
+        cache::save(&record_path, &key, &mut def);
         cache::touch_used(&self.store.cache_dir(), &key);
+        crate::timing::mark("cache record written");
         Ok(Output::Rootfs(Arc::new(RootfsOut {
             layers,
             steps,

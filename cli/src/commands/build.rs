@@ -167,7 +167,13 @@ struct StoreImages {
     quiet_pull: bool,
     /// `--pull`: base images pulled again, each once per build.
     refresh: Option<std::sync::Arc<Refresh>>,
+    /// The images read for their configs, by reference: the solver takes
+    /// its base images from here rather than looking them up again.
+    resolved: Resolved,
 }
+
+/// Base images already found in this build, by reference as written.
+pub type Resolved = std::sync::Arc<Mutex<std::collections::HashMap<String, kiln_store::Image>>>;
 
 /// The base images a `--pull` build has pulled: each is pulled again
 /// from its registry once, then read from the store.
@@ -222,6 +228,10 @@ impl ImageSource for StoreImages {
             },
         };
         let bytes = store.content().read(&image.config_digest)?;
+        self.resolved
+            .lock()
+            .expect("not poisoned")
+            .insert(reference.to_string(), image);
         Ok(Some(ImageConfig::from_config_json(&bytes)?))
     }
 }
@@ -416,6 +426,7 @@ pub fn run(global: &crate::args::Cli, args: &BuildArgs) -> anyhow::Result<ExitSt
             pull: Some(RegistrySettings::from_cli(global)),
             quiet_pull: args.progress_mode().is_machine_or_quiet(),
             refresh: args.pull.then(Default::default),
+            resolved: Resolved::default(),
         }
     } else {
         StoreImages {
@@ -428,6 +439,7 @@ pub fn run(global: &crate::args::Cli, args: &BuildArgs) -> anyhow::Result<ExitSt
             pull: None,
             quiet_pull: true,
             refresh: None,
+            resolved: Resolved::default(),
         }
     };
     kiln_builder::timing::mark("store opened");
@@ -475,6 +487,7 @@ pub fn run(global: &crate::args::Cli, args: &BuildArgs) -> anyhow::Result<ExitSt
                 outputs,
                 no_cache_nodes,
                 refresh: images.refresh,
+                resolved: images.resolved,
             },
         );
     }

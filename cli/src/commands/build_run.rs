@@ -13,7 +13,7 @@ use kiln_builder::{solve, Graph, ImageResolver, Platform, SolveError, SolveOptio
 use kiln_store::Store;
 
 use crate::build_progress::{BuildProgress, Style};
-use crate::commands::build::{base_image, BuildArgs, ProgressMode, Refresh};
+use crate::commands::build::{base_image, BuildArgs, ProgressMode, Refresh, Resolved};
 use crate::commands::build_output::{self, write_atomic, Dest, Kind, Output};
 use crate::settings::RegistrySettings;
 use crate::ExitStatus;
@@ -25,6 +25,8 @@ struct StoreResolver {
     /// Pull without progress lines.
     quiet: bool,
     refresh: Option<Arc<Refresh>>,
+    /// Images compiling the Dockerfile found already (for their configs).
+    resolved: Resolved,
 }
 
 impl ImageResolver for StoreResolver {
@@ -34,6 +36,10 @@ impl ImageResolver for StoreResolver {
         reference: &str,
         _platform: &Platform,
     ) -> Result<kiln_store::Image, Box<dyn std::error::Error + Send + Sync>> {
+        // Found (or pulled) for its config while compiling: the same image.
+        if let Some(image) = self.resolved.lock().expect("not poisoned").get(reference) {
+            return Ok(image.clone());
+        }
         // The solver calls this from `spawn_blocking` on its runtime; the
         // pull starts a runtime of its own, so it runs on a plain thread
         // rather than nesting one runtime in another.
@@ -61,6 +67,8 @@ pub struct Extra {
     pub outputs: Vec<Output>,
     pub no_cache_nodes: BTreeSet<usize>,
     pub refresh: Option<Arc<Refresh>>,
+    /// Base images compiling found, by reference.
+    pub resolved: Resolved,
 }
 
 /// The `--progress` style for this run (`auto`: tty on a terminal).
@@ -230,6 +238,7 @@ pub fn build(
             // A pull's own bars would tear the live view: its step's timer shows it.
             quiet: style != Style::Plain,
             refresh: extra.refresh,
+            resolved: extra.resolved,
         }),
         renderer.clone(),
     ) {

@@ -183,6 +183,47 @@ fn run_on_the_default_network_reaches_the_gateway_and_leaves_nothing() {
 }
 
 #[test]
+fn run_steps_of_a_build_reuse_one_namespace_that_they_cannot_change() {
+    if !ready() {
+        return;
+    }
+    let root = root_with_busybox();
+    let (port, served) = serve("hello-again");
+    // Each RUN reaches the host; none can reconfigure the namespace (so the
+    // next step, which gets the same one back, finds it as it was made).
+    let step = |n: u32| {
+        format!(
+            "RUN ! ip addr add 10.99.0.{n}/32 dev eth0 2>/dev/null \
+             && ! ip link set eth0 mtu 1280 2>/dev/null \
+             && ! ip -4 addr show eth0 | grep -q 10.99.0. \
+             && cat /sys/class/net/eth0/iflink > /iflink{n} \
+             && gw=$(ip route | awk '/^default/ {{print $3}}') \
+             && wget -qO /fetched{n} http://$gw:$PORT/ \
+             && test \"$(cat /fetched{n})\" = hello-again\n"
+        )
+    };
+    let dir = dockerfile(&format!(
+        "FROM busybox:latest\nARG PORT\n{}{}{}\
+         RUN --network=none test \"$(cat /iflink1)\" = \"$(cat /iflink2)\" \
+         && test \"$(cat /iflink2)\" = \"$(cat /iflink3)\"\n",
+        step(1),
+        step(2),
+        step(3)
+    ));
+    let (pid, out) = build(
+        root.path(),
+        &["--build-arg", &format!("PORT={port}")],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        served.load(Ordering::SeqCst) >= 3,
+        "a RUN step did not reach the host"
+    );
+    assert_eq!(held_by_build(pid), Vec::<String>::new());
+}
+
+#[test]
 fn network_host_and_none_in_build() {
     if !ready() {
         return;

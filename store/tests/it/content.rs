@@ -38,6 +38,22 @@ fn blobs_are_verified_before_they_appear() {
 }
 
 #[test]
+fn a_synced_writer_keeps_writing_and_commits_the_whole_blob() {
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    let mut writer = store.content().writer().unwrap();
+    writer.write_all(b"first half, ").unwrap();
+    writer.sync().unwrap();
+    writer.write_all(b"second half").unwrap();
+    writer.sync().unwrap();
+    let whole = b"first half, second half";
+    let digest = writer
+        .commit(Some(&Digest::of(whole)), Some(whole.len() as u64))
+        .unwrap();
+    assert_eq!(store.content().read(&digest).unwrap(), whole);
+}
+
+#[test]
 fn names_untagged_and_index_json() {
     let root = tempfile::tempdir().unwrap();
     let store = Store::open(root.path()).unwrap();
