@@ -697,6 +697,23 @@ pub fn private_mount_namespace() -> Result<()> {
     .context("making mounts private")
 }
 
+/// An OCI spec (as JSON) with its capability sets sorted: they are sets,
+/// which serialize in no particular order, and the same container should
+/// give the same bytes in its record and in `inspect`.
+pub fn sorted_capabilities(mut spec: serde_json::Value) -> serde_json::Value {
+    if let Some(caps) = spec
+        .pointer_mut("/process/capabilities")
+        .and_then(|c| c.as_object_mut())
+    {
+        for set in caps.values_mut() {
+            if let Some(list) = set.as_array_mut() {
+                list.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+            }
+        }
+    }
+    spec
+}
+
 #[cfg(test)]
 mod tests {
     use super::RestartPolicy;
@@ -716,21 +733,4 @@ mod tests {
             assert!(RestartPolicy::parse(bad).is_err(), "{bad}");
         }
     }
-}
-
-/// An OCI spec (as JSON) with its capability sets sorted: they are sets,
-/// which serialize in no particular order, and the same container should
-/// give the same bytes in its record and in `inspect`.
-pub fn sorted_capabilities(mut spec: serde_json::Value) -> serde_json::Value {
-    if let Some(caps) = spec
-        .pointer_mut("/process/capabilities")
-        .and_then(|c| c.as_object_mut())
-    {
-        for set in caps.values_mut() {
-            if let Some(list) = set.as_array_mut() {
-                list.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
-            }
-        }
-    }
-    spec
 }
