@@ -761,3 +761,43 @@ fn two_roots_never_pick_the_same_subnet() {
         assert!(!reservation.exists(), "{} stays reserved", s);
     }
 }
+
+#[test]
+fn a_network_made_again_at_once_gets_its_resolver() {
+    let Some(root) = Root::new() else { return };
+    for round in 0..3 {
+        let net = unique(&format!("again{round}"));
+        root.ok(&["network", "create", &net]);
+        root.ok(&[
+            "run",
+            "-d",
+            "--name",
+            "named",
+            "--network",
+            &net,
+            "busybox",
+            "sleep",
+            "60",
+        ]);
+        // The resolver answers for the container's name.
+        let out = root.run(&[
+            "run",
+            "--rm",
+            "--network",
+            &net,
+            "busybox",
+            "nslookup",
+            "named",
+        ]);
+        assert!(
+            out.status.success(),
+            "round {round}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        root.ok(&["rm", "-f", "named"]);
+        // Removed and at once made again: the subnet (and so the resolver's
+        // address) comes back while the old resolver may still be up.
+        root.ok(&["network", "rm", &net]);
+    }
+}

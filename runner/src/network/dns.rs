@@ -50,6 +50,30 @@ pub(super) fn ensure_running(state: &mut BridgeState) -> Result<()> {
     Ok(())
 }
 
+/// Ends the resolver recorded in `state`, if it still runs, and waits
+/// until it has let go of its address (it is not our child: gone or a
+/// zombie is enough).
+pub(super) fn stop(state: &BridgeState) {
+    let pid = state.dns_pid;
+    if pid <= 0 || start_time(pid) != Some(state.dns_start) {
+        return;
+    }
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < deadline {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state_char = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next());
+        if matches!(state_char, None | Some('Z') | Some('X'))
+            || start_time(pid) != Some(state.dns_start)
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 /// Runs the resolver when this process was started as one; never returns then.
 pub fn serve_if_requested() {
     let Some(bridge) = std::env::var_os(DNS_ENV) else {
@@ -87,8 +111,21 @@ fn serve(bridge: &str) -> Result<()> {
     let gateway = state
         .gateway
         .ok_or_else(|| Error::new(format!("bridge {bridge} has no gateway")))?;
-    let socket = UdpSocket::bind((gateway, 53))
-        .map_err(|e| Error::io(&format!("listening on {gateway}:53"), e))?;
+    // A resolver of a bridge removed a moment ago may still hold this
+    // address (it notices within a second); wait for it a little.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let socket = loop {
+        match UdpSocket::bind((gateway, 53)) {
+            Ok(socket) => break socket,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(Error::io(&format!("listening on {gateway}:53"), e)),
+        }
+    };
     socket
         .set_read_timeout(Some(Duration::from_secs(1)))
         .map_err(|e| Error::io("setting a timeout", e))?;

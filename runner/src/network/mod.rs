@@ -356,6 +356,9 @@ impl Definitions {
             )));
         }
         remove_bridge_locked(&network.bridge, &network.subnet.to_string())?;
+        // Its resolver lets go of the gateway address before the subnet
+        // can be picked again.
+        dns::stop(&state);
         let _ = std::fs::remove_file(reservation_path(&network.subnet));
         match std::fs::remove_file(self.path(&network.name)) {
             Ok(()) => Ok(()),
