@@ -120,35 +120,73 @@ impl StatEntry {
 const STAT_MAGIC: &[u8] = b"kiln-context-stat 1\n";
 const STAT_FIXED: usize = 6 * 8 + 32;
 
-/// The stat cache as read: keys borrow the file's bytes.
-fn parse_stat_cache(bytes: &[u8]) -> FxHashMap<&[u8], StatEntry> {
-    let mut map = FxHashMap::default();
-    let Some(mut rest) = bytes.strip_prefix(STAT_MAGIC) else {
-        return map;
-    };
-    let int = |b: &[u8], i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8"));
-    while rest.len() >= 4 {
-        let len = u32::from_le_bytes(rest[..4].try_into().expect("4")) as usize;
-        let Some(record) = rest.get(4..4 + len + STAT_FIXED) else {
-            // Cut short: what came before is still good.
-            break;
-        };
-        let (path, fixed) = record.split_at(len);
-        map.insert(
-            path,
-            StatEntry {
-                inode: int(fixed, 0),
-                size: int(fixed, 1),
-                mtime: int(fixed, 2) as i64,
-                mtime_ns: int(fixed, 3) as i64,
-                ctime: int(fixed, 4) as i64,
-                ctime_ns: int(fixed, 5) as i64,
-                digest: fixed[48..80].try_into().expect("32"),
-            },
-        );
-        rest = &rest[4 + len + STAT_FIXED..];
+/// The stat cache as read: each path (borrowed from the file's bytes)
+/// maps to where its fixed fields start, decoded only when looked up; the
+/// table is sized once, so reading it touches little fresh memory.
+struct StatCache<'a> {
+    bytes: &'a [u8],
+    at: FxHashMap<&'a [u8], usize>,
+}
+
+impl<'a> StatCache<'a> {
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.at.len()
     }
-    map
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.at.is_empty()
+    }
+
+    fn get(&self, path: &[u8]) -> Option<StatEntry> {
+        self.at.get(path).map(|&at| self.entry(at))
+    }
+
+    /// Every path with its entry, in no order.
+    fn iter(&self) -> impl Iterator<Item = (&'a [u8], StatEntry)> + '_ {
+        self.at.iter().map(|(path, &at)| (*path, self.entry(at)))
+    }
+
+    fn entry(&self, at: usize) -> StatEntry {
+        let fixed = &self.bytes[at..at + STAT_FIXED];
+        let int = |i: usize| u64::from_le_bytes(fixed[i * 8..i * 8 + 8].try_into().expect("8"));
+        StatEntry {
+            inode: int(0),
+            size: int(1),
+            mtime: int(2) as i64,
+            mtime_ns: int(3) as i64,
+            ctime: int(4) as i64,
+            ctime_ns: int(5) as i64,
+            digest: fixed[48..80].try_into().expect("32"),
+        }
+    }
+}
+
+/// The stat cache file's records: each path with where its fixed fields
+/// start (a cut-short tail is dropped).
+fn stat_records(bytes: &[u8]) -> impl Iterator<Item = (&[u8], usize)> + '_ {
+    let mut at = if bytes.starts_with(STAT_MAGIC) {
+        STAT_MAGIC.len()
+    } else {
+        bytes.len()
+    };
+    std::iter::from_fn(move || {
+        let len = u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().expect("4")) as usize;
+        // Cut short: what came before is still good.
+        bytes.get(at + 4..at + 4 + len + STAT_FIXED)?;
+        let record = (&bytes[at + 4..at + 4 + len], at + 4 + len);
+        at += 4 + len + STAT_FIXED;
+        Some(record)
+    })
+}
+
+/// Reads the stat cache file.
+fn parse_stat_cache(bytes: &[u8]) -> StatCache<'_> {
+    let mut at =
+        FxHashMap::with_capacity_and_hasher(stat_records(bytes).count(), Default::default());
+    at.extend(stat_records(bytes));
+    StatCache { bytes, at }
 }
 
 fn push_stat(out: &mut Vec<u8>, path: &[u8], e: &StatEntry) {
@@ -208,7 +246,7 @@ fn walk_dir(
     dir: &[u8],
     root_len: usize,
     filter: &Filter,
-) -> Result<Vec<Found>, SolveError> {
+) -> Result<Vec<Visit>, SolveError> {
     let walk_error = |path: &[u8], e: nix::Error| SolveError::Io {
         op: "read the build context at",
         path: PathBuf::from(std::ffi::OsStr::from_bytes(path)),
@@ -231,10 +269,13 @@ fn walk_dir(
         }
     }
     names.sort_unstable();
-    names
+    // The tree is kept as found and flattened once at the end: folding per
+    // split and appending splits and subtrees copied each entry (and
+    // faulted in fresh pages) several times over.
+    let visits = names
         .par_iter()
         .with_min_len(16)
-        .try_fold(Vec::new, |mut out, name| {
+        .map(|name| -> Result<Visit, SolveError> {
             let mut path = Vec::with_capacity(dir.len() + 1 + name.len());
             path.extend_from_slice(dir);
             path.push(b'/');
@@ -243,7 +284,7 @@ fn walk_dir(
             let ignored = filter.matcher.as_ref().is_some_and(|m| m.matches(&rel));
             if (ignored && filter.can_prune) || !filter.wanted(&rel) {
                 // Neither it nor anything below it is included.
-                return Ok(out);
+                return Ok(Visit::Skip);
             }
             let meta = fstatat(fd, name.as_slice(), AtFlags::AT_SYMLINK_NOFOLLOW).map_err(|e| {
                 SolveError::io("stat", Path::new(std::ffi::OsStr::from_bytes(&path)))(e.into())
@@ -259,20 +300,17 @@ fn walk_dir(
                 )
                 .map_err(|e| walk_error(&path, e))?;
                 let below = walk_dir(&sub, &path, root_len, filter)?;
-                if !ignored {
-                    out.push(Found {
-                        path,
-                        kind: Kind::Dir,
-                        mode,
-                        target: String::new(),
-                        stat: None,
-                    });
-                }
-                out.extend(below);
-                return Ok(out);
+                let dir = (!ignored).then(|| Found {
+                    path,
+                    kind: Kind::Dir,
+                    mode,
+                    target: String::new(),
+                    stat: None,
+                });
+                return Ok(Visit::Dir(dir, below));
             }
             if ignored {
-                return Ok(out);
+                return Ok(Visit::Skip);
             }
             if format == SFlag::S_IFLNK.bits() {
                 let target = readlinkat(fd, name.as_slice()).map_err(|e| {
@@ -280,16 +318,15 @@ fn walk_dir(
                         e.into(),
                     )
                 })?;
-                out.push(Found {
+                return Ok(Visit::One(Found {
                     path,
                     kind: Kind::Symlink,
                     mode,
                     target: target.to_string_lossy().into_owned(),
                     stat: None,
-                });
-                return Ok(out);
+                }));
             }
-            out.push(Found {
+            Ok(Visit::One(Found {
                 path,
                 kind: Kind::File,
                 mode,
@@ -303,13 +340,47 @@ fn walk_dir(
                     ctime_ns: meta.st_ctime_nsec,
                     digest: [0; 32],
                 }),
-            });
-            Ok(out)
+            }))
         })
-        .try_reduce(Vec::new, |mut a, mut b| {
-            a.append(&mut b);
-            Ok(a)
+        .collect::<Result<Vec<Visit>, SolveError>>()?;
+    Ok(visits)
+}
+
+/// How many entries [`flatten`] gives for `visits`.
+fn count(visits: &[Visit]) -> usize {
+    visits
+        .iter()
+        .map(|v| match v {
+            Visit::Skip => 0,
+            Visit::One(_) => 1,
+            Visit::Dir(dir, below) => usize::from(dir.is_some()) + count(below),
         })
+        .sum()
+}
+
+/// The walk's tree in order (a directory before what is below it), moved
+/// once into `out`.
+fn flatten(visits: Vec<Visit>, out: &mut Vec<Found>) {
+    for visit in visits {
+        match visit {
+            Visit::Skip => {}
+            Visit::One(found) => out.push(found),
+            Visit::Dir(dir, below) => {
+                out.extend(dir);
+                flatten(below, out);
+            }
+        }
+    }
+}
+
+/// What the walk made of one directory entry.
+enum Visit {
+    /// Not included, nor anything below it.
+    Skip,
+    One(Found),
+    /// A directory (unless only what is below it is included) and what it
+    /// includes below it.
+    Dir(Option<Found>, Vec<Visit>),
 }
 
 /// Walks `root`, drops what `exclude` (.dockerignore) ignores and what
@@ -356,7 +427,10 @@ pub(crate) fn index(
                 b"/" => b"",
                 other => other,
             };
-            walk_dir(&fd, root_bytes, root_bytes.len(), &filter)
+            let visits = walk_dir(&fd, root_bytes, root_bytes.len(), &filter)?;
+            let mut found = Vec::with_capacity(count(&visits));
+            flatten(visits, &mut found);
+            Ok(found)
         },
     );
     let mut found = walked?;
@@ -411,9 +485,9 @@ pub(crate) fn index(
         }
         // Keep what other contexts recorded.
         let root_prefix = [&root.as_os_str().as_bytes()[..root_len], b"/"].concat();
-        for (key, stat) in &cache {
+        for (key, stat) in cache.iter() {
             if !key.starts_with(&root_prefix) {
-                push_stat(&mut out, key, stat);
+                push_stat(&mut out, key, &stat);
             }
         }
         // A lost update only costs a re-hash next time.
