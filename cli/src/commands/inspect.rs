@@ -73,9 +73,10 @@ fn container_record(container: &crate::containers::Container) -> Result<serde_js
         "Path": r.command().first(),
         "Args": r.command().get(1..),
         "State": {
-            "Status": if state.paused && state.is_alive() { "paused" } else { state.status.as_str() },
+            "Status": state.docker_status(),
             "Running": state.status == crate::containers::Status::Running,
             "Paused": state.paused && state.is_alive(),
+            "Restarting": state.is_restarting(),
             "Pid": if state.status == crate::containers::Status::Running { state.pid } else { 0 },
             "ExitCode": state.exit_code,
             "OOMKilled": state.oom_killed,

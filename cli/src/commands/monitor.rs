@@ -111,6 +111,14 @@ pub fn run(root: &std::path::Path, args: &MonitorArgs) -> Result<ExitStatus> {
         if began.elapsed() >= std::time::Duration::from_secs(10) {
             delay = std::time::Duration::from_millis(100);
         }
+        // `ps` says "Restarting" until the next start writes its state.
+        {
+            let _lock = containers.lock()?;
+            if let Ok(mut state) = container.state() {
+                state.restarting = true;
+                container.set_state(&state)?;
+            }
+        }
         std::thread::sleep(delay);
         delay = (delay * 2).min(std::time::Duration::from_secs(60));
         let lock = containers.lock()?;
@@ -132,6 +140,15 @@ pub fn run(root: &std::path::Path, args: &MonitorArgs) -> Result<ExitStatus> {
         drop(lock);
     };
     hub.finish(code as i32);
+    // Stopped (or failed to start again) during a backoff: not restarting.
+    if let Ok(_lock) = containers.lock() {
+        if let Ok(mut state) = container.state() {
+            if state.restarting && container.dir.exists() {
+                state.restarting = false;
+                let _ = container.set_state(&state);
+            }
+        }
+    }
     if container.record.auto_remove {
         let _lock = containers.lock()?;
         containers.remove_with_volumes(&container)?;

@@ -39,6 +39,9 @@ pub struct PsArgs {
     pub no_trunc: bool,
 }
 
+/// The values of `--filter status=` (docker's container states).
+const STATUSES: &[&str] = &["created", "restarting", "running", "paused", "exited"];
+
 const FILTER_KEYS: &[&str] = &[
     "id", "name", "status", "exited", "ancestor", "network", "volume", "label",
 ];
@@ -60,8 +63,10 @@ impl Filters {
                     FILTER_KEYS.join(", ")
                 );
             }
-            if k == "status" && !["created", "running", "exited"].contains(&v) {
-                anyhow::bail!("invalid filter 'status={v}': use created, running or exited");
+            if k == "status" && !STATUSES.contains(&v) {
+                anyhow::bail!(
+                    "invalid filter 'status={v}': use created, restarting, running, paused or exited"
+                );
             }
             if k == "exited" && v.parse::<i32>().is_err() {
                 anyhow::bail!("invalid filter 'exited={v}': an exit code");
@@ -88,7 +93,7 @@ impl Filters {
             match *key {
                 "id" => !self.has(key) || any(&|v| r.id.starts_with(v)),
                 "name" => !self.has(key) || any(&|v| r.name.contains(v.trim_start_matches('/'))),
-                "status" => !self.has(key) || any(&|v| state.status.as_str() == v),
+                "status" => !self.has(key) || any(&|v| state.docker_status() == v),
                 "exited" => {
                     !self.has(key)
                         || any(&|v| {
@@ -175,9 +180,14 @@ fn status_text(state: &State) -> String {
             let code = state
                 .exit_code
                 .map_or_else(|| "unknown".to_string(), |c| c.to_string());
+            let word = if state.is_restarting() {
+                "Restarting"
+            } else {
+                "Exited"
+            };
             match state.finished_at {
-                Some(t) => format!("Exited ({code}) {} ago", since_text(t)),
-                None => format!("Exited ({code})"),
+                Some(t) => format!("{word} ({code}) {} ago", since_text(t)),
+                None => format!("{word} ({code})"),
             }
         }
     }

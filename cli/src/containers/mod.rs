@@ -217,6 +217,9 @@ pub struct State {
     /// Its processes are frozen (`kiln pause`).
     #[serde(default)]
     pub paused: bool,
+    /// It exited and its monitor restarts it after the backoff (`--restart`).
+    #[serde(default)]
+    pub restarting: bool,
 }
 
 impl State {
@@ -228,6 +231,23 @@ impl State {
     /// Whether the monitor that owns the container still runs.
     pub fn monitor_alive(&self) -> bool {
         self.monitor_pid > 0 && process_start_time(self.monitor_pid) == Some(self.monitor_start)
+    }
+
+    /// Docker's word for the state: `paused` and `restarting` besides the
+    /// status itself (a restart whose monitor is gone will not happen).
+    pub fn docker_status(&self) -> &'static str {
+        if self.paused && self.is_alive() {
+            "paused"
+        } else if self.is_restarting() {
+            "restarting"
+        } else {
+            self.status.as_str()
+        }
+    }
+
+    /// Whether it exited and its monitor will start it again.
+    pub fn is_restarting(&self) -> bool {
+        self.restarting && self.status == Status::Exited && self.monitor_alive()
     }
 
     /// The state as seen now: a "running" container whose process and

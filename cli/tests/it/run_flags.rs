@@ -885,6 +885,50 @@ fn restart_policies() {
         &["run", "-d", "--restart", "always:3", "busybox", "true"],
     );
     assert!(err.contains("only on-failure"), "{err}");
+    // Between runs, during the backoff: "Restarting (code) ... ago".
+    let id = r.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "rs",
+        "--restart",
+        "always",
+        "busybox",
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let v = r.inspect("rs");
+        if v["State"]["Restarting"] == true {
+            assert_eq!(v["State"]["Status"], "restarting", "{v}");
+            assert_eq!(v["State"]["Running"], false, "{v}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never restarting: {v}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The backoff has grown past a second by the fourth restart.
+    while r.inspect("rs")["RestartCount"].as_u64().unwrap() < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never restarted 4 times"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut seen = false;
+    while !seen && std::time::Instant::now() < deadline {
+        let table = r.ok(&["ps", "--filter", "status=restarting"]);
+        seen = table.contains("Restarting (3)") && table.contains(&id.trim()[..12]);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(seen, "ps never showed it restarting");
+    r.ok(&["rm", "-f", "rs"]);
+
     // Attached, as docker's client: the first run's output and exit code,
     // then the monitor keeps restarting it.
     let out = r.run(&[
