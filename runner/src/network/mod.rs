@@ -896,8 +896,25 @@ pub fn attach(network: &Network, req: &AttachRequest) -> Result<Attachment> {
         }
         let ns = File::open(&netns)
             .map_err(|e| Error::io(&format!("opening {}", netns.display()), e))?;
-        nl.add_veth(&veth, ifname, ns.as_fd())
-            .map_err(|e| e.context(&format!("creating veth {veth}")))?;
+        // The name is the container's: a link that has it is left from the
+        // container's last run, whose namespace the kernel may still be
+        // taking down (asynchronously). Delete it, or wait for it to go.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            if let Ok(Some(old)) = nl.link(&veth) {
+                let _ = nl.delete_link(old.index);
+            }
+            match nl.add_veth(&veth, ifname, ns.as_fd()) {
+                Ok(()) => break,
+                Err(Error::Os(e))
+                    if e.raw_os_error() == Some(nix::errno::Errno::EEXIST as i32)
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => return Err(e.context(&format!("creating veth {veth}"))),
+            }
+        }
         let link = nl
             .link(&veth)?
             .ok_or_else(|| Error::new(format!("veth {veth} vanished")))?;
