@@ -2,7 +2,6 @@
 //! to execute it and a digest of its definition and its inputs' digests.
 
 use serde::Serialize;
-use sha2::{Digest as _, Sha256};
 
 use crate::dockerfile::instructions::{Network, Security};
 use crate::dockerfile::mounts::{CacheSharing, MountType};
@@ -322,20 +321,11 @@ fn digest_of(op: &Op, inputs: &[Input], nodes: &[Node]) -> String {
             .map(|i| (i.role.as_str(), nodes[i.node].digest.as_str()))
             .collect(),
     };
-    struct HashWriter(Sha256);
-    impl std::io::Write for HashWriter {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.update(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut writer = std::io::BufWriter::with_capacity(4096, HashWriter(Sha256::new()));
+    let mut writer =
+        std::io::BufWriter::with_capacity(4096, kiln_store::HashingWriter::new(std::io::sink()));
     serde_json::to_writer(&mut writer, &definition).expect("ops serialize to JSON");
     let hasher = writer
         .into_inner()
         .unwrap_or_else(|_| unreachable!("hashing never fails"));
-    format!("sha256:{}", hex::encode(hasher.0.finalize()))
+    hasher.finish().1.to_string()
 }

@@ -67,19 +67,6 @@ pub(crate) struct StepDef<'a> {
     sorted: bool,
 }
 
-/// Hashes what is written to it.
-struct HashWriter(Sha256);
-
-impl std::io::Write for HashWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 impl<'a> StepDef<'a> {
     /// A step of `op` (as JSON).
     pub fn new(op: serde_json::Value) -> StepDef<'a> {
@@ -133,7 +120,10 @@ impl<'a> StepDef<'a> {
     /// (the same bytes serde gives for the tuple, streamed).
     pub fn key(&mut self) -> String {
         self.settle();
-        let mut hasher = std::io::BufWriter::with_capacity(32 * 1024, HashWriter(Sha256::new()));
+        let mut hasher = std::io::BufWriter::with_capacity(
+            32 * 1024,
+            kiln_store::HashingWriter::new(std::io::sink()),
+        );
         let written = (|| -> std::io::Result<()> {
             use std::io::Write as _;
             hasher.write_all(b"[1,")?;
@@ -145,10 +135,10 @@ impl<'a> StepDef<'a> {
             hasher.write_all(b"]")
         })();
         written.expect("hashing does not fail");
-        let HashWriter(hasher) = hasher
+        let hasher = hasher
             .into_inner()
             .unwrap_or_else(|_| unreachable!("hashing does not fail"));
-        format!("sha256:{}", hex::encode(hasher.finalize()))
+        hasher.finish().1.to_string()
     }
 
     /// The record file's bytes: the JSON of the [`StepRecord`] with the
