@@ -152,7 +152,7 @@ fn start_inner(
     let mut builder = kiln_runner::Container::builder(spec, &rootfs);
     builder = match prepared {
         Some(cgroup) => builder.prepared_cgroup(cgroup),
-        None => builder.cgroup(format!("kiln/{}", record.id)),
+        None => builder.cgroup(relative),
     };
     let spawned = builder
         .init(record.init)
@@ -164,9 +164,7 @@ fn start_inner(
     let child = match spawned {
         Ok(child) => child,
         Err(e) => {
-            if net.attached {
-                let _ = super::net::teardown(container);
-            }
+            teardown(&net);
             drop(mount);
             return Err(e);
         }
