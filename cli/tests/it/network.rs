@@ -801,3 +801,66 @@ fn a_network_made_again_at_once_gets_its_resolver() {
         root.ok(&["network", "rm", &net]);
     }
 }
+
+/// A network's bridge keeps one hardware address while containers come and
+/// go. Without an address of its own, Linux gives a bridge the lowest one of
+/// its ports, so it changed as containers joined and left, and a container
+/// that had cached the old one lost its gateway (and the DNS resolver on it)
+/// until its ARP entry expired: "connection timed out" from nslookup.
+#[test]
+fn bridges_keep_their_hardware_address_as_containers_come_and_go() {
+    let Some(root) = Root::new() else { return };
+    let net = unique("mac");
+    root.ok(&["network", "create", &net]);
+    let v: Value = serde_json::from_str(&root.ok(&["network", "inspect", &net])).unwrap();
+    let bridge = v[0]["Options"]["com.docker.network.bridge.name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sys = |file: &str| {
+        std::fs::read_to_string(format!("/sys/class/net/{bridge}/{file}"))
+            .unwrap_or_else(|e| panic!("reading {file} of bridge {bridge}: {e}"))
+            .trim()
+            .to_string()
+    };
+    root.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "first",
+        "--network",
+        &net,
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    // NET_ADDR_SET: the address is the bridge's own, not taken from a port.
+    assert_eq!(sys("addr_assign_type"), "3");
+    let mac = sys("address");
+    let mut seen = vec![mac.clone()];
+    for n in 0..4 {
+        root.ok(&[
+            "run",
+            "-d",
+            "--name",
+            &format!("more{n}"),
+            "--network",
+            &net,
+            "busybox",
+            "sleep",
+            "60",
+        ]);
+        seen.push(sys("address"));
+    }
+    for n in 0..4 {
+        root.ok(&["rm", "-f", &format!("more{n}")]);
+        seen.push(sys("address"));
+    }
+    root.ok(&["rm", "-f", "first"]);
+    seen.push(sys("address"));
+    assert!(
+        seen.iter().all(|m| *m == mac),
+        "bridge {bridge} changed its address: {seen:?}"
+    );
+    root.ok(&["network", "rm", &net]);
+}

@@ -460,6 +460,17 @@ fn random_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A random unicast, locally administered hardware address.
+fn random_mac() -> [u8; 6] {
+    let mut mac = [0u8; 6];
+    if let Ok(mut f) = File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut mac);
+    }
+    mac[0] = (mac[0] & 0xfe) | 0x02;
+    mac
+}
+
 /// A temporary name beside `path` that no other process or thread uses.
 fn temp_path(path: &Path) -> PathBuf {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -688,11 +699,26 @@ pub fn remove_netns(path: &Path) {
 }
 
 /// Makes the bridge of `network` with its address and rules, unless it is there.
+///
+/// The bridge gets a hardware address of its own. Without one, Linux gives
+/// a bridge the lowest address of its ports, so it changes as containers
+/// come and go; containers that cached the old one lose the gateway (and
+/// the DNS resolver on it) until their ARP entry expires.
 fn ensure_bridge(nl: &mut Netlink, network: &Network) -> Result<u32> {
     if let Some(link) = nl.link(&network.bridge)? {
+        // A bridge made before its address was set (NET_ADDR_SET is 3).
+        let assigned = std::fs::read_to_string(format!(
+            "/sys/class/net/{}/addr_assign_type",
+            network.bridge
+        ));
+        if assigned.is_ok_and(|t| t.trim() != "3") {
+            nl.set_address(link.index, random_mac()).map_err(|e| {
+                e.context(&format!("setting the address of bridge {}", network.bridge))
+            })?;
+        }
         return Ok(link.index);
     }
-    nl.add_bridge(&network.bridge)
+    nl.add_bridge(&network.bridge, random_mac())
         .map_err(|e| e.context(&format!("creating bridge {}", network.bridge)))?;
     let link = nl
         .link(&network.bridge)?

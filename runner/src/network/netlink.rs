@@ -147,9 +147,10 @@ impl Netlink {
     }
 
     /// Creates a bridge.
-    pub fn add_bridge(&mut self, name: &str) -> Result<()> {
+    pub fn add_bridge(&mut self, name: &str, mac: [u8; 6]) -> Result<()> {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
         msg.attributes
             .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
                 InfoKind::Bridge,
@@ -192,6 +193,15 @@ impl Netlink {
         if let Some(c) = controller {
             msg.attributes.push(LinkAttribute::Controller(c));
         }
+        self.request(RouteNetlinkMessage::SetLink(msg), NLM_F_ACK)
+            .map(drop)
+    }
+
+    /// Sets the hardware address of a link.
+    pub fn set_address(&mut self, index: u32, mac: [u8; 6]) -> Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
         self.request(RouteNetlinkMessage::SetLink(msg), NLM_F_ACK)
             .map(drop)
     }
