@@ -130,6 +130,9 @@ impl Store {
                 report.snapshots_removed += 1;
             }
         }
+        // Kept lookup answers are a cache: stale ones (of names gone since)
+        // go with the rest.
+        let _ = fs::remove_dir_all(self.root.join("meta.memo"));
         for dir in [
             self.content.ingest_dir().to_path_buf(),
             self.root.join("snapshots"),

@@ -290,10 +290,20 @@ impl Store {
     /// Finds an image by name, full or short id (config digest, with or
     /// without `sha256:`), or manifest digest.
     pub fn find_image(&self, name_or_id: &str) -> Result<Image> {
-        let records = self.image_records()?;
+        // A name's target and its fellow names, as the last lookup of this
+        // name in this database state found them (see [`crate::memo`]).
+        let memo = crate::memo::Memo::new(&self.root);
+        let key = format!("image name\n{name_or_id}");
+        if let Some((target, all)) = memo.get::<(Descriptor, Vec<String>)>(&self.meta, &key) {
+            return self.load_image(&target, all);
+        }
+        let (records, state) = self.meta.read_tagged(|txn| self.image_records_in(txn))?;
         let names = &records.names;
         if let Some((_, target, _)) = names.iter().find(|(n, _, _)| n == name_or_id) {
             let all: Vec<String> = names_pointing_at(names, target)?;
+            if let Some(state) = state {
+                memo.put(&key, &state, &(target, &all));
+            }
             return self.load_image(target, all);
         }
         let wanted = name_or_id.strip_prefix("sha256:").unwrap_or(name_or_id);

@@ -25,6 +25,7 @@ mod gc;
 mod images;
 pub mod layer;
 mod lease;
+mod memo;
 mod meta;
 mod snapshot;
 mod store;

@@ -253,20 +253,11 @@ impl Meta {
     /// Takes the root lock (exclusive to write, shared to read) and opens
     /// the database (a read-only view of it to read).
     fn lock(&self, writable: bool) -> Result<Locked> {
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&self.lock_path)
-            .map_err(Error::io(&self.lock_path))?;
-        let mode = if writable {
+        let lock = self.flock(if writable {
             FlockArg::LockExclusive
         } else {
             FlockArg::LockShared
-        };
-        let lock = Flock::lock(file, mode)
-            .map_err(|(_, errno)| Error::io(&self.lock_path)(errno.into()))?;
+        })?;
         if writable {
             if !self.db_path.exists() {
                 self.create_db()?;
@@ -290,6 +281,18 @@ impl Meta {
                 self.lock(true)
             }
         }
+    }
+
+    /// Takes the root lock in `mode`.
+    fn flock(&self, mode: FlockArg) -> Result<Flock<File>> {
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&self.lock_path)
+            .map_err(Error::io(&self.lock_path))?;
+        Flock::lock(file, mode).map_err(|(_, errno)| Error::io(&self.lock_path)(errno.into()))
     }
 
     /// Makes a new, empty database beside the final name and renames it
@@ -316,6 +319,11 @@ impl Meta {
     /// the root lock) for this call only. `writable` false gives a
     /// read-only view unless a writable database is already held.
     fn with_db<T>(&self, writable: bool, f: impl FnOnce(&Database) -> Result<T>) -> Result<T> {
+        self.with_locked(writable, |db| f(db))
+    }
+
+    /// [`Meta::with_db`], with the handle itself (view or own).
+    fn with_locked<T>(&self, writable: bool, f: impl FnOnce(&Db) -> Result<T>) -> Result<T> {
         // Threads of this process take turns on a held database as
         // processes take turns on the root lock.
         let mut held = lock_held(&self.held);
@@ -363,6 +371,44 @@ impl Meta {
             let txn = db.begin_read().map_err(|e| self.error(e))?;
             f(&txn)
         })
+    }
+
+    /// Runs `f` in one read transaction, and names the database state it
+    /// read (see [`Meta::with_current_tag`]); None when it read through a
+    /// handle this process holds open for writing.
+    pub fn read_tagged<T>(
+        &self,
+        f: impl FnOnce(&redb::ReadTransaction) -> Result<T>,
+    ) -> Result<(T, Option<String>)> {
+        self.with_locked(false, |db| {
+            let txn = db.begin_read().map_err(|e| self.error(e))?;
+            let value = f(&txn)?;
+            let tag = match db {
+                Db::View(view) => Some(state_tag(view.id, &view.header)),
+                Db::Own(_) => None,
+            };
+            Ok((value, tag))
+        })
+    }
+
+    /// Runs `f` with the name of the database's current state, under the
+    /// shared root lock, without opening the database: the file's identity
+    /// and a digest of its super-header, which every commit rewrites (see
+    /// the module docs), so equal tags mean equal contents. `f` gets None
+    /// when there is no database yet or this process holds it open.
+    pub fn with_current_tag<T>(&self, f: impl FnOnce(Option<&str>) -> T) -> Result<T> {
+        if lock_held(&self.held).holds > 0 {
+            return Ok(f(None));
+        }
+        let _lock = self.flock(FlockArg::LockShared)?;
+        let file = match File::open(&self.db_path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(f(None)),
+            Err(e) => return Err(Error::io(&self.db_path)(e)),
+        };
+        let stat = file.metadata().map_err(Error::io(&self.db_path))?;
+        let header = read_header(&file).map_err(Error::io(&self.db_path))?;
+        Ok(f(Some(&state_tag((stat.dev(), stat.ino()), &header))))
     }
 
     pub fn error(&self, e: impl std::fmt::Display) -> Error {
@@ -440,19 +486,31 @@ impl SnapshotFile {
     /// The file's first page (redb's super-header and padding) as it is
     /// on disk now, shorter if the file is.
     fn file_header(&self) -> io::Result<Vec<u8>> {
-        let mut header = vec![0; PAGE as usize];
-        let mut read = 0;
-        while read < header.len() {
-            match self.file.read_at(&mut header[read..], read as u64) {
-                Ok(0) => break,
-                Ok(n) => read += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        header.truncate(read);
-        Ok(header)
+        read_header(&self.file)
     }
+}
+
+/// The first page of a database file: redb's super-header.
+fn read_header(file: &File) -> io::Result<Vec<u8>> {
+    let mut header = vec![0; PAGE as usize];
+    let mut read = 0;
+    while read < header.len() {
+        match file.read_at(&mut header[read..], read as u64) {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    header.truncate(read);
+    Ok(header)
+}
+
+/// Names a database state: the file (device, inode) and a digest of its
+/// super-header.
+fn state_tag(id: (u64, u64), header: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    format!("{}:{}:{}", id.0, id.1, hex::encode(Sha256::digest(header)))
 }
 
 impl View {

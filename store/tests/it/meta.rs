@@ -15,18 +15,24 @@ fn meta_file(root: &Path) -> (Vec<u8>, std::time::SystemTime) {
     (bytes, modified)
 }
 
-/// A store with one named image without layers.
-fn store_with_a_name(root: &Path) -> (Store, oci_spec::image::Descriptor) {
-    let store = Store::open(root).unwrap();
-    let config =
-        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
-    let config_digest = store.content().write(config).unwrap();
+/// Writes the blobs of an image without layers for `architecture`.
+fn image_without_layers(store: &Store, architecture: &str) -> oci_spec::image::Descriptor {
+    let config = format!(
+        r#"{{"architecture":"{architecture}","os":"linux","rootfs":{{"type":"layers","diff_ids":[]}}}}"#
+    );
+    let config_digest = store.content().write(config.as_bytes()).unwrap();
     let manifest = format!(
         r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[]}}"#,
         config.len()
     );
     let digest = store.content().write(manifest.as_bytes()).unwrap();
-    let target = descriptor(MediaType::ImageManifest, &digest, manifest.len() as u64);
+    descriptor(MediaType::ImageManifest, &digest, manifest.len() as u64)
+}
+
+/// A store with one named image without layers.
+fn store_with_a_name(root: &Path) -> (Store, oci_spec::image::Descriptor) {
+    let store = Store::open(root).unwrap();
+    let target = image_without_layers(&store, "amd64");
     store
         .set_name("docker.io/library/m:latest", &target)
         .unwrap();
@@ -195,4 +201,46 @@ fn walkdir(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// A name lookup's answer is kept on disk (`meta.memo/`) for the next
+/// process, and used only while the database is in the state it was read
+/// from: an edited answer of the current state is what a lookup returns,
+/// and after any commit the database answers again.
+#[test]
+fn kept_name_lookups_are_used_only_in_the_state_they_were_read_from() {
+    let root = tempfile::tempdir().unwrap();
+    let (store, target) = store_with_a_name(root.path());
+    let name = "docker.io/library/m:latest";
+    assert_eq!(store.find_image(name).unwrap().target, target);
+    let kept: Vec<_> = std::fs::read_dir(root.path().join("meta.memo"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    // Another image, not named yet.
+    let other = image_without_layers(&store, "arm64");
+    // The kept answer, pointed at it: a lookup returns what is kept.
+    let mut entry: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&kept[0]).unwrap()).unwrap();
+    entry["value"][0] = serde_json::to_value(&other).unwrap();
+    std::fs::write(&kept[0], serde_json::to_vec(&entry).unwrap()).unwrap();
+    let fresh = || Store::open(root.path()).unwrap();
+    assert_eq!(fresh().find_image(name).unwrap().target, other);
+    // Any commit makes it stale: the database answers (and is kept again).
+    store
+        .set_name("docker.io/library/x:latest", &other)
+        .unwrap();
+    assert_eq!(fresh().find_image(name).unwrap().target, target);
+    // A moved name is seen at once, with its fellow names.
+    fresh().set_name(name, &other).unwrap();
+    let found = fresh().find_image(name).unwrap();
+    assert_eq!(found.target, other);
+    assert_eq!(
+        found.names,
+        vec![name.to_string(), "docker.io/library/x:latest".to_string()]
+    );
+    // A removed name is not found, kept answer or not.
+    fresh().remove_name(name).unwrap();
+    assert!(fresh().find_image(name).is_err());
 }
