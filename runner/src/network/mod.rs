@@ -30,7 +30,7 @@ pub mod netlink;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
 use ipnet::Ipv4Net;
@@ -662,37 +662,56 @@ fn veth_name(id: &str, bridge: &str) -> String {
     format!("kv{:010x}", h & 0xff_ffff_ffff)
 }
 
-/// Makes a network namespace bind-mounted at `/run/kiln/netns/<id>`, with lo up.
-pub fn create_netns(id: &str) -> Result<PathBuf> {
-    std::fs::create_dir_all(NETNS_DIR)
-        .map_err(|e| Error::io(&format!("creating {NETNS_DIR}"), e))?;
-    let path = Path::new(NETNS_DIR).join(id);
-    File::create(&path).map_err(|e| Error::io(&format!("creating {}", path.display()), e))?;
-    let target = path.clone();
-    let made = std::thread::spawn(move || -> Result<()> {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-            .map_err(|e| Error::new(format!("making a network namespace: {e}")))?;
+/// A network namespace held only by a descriptor (it goes with this
+/// process until [`FreshNetns::pin`] puts it on disk), with lo up, and a
+/// netlink socket inside it.
+struct FreshNetns {
+    ns: File,
+    inside: Netlink,
+}
+
+impl FreshNetns {
+    /// Makes one on a thread of its own (only that thread enters it).
+    fn make() -> Result<FreshNetns> {
+        std::thread::spawn(|| -> Result<FreshNetns> {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| Error::new(format!("making a network namespace: {e}")))?;
+            let ns = File::open("/proc/thread-self/ns/net")
+                .map_err(|e| Error::io("opening the new network namespace", e))?;
+            let mut inside = Netlink::open()?;
+            inside
+                .set_up(1, None)
+                .map_err(|e| e.context("bringing up lo"))?;
+            Ok(FreshNetns { ns, inside })
+        })
+        .join()
+        .map_err(|_| Error::new("network namespace thread panicked"))?
+    }
+
+    /// Bind-mounts the namespace at `path` (in `/run/kiln/netns`), where it
+    /// stays until [`remove_netns`].
+    fn pin(&self, path: &Path) -> Result<()> {
+        std::fs::create_dir_all(NETNS_DIR)
+            .map_err(|e| Error::io(&format!("creating {NETNS_DIR}"), e))?;
+        File::create(path).map_err(|e| Error::io(&format!("creating {}", path.display()), e))?;
         nix::mount::mount(
-            Some("/proc/thread-self/ns/net"),
-            &target,
+            Some(&PathBuf::from(format!(
+                "/proc/self/fd/{}",
+                self.ns.as_raw_fd()
+            ))),
+            path,
             None::<&str>,
             nix::mount::MsFlags::MS_BIND,
             None::<&str>,
         )
-        .map_err(|e| Error::new(format!("bind-mounting the network namespace: {e}")))?;
-        let mut nl = Netlink::open()?;
-        nl.set_up(1, None).map_err(|e| e.context("bringing up lo"))
-    })
-    .join()
-    .map_err(|_| Error::new("network namespace thread panicked"))?;
-    if let Err(e) = made {
-        remove_netns(&path);
-        return Err(e);
+        .map_err(|e| {
+            let _ = std::fs::remove_file(path);
+            Error::new(format!("bind-mounting the network namespace: {e}"))
+        })
     }
-    Ok(path)
 }
 
-/// Unmounts and removes a namespace made by [`create_netns`].
+/// Unmounts and removes a namespace pinned by [`FreshNetns::pin`].
 pub fn remove_netns(path: &Path) {
     let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);
     let _ = std::fs::remove_file(path);
@@ -833,6 +852,13 @@ fn resolve_ports(requests: &[PortRequest], states: &[BridgeState]) -> Result<Vec
 /// Attaches a container to `network`: address, veth, routes, published
 /// ports, hosts files. Everything is undone when a step fails.
 pub fn attach(network: &Network, req: &AttachRequest) -> Result<Attachment> {
+    // A namespace of its own is made beside the bookkeeping below (it is
+    // what takes longest). Until the record is saved it is only held by a
+    // descriptor, so a process killed before then leaves nothing behind.
+    let fresh = req
+        .netns
+        .is_none()
+        .then(|| std::thread::spawn(FreshNetns::make));
     let _lock = lock()?;
     reap_locked()?;
     let mut nl = Netlink::open()?;
@@ -917,11 +943,20 @@ pub fn attach(network: &Network, req: &AttachRequest) -> Result<Attachment> {
     state.endpoints.insert(req.id.clone(), endpoint.clone());
     save(&state)?;
     let made = (|| -> Result<()> {
-        if owns_netns {
-            create_netns(&req.id)?;
-        }
-        let ns = File::open(&netns)
-            .map_err(|e| Error::io(&format!("opening {}", netns.display()), e))?;
+        let (ns, mut inside) = match fresh {
+            Some(fresh) => {
+                let fresh = fresh
+                    .join()
+                    .map_err(|_| Error::new("network namespace thread panicked"))??;
+                fresh.pin(&netns)?;
+                (fresh.ns, Some(fresh.inside))
+            }
+            None => {
+                let ns = File::open(&netns)
+                    .map_err(|e| Error::io(&format!("opening {}", netns.display()), e))?;
+                (ns, None)
+            }
+        };
         // The name is the container's: a link that has it is left from the
         // container's last run, whose namespace the kernel may still be
         // taking down (asynchronously). Delete it, or wait for it to go.
@@ -948,7 +983,10 @@ pub fn attach(network: &Network, req: &AttachRequest) -> Result<Attachment> {
             .map_err(|e| e.context(&format!("adding {veth} to {}", network.bridge)))?;
         nl.set_hairpin(link.index)
             .map_err(|e| e.context(&format!("switching on hairpin mode of {veth}")))?;
-        let mut inside = Netlink::open_in(ns.as_fd())?;
+        let mut inside = match inside.take() {
+            Some(inside) => inside,
+            None => Netlink::open_in(ns.as_fd())?,
+        };
         let eth = inside
             .link(ifname)?
             .ok_or_else(|| Error::new(format!("{ifname} is missing in the container")))?;
