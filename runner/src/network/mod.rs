@@ -671,21 +671,18 @@ struct FreshNetns {
 }
 
 impl FreshNetns {
-    /// Makes one on a thread of its own (only that thread enters it).
-    fn make() -> Result<FreshNetns> {
-        std::thread::spawn(|| -> Result<FreshNetns> {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(|e| Error::new(format!("making a network namespace: {e}")))?;
-            let ns = File::open("/proc/thread-self/ns/net")
-                .map_err(|e| Error::io("opening the new network namespace", e))?;
-            let mut inside = Netlink::open()?;
-            inside
-                .set_up(1, None)
-                .map_err(|e| e.context("bringing up lo"))?;
-            Ok(FreshNetns { ns, inside })
-        })
-        .join()
-        .map_err(|_| Error::new("network namespace thread panicked"))?
+    /// Makes one and enters it: run on a thread of its own that ends
+    /// after it.
+    fn make_on_own_thread() -> Result<FreshNetns> {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| Error::new(format!("making a network namespace: {e}")))?;
+        let ns = File::open("/proc/thread-self/ns/net")
+            .map_err(|e| Error::io("opening the new network namespace", e))?;
+        let mut inside = Netlink::open()?;
+        inside
+            .set_up(1, None)
+            .map_err(|e| e.context("bringing up lo"))?;
+        Ok(FreshNetns { ns, inside })
     }
 
     /// Bind-mounts the namespace at `path` (in `/run/kiln/netns`), where it
@@ -858,7 +855,7 @@ pub fn attach(network: &Network, req: &AttachRequest) -> Result<Attachment> {
     let fresh = req
         .netns
         .is_none()
-        .then(|| std::thread::spawn(FreshNetns::make));
+        .then(|| std::thread::spawn(FreshNetns::make_on_own_thread));
     let _lock = lock()?;
     reap_locked()?;
     let mut nl = Netlink::open()?;
