@@ -250,7 +250,8 @@ pub fn run(
     kiln_runner::timing::mark("foreground done");
     if args.create.rm {
         let _lock = containers.lock()?;
-        containers.remove_soon(&container)?;
+        // A foreground run that ended without error gave its network back.
+        containers.remove_soon(&container, result.is_ok())?;
         kiln_runner::timing::mark("removed");
     }
     result

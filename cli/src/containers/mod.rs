@@ -586,12 +586,17 @@ impl Containers {
     /// (`.trash-<id>`, which nothing lists) and deleted by a child process
     /// that outlives this one: `run --rm` returns without waiting for the
     /// file system. A tree whose deleter was killed goes with the next
-    /// container created ([`Containers::create`]). Call with the lock held.
-    pub fn remove_soon(&self, container: &Container) -> Result<()> {
+    /// container created ([`Containers::create`]). `network_released`: the
+    /// caller gave its network back already (no second look needed). Call
+    /// with the lock held.
+    pub fn remove_soon(&self, container: &Container, network_released: bool) -> Result<()> {
         let trash = self.dir.join(format!(".trash-{}", container.record.id));
         let state = container.state().unwrap_or_default();
         supervise::unmount_stale(&container.rootfs())?;
-        if container.record.net.is_bridge() && !state.clone().effective().is_alive() {
+        if !network_released
+            && container.record.net.is_bridge()
+            && !state.clone().effective().is_alive()
+        {
             kiln_runner::network::release(&container.record.id)
                 .context("releasing the container's network")?;
         }

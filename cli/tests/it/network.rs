@@ -864,3 +864,39 @@ fn bridges_keep_their_hardware_address_as_containers_come_and_go() {
     );
     root.ok(&["network", "rm", &net]);
 }
+
+/// On the default bridge (no name resolution) a container's /etc/hosts
+/// lists only itself, so others joining and leaving leave it untouched
+/// (before, every start and exit rewrote every container's hosts file).
+#[test]
+fn default_bridge_hosts_files_are_not_rewritten_by_others() {
+    let Some(root) = Root::new() else { return };
+    let id = root
+        .ok(&[
+            "run",
+            "-d",
+            "--add-host",
+            "extra:10.1.2.3",
+            "busybox",
+            "sleep",
+            "60",
+        ])
+        .trim()
+        .to_string();
+    let hosts = root.path().join("containers").join(&id).join("hosts");
+    let stamp = || {
+        let m = std::fs::metadata(&hosts).unwrap();
+        (
+            m.modified().unwrap(),
+            std::fs::read_to_string(&hosts).unwrap(),
+        )
+    };
+    let before = stamp();
+    assert!(before.1.contains("10.1.2.3\textra"), "{}", before.1);
+    let out = root.ok(&["run", "--rm", "busybox", "cat", "/etc/hosts"]);
+    assert!(!out.contains("extra"), "{out}");
+    root.ok(&["run", "-d", "--name", "other", "busybox", "sleep", "60"]);
+    root.ok(&["rm", "-f", "other"]);
+    assert_eq!(stamp(), before, "{id}'s hosts file was rewritten");
+    root.ok(&["rm", "-f", &id]);
+}

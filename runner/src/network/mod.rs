@@ -857,10 +857,9 @@ pub fn attach(network: &Network, req: &AttachRequest) -> Result<Attachment> {
         .is_none()
         .then(|| std::thread::spawn(FreshNetns::make_on_own_thread));
     let _lock = lock()?;
-    reap_locked()?;
+    let states = reap_locked()?;
     let mut nl = Netlink::open()?;
     let bridge_index = ensure_bridge(&mut nl, network)?;
-    let states = all_states()?;
     let mut state = states
         .iter()
         .find(|s| s.bridge == network.bridge)
@@ -1009,7 +1008,7 @@ pub fn attach(network: &Network, req: &AttachRequest) -> Result<Attachment> {
         save(&state)?;
         return Err(e);
     }
-    write_hosts_files(&state);
+    write_hosts_files(&state, Some(&req.id));
     if state.resolve_names {
         if let Err(e) = dns::ensure_running(&mut state) {
             drop(_lock);
@@ -1062,8 +1061,14 @@ pub fn hosts_text(state: &BridgeState, id: &str) -> String {
     text
 }
 
-fn write_hosts_files(state: &BridgeState) {
+/// Rewrites the hosts files a change of `state` shows in: on a network
+/// with name resolution every endpoint's (each lists the others), else only
+/// `own`'s, the endpoint added or renamed (None: endpoints were removed).
+fn write_hosts_files(state: &BridgeState, own: Option<&str>) {
     for (id, ep) in &state.endpoints {
+        if !state.resolve_names && own != Some(id.as_str()) {
+            continue;
+        }
         if let Some(path) = &ep.hosts_file {
             // Written in place: the file is bind-mounted, a rename would not show.
             let _ = std::fs::write(path, hosts_text(state, id));
@@ -1093,7 +1098,7 @@ pub fn rename(id: &str, name: &str) -> Result<()> {
         if let Some(ep) = state.endpoints.get_mut(id) {
             ep.name = name.to_string();
             save(&state)?;
-            write_hosts_files(&state);
+            write_hosts_files(&state, Some(id));
         }
     }
     Ok(())
@@ -1133,7 +1138,7 @@ fn release_locked(id: &str, only: Option<&str>) -> Result<()> {
         if let Some(ep) = state.endpoints.remove(id) {
             teardown(&mut nl, &ep);
             save(&state)?;
-            write_hosts_files(&state);
+            write_hosts_files(&state, None);
         }
     }
     Ok(())
@@ -1142,12 +1147,14 @@ fn release_locked(id: &str, only: Option<&str>) -> Result<()> {
 /// Gives back what dead containers hold (their owner and pid both gone).
 pub fn reap() -> Result<()> {
     let _lock = lock()?;
-    reap_locked()
+    reap_locked().map(drop)
 }
 
-fn reap_locked() -> Result<()> {
+/// Returns every bridge's state after the reaping.
+fn reap_locked() -> Result<Vec<BridgeState>> {
     let mut nl: Option<Netlink> = None;
-    for mut state in all_states()? {
+    let mut states = all_states()?;
+    for state in &mut states {
         let dead: Vec<String> = state
             .endpoints
             .iter()
@@ -1166,10 +1173,10 @@ fn reap_locked() -> Result<()> {
                 teardown(handle, &ep);
             }
         }
-        save(&state)?;
-        write_hosts_files(&state);
+        save(state)?;
+        write_hosts_files(state, None);
     }
-    Ok(())
+    Ok(states)
 }
 
 fn remove_bridge_locked(bridge: &str, subnet: &str) -> Result<()> {
