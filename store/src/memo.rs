@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::meta::Meta;
+use crate::Digest;
 
 /// The kept answers of one root.
 pub(crate) struct Memo {
@@ -40,8 +40,7 @@ impl Memo {
     }
 
     fn path(&self, key: &str) -> PathBuf {
-        self.dir
-            .join(&hex::encode(Sha256::digest(key.as_bytes()))[..32])
+        self.dir.join(&Digest::of(key.as_bytes()).hex()[..32])
     }
 
     /// The answer kept for `key`, if it was read from the database as it
@@ -72,17 +71,13 @@ impl Memo {
         let _ = std::fs::create_dir_all(&self.dir);
         let path = self.path(key);
         // Renamed into place: a reader sees the old answer or the new one.
-        let temp = path.with_extension(format!("tmp{}-{}", std::process::id(), next_suffix()));
+        // Not synced: a lost answer is only read from the database again.
+        let temp = self
+            .dir
+            .join(format!(".tmp-{}", crate::fsutil::temp_suffix()));
         let written = std::fs::write(&temp, bytes).and_then(|()| std::fs::rename(&temp, &path));
         if written.is_err() {
             let _ = std::fs::remove_file(&temp);
         }
     }
-}
-
-/// A number that differs between the threads and calls of a process.
-fn next_suffix() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    NEXT.fetch_add(1, Ordering::Relaxed)
 }

@@ -509,8 +509,7 @@ fn read_header(file: &File) -> io::Result<Vec<u8>> {
 /// Names a database state: the file (device, inode) and a digest of its
 /// super-header.
 fn state_tag(id: (u64, u64), header: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    format!("{}:{}:{}", id.0, id.1, hex::encode(Sha256::digest(header)))
+    format!("{}:{}:{}", id.0, id.1, crate::Digest::of(header).hex())
 }
 
 impl View {

@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 
 use crate::images::Image;
 use crate::{Digest, Error, Result, Store};
@@ -41,8 +40,7 @@ pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
             None => diff_id.clone(),
             Some(parent) => {
                 let text = format!("{parent} {diff_id}");
-                Digest::from_hex(&hex::encode(Sha256::digest(text.as_bytes())))
-                    .expect("sha256 hex is a valid digest")
+                Digest::of(text.as_bytes())
             }
         };
         out.push(next);

@@ -451,22 +451,26 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
-fn random_id() -> String {
-    let mut bytes = [0u8; 32];
+/// `N` bytes from /dev/urandom.
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
     if let Ok(mut f) = File::open("/dev/urandom") {
         use std::io::Read;
         let _ = f.read_exact(&mut bytes);
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    bytes
+}
+
+fn random_id() -> String {
+    random_bytes::<32>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A random unicast, locally administered hardware address.
 fn random_mac() -> [u8; 6] {
-    let mut mac = [0u8; 6];
-    if let Ok(mut f) = File::open("/dev/urandom") {
-        use std::io::Read;
-        let _ = f.read_exact(&mut mac);
-    }
+    let mut mac = random_bytes::<6>();
     mac[0] = (mac[0] & 0xfe) | 0x02;
     mac
 }
