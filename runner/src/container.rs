@@ -86,8 +86,24 @@ pub struct ContainerBuilder {
     rootfs: PathBuf,
     cgroup: Option<PathBuf>,
     prepared: Option<crate::cgroup::PreparedCgroup>,
+    network_namespace: Option<File>,
     init_process: bool,
     common: Common,
+}
+
+/// The namespaces of a new container, from its spec.
+#[derive(Debug)]
+struct Namespaces {
+    /// Made by clone(2).
+    clone_flags: CloneFlags,
+    /// Joined by the init: clone(2) flag and path.
+    join: Vec<(i32, PathBuf)>,
+    /// unshare(CLONE_NEWCGROUP) by the init.
+    new_cgroup: bool,
+    /// A network namespace among `clone_flags` (its `lo` to bring up).
+    new_network: bool,
+    /// A network namespace made beforehand, joined by the init.
+    network_fd: Option<File>,
 }
 
 /// Entry point for starting containers.
@@ -103,6 +119,7 @@ impl Container {
             rootfs: rootfs.into(),
             cgroup: None,
             prepared: None,
+            network_namespace: None,
             init_process: false,
             common: Common::default(),
         }
@@ -177,6 +194,17 @@ impl ContainerBuilder {
         self
     }
 
+    /// The container joins `ns`, an open network namespace with its `lo` up
+    /// (see [`crate::network::spawn_namespace`]), instead of a network
+    /// namespace made while it is cloned; for a spec asking for a new one
+    /// (a network namespace without a path), ignored otherwise. Making it
+    /// beforehand, on another thread, takes the slowest namespace off the
+    /// clone.
+    pub fn network_namespace(mut self, ns: File) -> Self {
+        self.network_namespace = Some(ns);
+        self
+    }
+
     /// Runs kiln's tiny init as PID 1 (docker `--init`): it forwards
     /// signals to the program, reaps zombies and exits with its status.
     pub fn init(mut self, enabled: bool) -> Self {
@@ -214,10 +242,13 @@ impl ContainerBuilder {
         })?;
         let linux = spec.linux().as_ref();
 
-        let mut clone_flags = CloneFlags::empty();
-        let mut join_namespaces = Vec::new();
-        let mut new_cgroup_namespace = false;
-        let mut new_network_namespace = false;
+        let mut made = Namespaces {
+            clone_flags: CloneFlags::empty(),
+            join: Vec::new(),
+            new_cgroup: false,
+            new_network: false,
+            network_fd: None,
+        };
         for ns in linux
             .and_then(|l| l.namespaces().as_ref())
             .into_iter()
@@ -235,15 +266,18 @@ impl ContainerBuilder {
                         what: "joining a pid namespace at create".into(),
                     })
                 }
-                (_, Some(path)) => join_namespaces.push((flag.bits(), path.clone())),
-                (LinuxNamespaceType::Cgroup, None) => new_cgroup_namespace = true,
+                (_, Some(path)) => made.join.push((flag.bits(), path.clone())),
+                (LinuxNamespaceType::Cgroup, None) => made.new_cgroup = true,
+                (LinuxNamespaceType::Network, None) if this.network_namespace.is_some() => {
+                    made.network_fd = this.network_namespace.take();
+                }
                 (typ, None) => {
-                    new_network_namespace |= typ == LinuxNamespaceType::Network;
-                    clone_flags |= flag;
+                    made.new_network |= typ == LinuxNamespaceType::Network;
+                    made.clone_flags |= flag;
                 }
             }
         }
-        if !clone_flags.contains(CloneFlags::CLONE_NEWNS) {
+        if !made.clone_flags.contains(CloneFlags::CLONE_NEWNS) {
             return Err(Error::Unsupported {
                 what: "a container without its own mount namespace".into(),
             });
@@ -263,14 +297,7 @@ impl ContainerBuilder {
         };
         crate::timing::mark("cgroup created");
         // From here on, the cgroup must go on every error path.
-        let result = this.start(
-            process,
-            clone_flags,
-            join_namespaces,
-            new_cgroup_namespace,
-            new_network_namespace,
-            cgroup.as_ref(),
-        );
+        let result = this.start(process, made, cgroup.as_ref());
         match result {
             Ok(mut child) => {
                 child.cgroup = cgroup;
@@ -285,15 +312,7 @@ impl ContainerBuilder {
         }
     }
 
-    fn start(
-        &self,
-        process: &Process,
-        clone_flags: CloneFlags,
-        join_namespaces: Vec<(i32, PathBuf)>,
-        new_cgroup_namespace: bool,
-        new_network_namespace: bool,
-        cgroup: Option<&Cgroup>,
-    ) -> Result<Child> {
+    fn start(&self, process: &Process, ns: Namespaces, cgroup: Option<&Cgroup>) -> Result<Child> {
         let spec = &self.spec;
         let linux = spec.linux().as_ref();
         let cgroup_mounts = match (cgroup, crate::cgroup::detect()) {
@@ -326,9 +345,10 @@ impl ContainerBuilder {
                 mounts,
                 hostname: spec.hostname().clone().filter(|h| !h.is_empty()),
                 domainname: spec.domainname().clone().filter(|d| !d.is_empty()),
-                join_namespaces,
-                new_cgroup_namespace,
-                new_network_namespace,
+                join_namespaces: ns.join,
+                new_cgroup_namespace: ns.new_cgroup,
+                new_network_namespace: ns.new_network,
+                join_network_fd: ns.network_fd.is_some(),
                 sysctl,
             }),
             process: process_config,
@@ -338,7 +358,14 @@ impl ContainerBuilder {
             init_process: self.init_process,
         };
         let procs = cgroup.map(|c| c.procs_files()).unwrap_or_default();
-        launch(&self.common, clone_flags, &config, &bpf, &procs)
+        launch(
+            &self.common,
+            ns.clone_flags,
+            &config,
+            &bpf,
+            &procs,
+            ns.network_fd.map(OwnedFd::from),
+        )
     }
 }
 
@@ -366,7 +393,7 @@ impl ExecBuilder {
             cgroup_procs: crate::cgroup::procs_files_of(self.join.pid)?,
             init_process: false,
         };
-        launch(&self.common, CloneFlags::empty(), &config, &bpf, &[])
+        launch(&self.common, CloneFlags::empty(), &config, &bpf, &[], None)
     }
 }
 
@@ -501,7 +528,8 @@ fn stream(stdio: &Stdio, which: RawFd, is_input: bool) -> Result<StreamFds> {
 
 /// Clones the init into `flags` namespaces, moves it into the cgroup whose
 /// cgroup.procs files are `procs`, sends it `config`, and waits until the
-/// program was exec'd or the set-up failed.
+/// program was exec'd or the set-up failed. `network` goes to the init as
+/// [`protocol::NETWORK_FD`].
 ///
 /// Moving a process between v1 cgroups can wait for an RCU grace period
 /// (the first write takes cgroup_threadgroup_rwsem for writing); doing it
@@ -513,6 +541,7 @@ fn launch(
     config: &InitConfig,
     bpf: &[u8],
     procs: &[PathBuf],
+    network: Option<OwnedFd>,
 ) -> Result<Child> {
     let terminal = config.process.terminal;
     let (stdin, stdout, stderr) = if terminal {
@@ -538,12 +567,21 @@ fn launch(
     let theirs = sys::move_fd_above(theirs, 10).map_err(Error::sys("move descriptor"))?;
     let ours = File::from(ours);
 
-    let fds = [
+    let network = network
+        .map(|fd| sys::move_fd_above(fd, 10))
+        .transpose()
+        .map_err(Error::sys("move descriptor"))?;
+    let mut fds = vec![
         (stdin.child.as_raw_fd(), 0),
         (stdout.child.as_raw_fd(), 1),
         (stderr.child.as_raw_fd(), 2),
         (theirs.as_raw_fd(), protocol::INIT_FD),
     ];
+    fds.extend(
+        network
+            .as_ref()
+            .map(|n| (n.as_raw_fd(), protocol::NETWORK_FD)),
+    );
     // The init runs from a copy of this process instead of a re-exec of the
     // binary (1.5 ms less per start), except as the tiny init that stays
     // PID 1: that one shows the container `kiln-init` as its command line,
@@ -587,7 +625,7 @@ fn launch(
         .map_err(Error::sys("clone the container init"))?
     };
     crate::timing::mark("cloned");
-    drop((stdin.child, stdout.child, stderr.child, theirs));
+    drop((stdin.child, stdout.child, stderr.child, theirs, network));
     let pid_text = pid.as_raw().to_string();
     for file in procs {
         if let Err(source) = std::fs::write(file, &pid_text) {

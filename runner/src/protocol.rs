@@ -23,6 +23,10 @@ pub(crate) const INIT_ENV: &str = "_KILN_INIT";
 /// The socket's fd number in the init.
 pub(crate) const INIT_FD: i32 = 3;
 
+/// Where the init finds the network namespace it joins when
+/// [`RunConfig::join_network_fd`] says so; closed otherwise.
+pub(crate) const NETWORK_FD: i32 = INIT_FD + 1;
+
 /// Everything the init needs, computed by the caller.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct InitConfig {
@@ -54,6 +58,10 @@ pub(crate) struct RunConfig {
     pub new_cgroup_namespace: bool,
     /// A new network namespace was created: bring `lo` up.
     pub new_network_namespace: bool,
+    /// Join the network namespace open at [`NETWORK_FD`] (made beforehand,
+    /// its `lo` up) instead of making one.
+    #[serde(default)]
+    pub join_network_fd: bool,
     pub sysctl: Vec<(String, String)>,
 }
 

@@ -215,6 +215,13 @@ pub fn run(
         // ready while the rest is set up.
         kiln_runner::cgroup::warm_up_attach();
     }
+    // The network namespace of a container without a network is made on
+    // another thread meanwhile (dropped, if anything fails first).
+    let netns = if through_monitor {
+        None
+    } else {
+        supervise::own_network_namespace(&args.create.network)
+    };
     let store =
         Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
     kiln_runner::timing::mark("store open");
@@ -246,7 +253,7 @@ pub fn run(
             detach_keys,
         );
     }
-    let result = run_foreground(&container, args.create.interactive, args.sig_proxy);
+    let result = run_foreground(&container, args.create.interactive, args.sig_proxy, netns);
     kiln_runner::timing::mark("foreground done");
     if args.create.rm {
         let _lock = containers.lock()?;
@@ -316,7 +323,12 @@ pub fn attach_outcome(container: &Container, outcome: attach::Outcome) -> Result
 
 /// Runs a created container attached to this process's stdio and returns
 /// its exit code.
-fn run_foreground(container: &Container, interactive: bool, sig_proxy: bool) -> Result<ExitStatus> {
+fn run_foreground(
+    container: &Container,
+    interactive: bool,
+    sig_proxy: bool,
+    netns: Option<supervise::PendingNetns>,
+) -> Result<ExitStatus> {
     let log = LogWriter::open(&container.log_path())?;
     kiln_runner::timing::mark("log open");
     let tty = container.record.tty();
@@ -327,7 +339,7 @@ fn run_foreground(container: &Container, interactive: bool, sig_proxy: bool) -> 
     } else {
         (Stdio::Null, Stdio::Piped, Stdio::Piped)
     };
-    let mut started = match supervise::start(container, stdin, stdout, stderr) {
+    let mut started = match supervise::start(container, stdin, stdout, stderr, netns) {
         Ok(s) => s,
         Err(err) => {
             let _ = writeln!(std::io::stderr(), "kiln: {err:#}");

@@ -62,11 +62,30 @@ pub fn unmount_stale(target: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A network namespace being made (see [`own_network_namespace`]).
+pub type PendingNetns = std::thread::JoinHandle<kiln_runner::network::Result<std::fs::File>>;
+
+/// Starts making the network namespace of a container of network mode
+/// `mode`, when it gets one of its own that nothing attaches to (`none`):
+/// on another thread, while the rest is set up.
+pub fn own_network_namespace(mode: &str) -> Option<PendingNetns> {
+    (mode == "none")
+        .then(kiln_runner::network::spawn_namespace)
+        .and_then(Result::ok)
+}
+
 /// Mounts the rootfs, starts the program and records it as running. On
 /// failure the state says exited (with the runner's exit code) and nothing
-/// stays mounted.
-pub fn start(container: &Container, stdin: Stdio, stdout: Stdio, stderr: Stdio) -> Result<Started> {
-    let result = start_inner(container, stdin, stdout, stderr);
+/// stays mounted. `netns` is the container's network namespace when made
+/// beforehand by [`own_network_namespace`].
+pub fn start(
+    container: &Container,
+    stdin: Stdio,
+    stdout: Stdio,
+    stderr: Stdio,
+    netns: Option<PendingNetns>,
+) -> Result<Started> {
+    let result = start_inner(container, stdin, stdout, stderr, netns);
     if let Err(err) = &result {
         let state = State {
             status: Status::Exited,
@@ -85,9 +104,11 @@ fn start_inner(
     stdin: Stdio,
     stdout: Stdio,
     stderr: Stdio,
+    netns: Option<PendingNetns>,
 ) -> Result<Started> {
     let record = &container.record;
     let rootfs = container.rootfs();
+    let netns = netns.or_else(|| own_network_namespace(&record.net.mode));
     // Two halves of the set-up that touch different things run at once: the
     // network (namespace, veth, /etc files) on another thread, the root
     // filesystem on this one; the cgroup goes with the shorter half (the
@@ -149,7 +170,19 @@ fn start_inner(
                 .with_context(|| format!("starting container {}", record.name));
         }
     };
+    let netns = match netns.map(|h| h.join().expect("the netns thread does not panic")) {
+        Some(Err(e)) => {
+            teardown(&net);
+            drop((mount, prepared));
+            return Err(anyhow::Error::new(e))
+                .with_context(|| format!("starting container {}", record.name));
+        }
+        made => made.and_then(Result::ok),
+    };
     let mut builder = kiln_runner::Container::builder(spec, &rootfs);
+    if let Some(ns) = netns {
+        builder = builder.network_namespace(ns);
+    }
     builder = match prepared {
         Some(cgroup) => builder.prepared_cgroup(cgroup),
         None => builder.cgroup(relative),

@@ -386,12 +386,55 @@ fn network_none_has_only_loopback() {
         "busybox",
         "sh",
         "-c",
-        "ip route; ip -o link",
+        "ip route; ip -o link; readlink /proc/self/ns/net; ls /proc/self/fd",
     ]);
     assert!(!out.contains("default"), "a route out:\n{out}");
     let links: Vec<&str> = out.lines().filter(|l| l.contains(": ")).collect();
     assert_eq!(links.len(), 1, "links besides lo:\n{out}");
     assert!(links[0].contains("lo:"));
+    assert!(links[0].contains(",UP"), "lo is down:\n{out}");
+    // A namespace of its own (made before the container, on another
+    // thread), whose descriptor the program does not inherit: only stdio
+    // and the descriptor ls reads /proc/self/fd with.
+    let host = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let ns = |out: &str| -> String {
+        out.lines()
+            .find(|l| l.starts_with("net:["))
+            .unwrap_or_else(|| panic!("no namespace in:\n{out}"))
+            .to_string()
+    };
+    let first = ns(&out);
+    assert_ne!(first, host.to_str().unwrap(), "the host's namespace");
+    let fds: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("net:["))
+        .skip(1)
+        .collect();
+    assert_eq!(
+        fds,
+        ["0", "1", "2", "3"],
+        "descriptors of the program:\n{out}"
+    );
+    // Started by its monitor (run -d), the same.
+    let id = root.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "ip -o link; readlink /proc/self/ns/net",
+    ]);
+    let id = id.trim();
+    assert_eq!(root.ok(&["wait", id]).trim(), "0");
+    let out = root.ok(&["logs", id]);
+    root.ok(&["rm", id]);
+    assert_eq!(out.lines().filter(|l| l.contains(": ")).count(), 1, "{out}");
+    assert!(out.contains("lo: <LOOPBACK,UP"), "{out}");
+    let second = ns(&out);
+    assert_ne!(second, host.to_str().unwrap(), "the host's namespace");
+    assert_ne!(second, first, "two containers share a namespace");
     // The default bridge: a default route, hostname, hosts, resolv.conf.
     let out = root.ok(&[
         "run",

@@ -24,13 +24,19 @@ pub(crate) fn main(fd: i32) -> ! {
         std::process::exit(125);
     };
     let _ = fcntl(&sock, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
-    sys::close_fds_from(fd + 1);
+    // The descriptor after the socket may hold a network namespace to join
+    // (protocol::NETWORK_FD); every other one is closed.
+    sys::close_fds_from(fd + 2);
+    let network = sys::adopt_inherited_fd(fd + 1);
+    if let Some(n) = &network {
+        let _ = fcntl(n, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+    }
     let sock = File::from(sock);
     crate::timing::mark("init main");
     let failure = match protocol::read_config(&sock) {
         Ok((config, bpf)) => {
             crate::timing::mark("init config read");
-            run(&sock, config, bpf)
+            run(&sock, config, bpf, network)
         }
         Err(e) => Failure::io("read the container config", &e),
     };
@@ -39,9 +45,9 @@ pub(crate) fn main(fd: i32) -> ! {
 }
 
 /// Runs the set-up; returns only on failure.
-fn run(sock: &File, config: InitConfig, bpf: Vec<u8>) -> Failure {
+fn run(sock: &File, config: InitConfig, bpf: Vec<u8>, network: Option<OwnedFd>) -> Failure {
     let result = match config.mode {
-        InitMode::Run(ref run) => setup_container(sock, &config, run, &bpf),
+        InitMode::Run(ref run) => setup_container(sock, &config, run, &bpf, network),
         InitMode::Exec { pid } => join_container(sock, &config, pid, &bpf),
     };
     match result {
@@ -68,9 +74,21 @@ fn setup_container(
     config: &InitConfig,
     run: &RunConfig,
     bpf: &[u8],
+    network: Option<OwnedFd>,
 ) -> Result<Never, Failure> {
     umask(Mode::empty());
     join_cgroup(config)?;
+    match network {
+        Some(ns) if run.join_network_fd => setns(ns, CloneFlags::CLONE_NEWNET)
+            .map_err(|e| Failure::sys("join the network namespace", e))?,
+        None if run.join_network_fd => {
+            return Err(Failure::plain(
+                "join the network namespace",
+                "its descriptor was not passed",
+            ))
+        }
+        _ => {}
+    }
     for (flag, path) in &run.join_namespaces {
         let fd = open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
             .map_err(|e| Failure::sys(format!("open namespace {}", path.display()), e))?;

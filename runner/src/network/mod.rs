@@ -712,6 +712,22 @@ impl FreshNetns {
     }
 }
 
+/// Starts making a network namespace holding only `lo`, up, on a thread of
+/// its own (left inside it when it ends); the thread gives the namespace
+/// open, for [`crate::ContainerBuilder::network_namespace`]. Nothing but
+/// that file holds it: dropped unused, the namespace goes.
+pub fn spawn_namespace() -> std::io::Result<std::thread::JoinHandle<Result<File>>> {
+    std::thread::Builder::new()
+        .name("kiln-netns".into())
+        .spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| Error::new(format!("making a network namespace: {e}")))?;
+            crate::sys::loopback_up().map_err(|e| Error::new(format!("bringing up lo: {e}")))?;
+            File::open("/proc/thread-self/ns/net")
+                .map_err(|e| Error::io("opening the new network namespace", e))
+        })
+}
+
 /// Unmounts and removes a namespace pinned by [`FreshNetns::pin`].
 pub fn remove_netns(path: &Path) {
     let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);
