@@ -228,6 +228,20 @@ impl ContainerBuilder {
     /// set-up failures (see [`Error::exit_code`]). Nothing is left behind on
     /// error.
     pub fn spawn(self) -> Result<Child> {
+        self.spawn_inner(None)
+    }
+
+    /// [`ContainerBuilder::spawn`], with the program held back until `gate`
+    /// returns true. `gate` runs on this thread while the init sets the
+    /// container up, so the caller's own part of the start (configuring the
+    /// network in the namespace given with
+    /// [`ContainerBuilder::network_namespace`]) overlaps with it. False
+    /// stops the container: [`Error::Cancelled`], nothing left behind.
+    pub fn spawn_gated(self, gate: impl FnOnce() -> bool) -> Result<Child> {
+        self.spawn_inner(Some(Box::new(gate)))
+    }
+
+    fn spawn_inner(self, gate: Option<Box<dyn FnOnce() -> bool + '_>>) -> Result<Child> {
         let mut this = self;
         // Dropped (so removed) on every error before the cgroup is ours.
         let prepared = this.prepared.take();
@@ -297,7 +311,7 @@ impl ContainerBuilder {
         };
         crate::timing::mark("cgroup created");
         // From here on, the cgroup must go on every error path.
-        let result = this.start(process, made, cgroup.as_ref());
+        let result = this.start(process, made, cgroup.as_ref(), gate);
         match result {
             Ok(mut child) => {
                 child.cgroup = cgroup;
@@ -312,7 +326,13 @@ impl ContainerBuilder {
         }
     }
 
-    fn start(&self, process: &Process, ns: Namespaces, cgroup: Option<&Cgroup>) -> Result<Child> {
+    fn start(
+        &self,
+        process: &Process,
+        ns: Namespaces,
+        cgroup: Option<&Cgroup>,
+        gate: Option<Box<dyn FnOnce() -> bool + '_>>,
+    ) -> Result<Child> {
         let spec = &self.spec;
         let linux = spec.linux().as_ref();
         let cgroup_mounts = match (cgroup, crate::cgroup::detect()) {
@@ -335,6 +355,7 @@ impl ContainerBuilder {
         let mut process_config = process_config(process)?;
         process_config.has_seccomp = seccomp.is_some();
         process_config.kill_with_parent = self.common.kill_with_parent;
+        process_config.gated = gate.is_some();
         let sysctl = linux
             .and_then(|l| l.sysctl().as_ref())
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
@@ -365,6 +386,7 @@ impl ContainerBuilder {
             &bpf,
             &procs,
             ns.network_fd.map(OwnedFd::from),
+            gate,
         )
     }
 }
@@ -393,7 +415,15 @@ impl ExecBuilder {
             cgroup_procs: crate::cgroup::procs_files_of(self.join.pid)?,
             init_process: false,
         };
-        launch(&self.common, CloneFlags::empty(), &config, &bpf, &[], None)
+        launch(
+            &self.common,
+            CloneFlags::empty(),
+            &config,
+            &bpf,
+            &[],
+            None,
+            None,
+        )
     }
 }
 
@@ -430,6 +460,7 @@ fn process_config(process: &Process) -> Result<ProcessConfig> {
     });
     Ok(ProcessConfig {
         kill_with_parent: false,
+        gated: false,
         args,
         env: process.env().clone().unwrap_or_default(),
         cwd: process.cwd().clone(),
@@ -529,7 +560,8 @@ fn stream(stdio: &Stdio, which: RawFd, is_input: bool) -> Result<StreamFds> {
 /// Clones the init into `flags` namespaces, moves it into the cgroup whose
 /// cgroup.procs files are `procs`, sends it `config`, and waits until the
 /// program was exec'd or the set-up failed. `network` goes to the init as
-/// [`protocol::NETWORK_FD`].
+/// [`protocol::NETWORK_FD`]; `gate` decides whether the program may start
+/// (see [`ContainerBuilder::spawn_gated`]).
 ///
 /// Moving a process between v1 cgroups can wait for an RCU grace period
 /// (the first write takes cgroup_threadgroup_rwsem for writing); doing it
@@ -542,6 +574,7 @@ fn launch(
     bpf: &[u8],
     procs: &[PathBuf],
     network: Option<OwnedFd>,
+    gate: Option<Box<dyn FnOnce() -> bool + '_>>,
 ) -> Result<Child> {
     let terminal = config.process.terminal;
     let (stdin, stdout, stderr) = if terminal {
@@ -643,6 +676,21 @@ fn launch(
         return Err(Error::protocol("send the config to")(e));
     }
     crate::timing::mark("config sent");
+    if let Some(gate) = gate {
+        let open = gate();
+        crate::timing::mark("gate passed");
+        if !open {
+            reap_failed(pid);
+            return Err(Error::Cancelled);
+        }
+        // An init that failed before its gate closed the socket: its
+        // report follows below.
+        let _ = nix::sys::socket::send(
+            ours.as_raw_fd(),
+            &[protocol::GO],
+            nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+        );
+    }
 
     let received = receive(&ours, pid);
     crate::timing::mark("start reported");

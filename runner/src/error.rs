@@ -49,6 +49,10 @@ pub enum Error {
     /// The container set-up, inside the new namespaces, failed.
     #[error("container set-up failed: {step}: {detail}")]
     Setup { step: String, detail: String },
+    /// The caller's gate (see `ContainerBuilder::spawn_gated`) stopped the
+    /// container before its program started.
+    #[error("the container was stopped before its program started")]
+    Cancelled,
     /// The command was not found (docker exit code 127).
     #[error("exec {command}: no such file or directory")]
     CommandNotFound { command: String },

@@ -72,6 +72,9 @@ pub(crate) struct ProcessConfig {
     /// clears it).
     #[serde(default)]
     pub kill_with_parent: bool,
+    /// Wait for [`GO`] from the caller before the exec.
+    #[serde(default)]
+    pub gated: bool,
     pub args: Vec<String>,
     pub env: Vec<String>,
     pub cwd: PathBuf,
@@ -122,6 +125,9 @@ pub(crate) enum Message {
 }
 
 const FRAME_TAG: u8 = b'K';
+
+/// Caller -> init, after the config, to a gated init: start the program.
+pub(crate) const GO: u8 = b'G';
 
 /// Writes the config and the BPF program.
 pub(crate) fn send_config(

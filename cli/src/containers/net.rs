@@ -229,7 +229,7 @@ fn set_netns(spec: &mut Spec, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The files under /etc (relative to the root) that [`setup`] bind-mounts
+/// The files under /etc (relative to the root) that [`prepare`] bind-mounts
 /// for a container with these settings: the runtime makes them as empty
 /// mount points when the image has none.
 pub fn mounted_files(net: &NetSettings) -> &'static [&'static str] {
@@ -240,14 +240,26 @@ pub fn mounted_files(net: &NetSettings) -> &'static [&'static str] {
     }
 }
 
-/// Sets up the network of `container` before it starts and adjusts `spec`
-/// (namespace path, /etc files). On error nothing is left attached.
-pub fn setup(
+/// The attachments of a container to its bridge networks, to make (see
+/// [`prepare`]).
+#[derive(Debug)]
+pub struct Attach {
+    networks: Vec<network::Network>,
+    extra_hosts: Vec<(String, String)>,
+    hostname: String,
+    hosts: PathBuf,
+}
+
+/// Prepares the network of `container` before it starts: writes its /etc
+/// files and adjusts `spec` (their bind mounts; the namespace path of
+/// `container:` mode). Returns the attachments still to make for a bridge
+/// network, which the container's namespace joins while it starts.
+pub fn prepare(
     container: &Container,
     containers: &Containers,
     root: &Path,
     spec: &mut Spec,
-) -> Result<NetUp> {
+) -> Result<Option<Attach>> {
     let record = &container.record;
     let net = &record.net;
     let mode = if net.mode.is_empty() {
@@ -263,7 +275,7 @@ pub fn setup(
         dir.join("resolv.conf"),
     );
     if mode == "host" {
-        return Ok(NetUp::default());
+        return Ok(None);
     }
     if let Some(other) = mode.strip_prefix("container:") {
         let target = containers
@@ -280,10 +292,11 @@ pub fn setup(
                 bind_file(spec, &source, target_path)?;
             }
         }
-        return Ok(NetUp::default());
+        return Ok(None);
     }
     std::fs::write(&hostname_file, format!("{hostname}\n")).context("writing /etc/hostname")?;
-    let resolvers = match definitions(root).get(mode) {
+    let defs = definitions(root);
+    let resolvers = match defs.get(mode) {
         // User networks: the network's embedded resolver, on its gateway.
         Ok(Some(n)) if n.resolve_names && net.dns.is_empty() => vec![n.gateway.to_string()],
         _ => net.dns.clone(),
@@ -293,7 +306,6 @@ pub fn setup(
     bind_file(spec, &hostname_file, "/etc/hostname")?;
     bind_file(spec, &resolv, "/etc/resolv.conf")?;
     bind_file(spec, &hosts, "/etc/hosts")?;
-    let mut extra_hosts = Vec::new();
     if mode == "none" {
         let mut text =
             String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
@@ -301,9 +313,8 @@ pub fn setup(
             text.push_str(&format!("{a}\t{n}\n"));
         }
         std::fs::write(&hosts, text).context("writing /etc/hosts")?;
-        return Ok(NetUp::default());
+        return Ok(None);
     }
-    let defs = definitions(root);
     let mut names = vec![mode.to_string()];
     names.extend(net.extra_networks.iter().cloned());
     let mut networks = Vec::new();
@@ -314,6 +325,7 @@ pub fn setup(
             .ok_or_else(|| anyhow::anyhow!("network {name} not found"))?;
         networks.push(n);
     }
+    let mut extra_hosts = Vec::new();
     for (n, a) in &net.add_hosts {
         let addr = if a == "host-gateway" {
             networks[0].gateway.to_string()
@@ -322,52 +334,67 @@ pub fn setup(
         };
         extra_hosts.push((n.clone(), addr));
     }
+    // Filled in by the attachment; bind-mounted before.
     std::fs::write(&hosts, "").context("writing /etc/hosts")?;
-    let mut up = NetUp {
-        attached: true,
-        ..NetUp::default()
-    };
-    let mut netns: Option<PathBuf> = None;
-    for (i, network) in networks.iter().enumerate() {
-        let request = network::AttachRequest {
-            id: record.id.clone(),
-            name: record.name.clone(),
-            aliases: if network.resolve_names {
-                net.aliases.clone()
-            } else {
-                Vec::new()
-            },
-            hostname: hostname.clone(),
-            ports: if i == 0 {
-                net.publish.clone()
-            } else {
-                Vec::new()
-            },
-            hosts_file: (i == 0).then(|| hosts.clone()),
-            extra_hosts: extra_hosts.clone(),
-            netns: netns.clone(),
-            ifname: format!("eth{i}"),
-            default_route: i == 0,
+    Ok(Some(Attach {
+        networks,
+        extra_hosts,
+        hostname,
+        hosts,
+    }))
+}
+
+impl Attach {
+    /// Attaches `container` to its networks, in `made` (its namespace, made
+    /// beforehand) or else in a namespace of its own pinned under
+    /// /run/kiln/netns. On error nothing is left attached.
+    pub fn run(self, container: &Container, made: Option<network::NewNamespace>) -> Result<NetUp> {
+        let record = &container.record;
+        let net = &record.net;
+        let mut up = NetUp {
+            attached: true,
+            ..NetUp::default()
         };
-        match network::attach(network, &request) {
-            Ok(a) => {
-                netns.get_or_insert(a.netns.clone());
-                up.addresses.push((network.name.clone(), a.ip.to_string()));
-                up.ports.extend(a.ports);
-            }
-            Err(e) => {
-                let _ = network::release(&record.id);
-                return Err(anyhow::Error::new(e).context(format!(
-                    "attaching {} to network {}",
-                    record.name, network.name
-                )));
+        let mut made = made;
+        let mut netns: Option<PathBuf> = None;
+        for (i, network) in self.networks.iter().enumerate() {
+            let request = network::AttachRequest {
+                id: record.id.clone(),
+                name: record.name.clone(),
+                aliases: if network.resolve_names {
+                    net.aliases.clone()
+                } else {
+                    Vec::new()
+                },
+                hostname: self.hostname.clone(),
+                ports: if i == 0 {
+                    net.publish.clone()
+                } else {
+                    Vec::new()
+                },
+                hosts_file: (i == 0).then(|| self.hosts.clone()),
+                extra_hosts: self.extra_hosts.clone(),
+                netns: netns.clone(),
+                ifname: format!("eth{i}"),
+                default_route: i == 0,
+            };
+            match network::attach_with(network, &request, made.take()) {
+                Ok(a) => {
+                    netns.get_or_insert(a.netns.clone());
+                    up.addresses.push((network.name.clone(), a.ip.to_string()));
+                    up.ports.extend(a.ports);
+                }
+                Err(e) => {
+                    let _ = network::release(&record.id);
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "attaching {} to network {}",
+                        record.name, network.name
+                    )));
+                }
             }
         }
+        Ok(up)
     }
-    if let Some(path) = &netns {
-        set_netns(spec, path)?;
-    }
-    Ok(up)
 }
 
 /// Gives back the network of a container that ended.

@@ -63,13 +63,20 @@ pub fn unmount_stale(target: &Path) -> Result<()> {
 }
 
 /// A network namespace being made (see [`own_network_namespace`]).
-pub type PendingNetns = std::thread::JoinHandle<kiln_runner::network::Result<std::fs::File>>;
+pub type PendingNetns =
+    std::thread::JoinHandle<kiln_runner::network::Result<kiln_runner::network::NewNamespace>>;
+
+/// Whether a container of network mode `mode` gets a network namespace of
+/// its own (none and the bridge networks; not host or container:).
+fn gets_own_namespace(mode: &str) -> bool {
+    mode != "host" && !mode.starts_with("container:")
+}
 
 /// Starts making the network namespace of a container of network mode
-/// `mode`, when it gets one of its own that nothing attaches to (`none`):
-/// on another thread, while the rest is set up.
+/// `mode`, when it gets one of its own: on another thread, while the rest
+/// is set up.
 pub fn own_network_namespace(mode: &str) -> Option<PendingNetns> {
-    (mode == "none")
+    gets_own_namespace(mode)
         .then(kiln_runner::network::spawn_namespace)
         .and_then(Result::ok)
 }
@@ -108,98 +115,91 @@ fn start_inner(
 ) -> Result<Started> {
     let record = &container.record;
     let rootfs = container.rootfs();
-    let netns = netns.or_else(|| own_network_namespace(&record.net.mode));
-    // Two halves of the set-up that touch different things run at once: the
-    // network (namespace, veth, /etc files) on another thread, the root
-    // filesystem on this one; the cgroup goes with the shorter half (the
-    // network of a bridge takes milliseconds, that of none a few files).
-    // Both are joined before the container is cloned.
-    let relative = std::path::PathBuf::from(format!("kiln/{}", record.id));
-    let resources = record
-        .spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.resources().clone());
-    let make_cgroup = || {
-        let made = PreparedCgroup::create(&relative, resources.as_ref());
-        kiln_runner::timing::mark("cgroup prepared");
-        made
-    };
-    let cgroup_with_network = !record.net.is_bridge();
+    let starting = || format!("starting container {}", record.name);
     let mut spec = record.spec.clone();
-    let (mounted, net, prepared) = std::thread::scope(|scope| {
-        let spec = &mut spec;
-        let network = std::thread::Builder::new()
-            .name("kiln-net".into())
+    let attach = prepare_network(container, &mut spec)?;
+    let pending = match netns {
+        Some(pending) => Some(pending),
+        None if gets_own_namespace(&record.net.mode) => {
+            Some(kiln_runner::network::spawn_namespace().context("starting a thread")?)
+        }
+        None => None,
+    };
+    // The cgroup is made on another thread while the root filesystem is
+    // mounted on this one.
+    let relative = std::path::PathBuf::from(format!("kiln/{}", record.id));
+    let resources = spec.linux().as_ref().and_then(|l| l.resources().clone());
+    let (mounted, prepared) = std::thread::scope(|scope| {
+        let cgroup = std::thread::Builder::new()
+            .name("kiln-cgroup".into())
             .spawn_scoped(scope, || {
-                let prepared = cgroup_with_network.then(make_cgroup);
-                (set_up_network(container, spec), prepared)
+                let made = PreparedCgroup::create(&relative, resources.as_ref());
+                kiln_runner::timing::mark("cgroup prepared");
+                made
             });
         let mounted = mount_root(container, &rootfs);
-        let prepared = (!cgroup_with_network && mounted.is_ok()).then(make_cgroup);
-        let (net, other) = match network {
-            Ok(handle) => handle.join().expect("the network thread does not panic"),
-            Err(e) => (
-                Err(anyhow::Error::new(e).context("starting a thread")),
-                None,
-            ),
+        let prepared = match cgroup {
+            Ok(handle) => handle
+                .join()
+                .expect("the cgroup thread does not panic")
+                .map_err(anyhow::Error::new),
+            Err(e) => Err(anyhow::Error::new(e).context("starting a thread")),
         };
-        (mounted, net, prepared.or(other))
+        (mounted, prepared)
     });
-    // On error from here what was made is given back: the mount and the
-    // prepared cgroup when dropped, the network by its teardown.
-    let teardown = |net: &super::net::NetUp| {
-        if net.attached {
-            let _ = super::net::teardown(container);
-        }
+    // Dropped on error: the mount is unmounted, the cgroup removed.
+    let (mount, prepared) = (mounted?, prepared.with_context(starting)?);
+    let made = match pending {
+        Some(p) => Some(
+            p.join()
+                .expect("the netns thread does not panic")
+                .map_err(anyhow::Error::new)
+                .with_context(starting)?,
+        ),
+        None => None,
     };
-    let net = net?;
-    let mount = match mounted {
-        Ok(mount) => mount,
-        Err(e) => {
-            teardown(&net);
-            return Err(e);
-        }
-    };
-    let prepared = match prepared.transpose() {
-        Ok(p) => p,
-        Err(e) => {
-            teardown(&net);
-            drop(mount);
-            return Err(anyhow::Error::new(e))
-                .with_context(|| format!("starting container {}", record.name));
-        }
-    };
-    let netns = match netns.map(|h| h.join().expect("the netns thread does not panic")) {
-        Some(Err(e)) => {
-            teardown(&net);
-            drop((mount, prepared));
-            return Err(anyhow::Error::new(e))
-                .with_context(|| format!("starting container {}", record.name));
-        }
-        made => made.and_then(Result::ok),
-    };
-    let mut builder = kiln_runner::Container::builder(spec, &rootfs);
-    if let Some(ns) = netns {
-        builder = builder.network_namespace(ns);
-    }
-    builder = match prepared {
-        Some(cgroup) => builder.prepared_cgroup(cgroup),
-        None => builder.cgroup(relative),
-    };
-    let spawned = builder
+    let mut builder = kiln_runner::Container::builder(spec, &rootfs)
+        .prepared_cgroup(prepared)
         .init(record.init)
         .stdin(stdin)
         .stdout(stdout)
-        .stderr(stderr)
-        .spawn()
-        .with_context(|| format!("starting container {}", record.name));
-    let child = match spawned {
-        Ok(child) => child,
-        Err(e) => {
-            teardown(&net);
-            drop(mount);
-            return Err(e);
+        .stderr(stderr);
+    let (child, net) = match (attach, made) {
+        (Some(attach), Some(made)) => {
+            // A bridge network is attached while the container starts,
+            // into the namespace its init joins; its program waits for it.
+            builder = builder.network_namespace(made.try_clone_file()?);
+            let mut net = None;
+            let spawned = builder.spawn_gated(|| {
+                let up = attach.run(container, Some(made));
+                kiln_runner::timing::mark("net up");
+                let ok = up.is_ok();
+                net = Some(up);
+                ok
+            });
+            let result = match (spawned, net) {
+                (Ok(child), Some(Ok(net))) => Ok((child, net)),
+                (_, Some(Err(e))) => Err(e),
+                (Err(e), _) => Err(anyhow::Error::new(e)).with_context(starting),
+                (Ok(_), None) => unreachable!("a started container passed its gate"),
+            };
+            match result {
+                Ok(started) => started,
+                Err(e) => {
+                    let _ = super::net::teardown(container);
+                    return Err(e);
+                }
+            }
+        }
+        (Some(_), None) => unreachable!("bridge networks get a namespace of their own"),
+        (None, made) => {
+            if let Some(made) = made {
+                builder = builder.network_namespace(made.into_file());
+            }
+            (
+                builder.spawn().with_context(starting)?,
+                super::net::NetUp::default(),
+            )
         }
     };
     if net.attached {
@@ -255,20 +255,16 @@ fn mount_root(container: &Container, rootfs: &Path) -> Result<OverlayMount> {
     Ok(mount)
 }
 
-/// Sets up the network of `container` and adjusts `spec` to it (see
-/// [`super::net::setup`]). On error nothing stays attached.
-fn set_up_network(
+/// Writes the network's /etc files of `container` and adjusts `spec` to
+/// them (see [`super::net::prepare`]); returns the attachments to make.
+fn prepare_network(
     container: &Container,
     spec: &mut kiln_runner::Spec,
-) -> Result<super::net::NetUp> {
+) -> Result<Option<super::net::Attach>> {
     let containers_dir = container.dir.parent().context("container directory")?;
     let root = containers_dir.parent().context("kiln root")?;
     let containers = super::Containers::new(containers_dir.to_path_buf());
-    let t = std::time::Instant::now();
-    let net = super::net::setup(container, &containers, root, spec)?;
-    tracing::debug!("network set up in {:?}", t.elapsed());
-    kiln_runner::timing::mark("net up");
-    Ok(net)
+    super::net::prepare(container, &containers, root, spec)
 }
 
 /// docker's copy-up: an empty volume (named or anonymous) mounted where the

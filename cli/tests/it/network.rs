@@ -482,6 +482,35 @@ fn bad_network_input_is_refused_and_leaves_nothing() {
     assert!(!sh("iptables", &["-w", "-t", "nat", "-S"]).contains(&format!("--dport {port} ")));
     let id = root.inspect("clash")["Id"].as_str().unwrap().to_string();
     assert!(!host_listing().contains(&id));
+    // In the foreground with --rm: the network is attached while the
+    // container starts, and its program waits for it; a failed attach
+    // stops the container before the program ran (it would leave a file).
+    let out_dir = tempfile::tempdir().unwrap();
+    let volume = format!("{}:/out", out_dir.path().display());
+    let out = root.run(&[
+        "run",
+        "--rm",
+        "--name",
+        "clash-rm",
+        "-v",
+        &volume,
+        "-p",
+        &format!("{port}:80"),
+        "busybox",
+        "touch",
+        "/out/ran",
+    ]);
+    assert_eq!(out.status.code(), Some(125));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use"), "{err}");
+    assert!(!out_dir.path().join("ran").exists(), "the program ran");
+    assert!(!root.run(&["inspect", "clash-rm"]).status.success());
+    assert!(!sh("iptables", &["-w", "-t", "nat", "-S"]).contains(&format!("--dport {port} ")));
+    // The same start with a free port runs the program.
+    root.ok(&[
+        "run", "--rm", "-v", &volume, "-p", "80", "busybox", "touch", "/out/ran",
+    ]);
+    assert!(out_dir.path().join("ran").exists());
     // An unknown network: no container at all.
     let out = root.run(&[
         "run",

@@ -94,6 +94,20 @@ pub(crate) fn prepare(process: &ProcessConfig, bpf: &[u8]) -> Result<(), Failure
 /// Resolves the program, resets signals, loads seccomp (when not done
 /// before) and execs.
 pub(crate) fn exec(sock: &File, process: &ProcessConfig, bpf: &[u8]) -> Result<Never, Failure> {
+    if process.gated {
+        // The caller finishes its part (the network) meanwhile.
+        let mut go = [0u8];
+        let mut reader = sock;
+        match std::io::Read::read(&mut reader, &mut go) {
+            Ok(1) if go[0] == protocol::GO => {}
+            _ => {
+                return Err(Failure::plain(
+                    "wait for the caller",
+                    "it stopped the start",
+                ))
+            }
+        }
+    }
     let command = process.args.first().cloned().unwrap_or_default();
     let path = match resolve_command(&command, &process.env) {
         Ok(p) => p,

@@ -666,18 +666,26 @@ fn veth_name(id: &str, bridge: &str) -> String {
     format!("kv{:010x}", h & 0xff_ffff_ffff)
 }
 
-/// A network namespace held only by a descriptor (it goes with this
-/// process until [`FreshNetns::pin`] puts it on disk), with lo up, and a
-/// netlink socket inside it.
-struct FreshNetns {
+/// A network namespace made for one container, held only by descriptors
+/// (it goes with them until [`attach_with`] pins it on disk), holding only
+/// `lo`, up, and a netlink socket inside it. See [`spawn_namespace`].
+pub struct NewNamespace {
     ns: File,
     inside: Netlink,
 }
 
-impl FreshNetns {
+impl std::fmt::Debug for NewNamespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewNamespace")
+            .field("ns", &self.ns)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NewNamespace {
     /// Makes one and enters it: run on a thread of its own that ends
     /// after it.
-    fn make_on_own_thread() -> Result<FreshNetns> {
+    fn make_on_own_thread() -> Result<NewNamespace> {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
             .map_err(|e| Error::new(format!("making a network namespace: {e}")))?;
         let ns = File::open("/proc/thread-self/ns/net")
@@ -686,7 +694,20 @@ impl FreshNetns {
         inside
             .set_up(1, None)
             .map_err(|e| e.context("bringing up lo"))?;
-        Ok(FreshNetns { ns, inside })
+        Ok(NewNamespace { ns, inside })
+    }
+
+    /// Another descriptor of the namespace, for the container's init
+    /// ([`crate::ContainerBuilder::network_namespace`]).
+    pub fn try_clone_file(&self) -> Result<File> {
+        self.ns
+            .try_clone()
+            .map_err(|e| Error::io("duplicating the network namespace descriptor", e))
+    }
+
+    /// The namespace's descriptor alone.
+    pub fn into_file(self) -> File {
+        self.ns
     }
 
     /// Bind-mounts the namespace at `path` (in `/run/kiln/netns`), where it
@@ -712,23 +733,16 @@ impl FreshNetns {
     }
 }
 
-/// Starts making a network namespace holding only `lo`, up, on a thread of
-/// its own (left inside it when it ends); the thread gives the namespace
-/// open, for [`crate::ContainerBuilder::network_namespace`]. Nothing but
-/// that file holds it: dropped unused, the namespace goes.
-pub fn spawn_namespace() -> std::io::Result<std::thread::JoinHandle<Result<File>>> {
+/// Starts making a [`NewNamespace`] on a thread of its own (left inside it
+/// when it ends), to be joined when needed: meanwhile the caller goes on.
+/// Nothing but its descriptors hold it: dropped unused, the namespace goes.
+pub fn spawn_namespace() -> std::io::Result<std::thread::JoinHandle<Result<NewNamespace>>> {
     std::thread::Builder::new()
         .name("kiln-netns".into())
-        .spawn(|| {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(|e| Error::new(format!("making a network namespace: {e}")))?;
-            crate::sys::loopback_up().map_err(|e| Error::new(format!("bringing up lo: {e}")))?;
-            File::open("/proc/thread-self/ns/net")
-                .map_err(|e| Error::io("opening the new network namespace", e))
-        })
+        .spawn(NewNamespace::make_on_own_thread)
 }
 
-/// Unmounts and removes a namespace pinned by [`FreshNetns::pin`].
+/// Unmounts and removes a namespace pinned by [`NewNamespace::pin`].
 pub fn remove_netns(path: &Path) {
     let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);
     let _ = std::fs::remove_file(path);
@@ -869,13 +883,25 @@ fn resolve_ports(requests: &[PortRequest], states: &[BridgeState]) -> Result<Vec
 /// Attaches a container to `network`: address, veth, routes, published
 /// ports, hosts files. Everything is undone when a step fails.
 pub fn attach(network: &Network, req: &AttachRequest) -> Result<Attachment> {
+    attach_with(network, req, None)
+}
+
+/// [`attach`] into `made`, a namespace made beforehand (without
+/// `req.netns`).
+pub fn attach_with(
+    network: &Network,
+    req: &AttachRequest,
+    made: Option<NewNamespace>,
+) -> Result<Attachment> {
     // A namespace of its own is made beside the bookkeeping below (it is
-    // what takes longest). Until the record is saved it is only held by a
-    // descriptor, so a process killed before then leaves nothing behind.
-    let fresh = req
-        .netns
-        .is_none()
-        .then(|| std::thread::spawn(FreshNetns::make_on_own_thread));
+    // what takes longest), unless it was made before. Until the record is
+    // saved it is only held by descriptors, so a process killed before then
+    // leaves nothing behind.
+    let fresh = match (made, &req.netns) {
+        (_, Some(_)) => None,
+        (Some(made), None) => Some(Ok(made)),
+        (None, None) => Some(Err(std::thread::spawn(NewNamespace::make_on_own_thread))),
+    };
     let _lock = lock()?;
     let states = reap_locked()?;
     let mut nl = Netlink::open()?;
@@ -961,9 +987,12 @@ pub fn attach(network: &Network, req: &AttachRequest) -> Result<Attachment> {
     let made = (|| -> Result<()> {
         let (ns, mut inside) = match fresh {
             Some(fresh) => {
-                let fresh = fresh
-                    .join()
-                    .map_err(|_| Error::new("network namespace thread panicked"))??;
+                let fresh = match fresh {
+                    Ok(made) => made,
+                    Err(thread) => thread
+                        .join()
+                        .map_err(|_| Error::new("network namespace thread panicked"))??,
+                };
                 fresh.pin(&netns)?;
                 (fresh.ns, Some(fresh.inside))
             }
