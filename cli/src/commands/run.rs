@@ -215,8 +215,9 @@ pub fn run(
         // ready while the rest is set up.
         kiln_runner::cgroup::warm_up_attach();
     }
-    // The network namespace of a container without a network is made on
-    // another thread meanwhile (dropped, if anything fails first).
+    // The container's network namespace (with --network none or a bridge
+    // network) is made on another thread meanwhile; dropped if anything
+    // fails first.
     let netns = if through_monitor {
         None
     } else {

@@ -733,6 +733,24 @@ impl NewNamespace {
     }
 }
 
+/// The namespace [`attach_with`] attaches into: made by its caller, or
+/// being made on a thread meanwhile.
+enum Fresh {
+    Made(NewNamespace),
+    Making(std::thread::JoinHandle<Result<NewNamespace>>),
+}
+
+impl Fresh {
+    fn get(self) -> Result<NewNamespace> {
+        match self {
+            Fresh::Made(made) => Ok(made),
+            Fresh::Making(thread) => thread
+                .join()
+                .map_err(|_| Error::new("network namespace thread panicked"))?,
+        }
+    }
+}
+
 /// Starts making a [`NewNamespace`] on a thread of its own (left inside it
 /// when it ends), to be joined when needed: meanwhile the caller goes on.
 /// Nothing but its descriptors hold it: dropped unused, the namespace goes.
@@ -899,8 +917,10 @@ pub fn attach_with(
     // leaves nothing behind.
     let fresh = match (made, &req.netns) {
         (_, Some(_)) => None,
-        (Some(made), None) => Some(Ok(made)),
-        (None, None) => Some(Err(std::thread::spawn(NewNamespace::make_on_own_thread))),
+        (Some(made), None) => Some(Fresh::Made(made)),
+        (None, None) => Some(Fresh::Making(std::thread::spawn(
+            NewNamespace::make_on_own_thread,
+        ))),
     };
     let _lock = lock()?;
     let states = reap_locked()?;
@@ -987,12 +1007,7 @@ pub fn attach_with(
     let made = (|| -> Result<()> {
         let (ns, mut inside) = match fresh {
             Some(fresh) => {
-                let fresh = match fresh {
-                    Ok(made) => made,
-                    Err(thread) => thread
-                        .join()
-                        .map_err(|_| Error::new("network namespace thread panicked"))??,
-                };
+                let fresh = fresh.get()?;
                 fresh.pin(&netns)?;
                 (fresh.ns, Some(fresh.inside))
             }
