@@ -20,7 +20,7 @@
 # three see the same host; the script says so. If crun still fails it
 # retries with `crun --cgroup-manager=disabled` and says that too.
 #
-# Usage: bench/start-latency.sh [RUNS]   (default 100)
+# Usage: bench/start-latency.sh [RUNS]   (default 100; ROUNDS=N, default 5)
 set -eu
 
 RUNS=${1:-100}
@@ -74,13 +74,35 @@ wrapped runc run -b "$BUNDLE" bench-runc-probe >/dev/null || { echo "runc cannot
 "$KILN" --root "$WORK/root" import "$WORK/busybox.tar" busybox:latest >/dev/null
 wrapped "$KILN" --root "$WORK/root" run --rm busybox true || { echo "kiln run cannot run busybox" >&2; exit 1; }
 
-wrapped hyperfine -N --warmup 10 --runs "$RUNS" --export-json "$WORK/result.json" \
-    -n kiln "$KILN runtime run -b $BUNDLE bench-kiln" \
-    -n kiln-run "$KILN --root $WORK/root run --rm busybox true" \
-    -n kiln-run-none "$KILN --root $WORK/root run --rm --network none busybox true" \
-    -n crun "$CRUN" \
-    -n runc "runc run -b $BUNDLE bench-runc" >"$WORK/hyperfine.txt" 2>&1 ||
-    { cat "$WORK/hyperfine.txt"; exit 1; }
+# The machine's speed drifts over minutes: the runs are split into ROUNDS
+# rounds, the commands in turn (in reverse order every other round), so
+# drift falls on every command alike rather than on whichever ran last.
+ROUNDS=${ROUNDS:-5}
+PER_ROUND=$(( (RUNS + ROUNDS - 1) / ROUNDS ))
+[ "$PER_ROUND" -ge 2 ] || PER_ROUND=2
+set -- \
+    kiln "$KILN runtime run -b $BUNDLE bench-kiln" \
+    kiln-run "$KILN --root $WORK/root run --rm busybox true" \
+    kiln-run-none "$KILN --root $WORK/root run --rm --network none busybox true" \
+    crun "$CRUN" \
+    runc "runc run -b $BUNDLE bench-runc"
+round=1
+while [ "$round" -le "$ROUNDS" ]; do
+    args=""
+    i=1
+    while [ "$i" -lt "$#" ]; do
+        eval "name=\${$i} cmd=\${$((i + 1))}"
+        entry="-n '$name' '$cmd'"
+        if [ $((round % 2)) = 0 ]; then args="$entry $args"; else args="$args $entry"; fi
+        i=$((i + 2))
+    done
+    warmup=3
+    [ "$round" = 1 ] && warmup=10
+    eval wrapped hyperfine -N --warmup "$warmup" --runs "$PER_ROUND" \
+        --export-json "$WORK/result-$round.json" "$args" >"$WORK/hyperfine.txt" 2>&1 ||
+        { cat "$WORK/hyperfine.txt"; exit 1; }
+    round=$((round + 1))
+done
 
 # docker, when an engine answers (fewer runs: it is slow). busybox comes
 # from kiln's store when the engine lacks it, so both run the same image.
@@ -98,17 +120,20 @@ else
     echo "note: no docker engine answered (set DOCKER_HOST); no docker rows."
 fi
 
-python3 - "$WORK/result.json" "$WORK/docker.json" <<'EOF'
-import json, sys
-results = {r["command"]: r for r in json.load(open(sys.argv[1]))["results"]}
-results.update({r["command"]: r for r in json.load(open(sys.argv[2]))["results"]})
-median = {name: r["median"] * 1000 for name, r in results.items()}
-print("container start, median of %d runs (ms):" % len(results["kiln"]["times"]))
+python3 - "$WORK/docker.json" "$WORK"/result-*.json <<'EOF'
+import json, statistics, sys
+times = {}
+for path in sys.argv[1:]:
+    for r in json.load(open(path))["results"]:
+        times.setdefault(r["command"], []).extend(r["times"])
+median = {name: statistics.median(t) * 1000 for name, t in times.items()}
+rounds = len(sys.argv) - 2
+print("container start, median of %d runs in %d rounds (ms):" % (len(times["kiln"]), rounds))
 for name in ("kiln", "crun", "runc", "kiln-run", "kiln-run-none", "docker-run", "docker-none"):
     if name not in median:
         continue
     print("  %-10s %7.2f ms  (mean %.2f, min %.2f)" % (
-        name, median[name], results[name]["mean"] * 1000, results[name]["min"] * 1000))
+        name, median[name], statistics.mean(times[name]) * 1000, min(times[name]) * 1000))
 for peer in ("crun", "runc"):
     print("  kiln/%s = %.2f" % (peer, median["kiln"] / median[peer]))
 # The issue's target: `kiln run --rm busybox true` at or below crun.
