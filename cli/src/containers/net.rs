@@ -348,14 +348,17 @@ impl Attach {
     /// Attaches `container` to its networks, in `made` (its namespace, made
     /// beforehand) or else in a namespace of its own pinned under
     /// /run/kiln/netns. On error nothing is left attached.
-    pub fn run(self, container: &Container, made: Option<network::NewNamespace>) -> Result<NetUp> {
+    pub fn run(
+        self,
+        container: &Container,
+        mut made: Option<network::NewNamespace>,
+    ) -> Result<NetUp> {
         let record = &container.record;
         let net = &record.net;
         let mut up = NetUp {
             attached: true,
             ..NetUp::default()
         };
-        let mut made = made;
         let mut netns: Option<PathBuf> = None;
         for (i, network) in self.networks.iter().enumerate() {
             let request = network::AttachRequest {

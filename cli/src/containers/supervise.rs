@@ -92,7 +92,7 @@ pub fn start(
     stderr: Stdio,
     netns: Option<PendingNetns>,
 ) -> Result<Started> {
-    let result = start_inner(container, stdin, stdout, stderr, netns);
+    let result = start_inner(container, [stdin, stdout, stderr], netns);
     if let Err(err) = &result {
         let state = State {
             status: Status::Exited,
@@ -108,9 +108,7 @@ pub fn start(
 
 fn start_inner(
     container: &Container,
-    stdin: Stdio,
-    stdout: Stdio,
-    stderr: Stdio,
+    [stdin, stdout, stderr]: [Stdio; 3],
     netns: Option<PendingNetns>,
 ) -> Result<Started> {
     let record = &container.record;
