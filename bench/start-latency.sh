@@ -1,14 +1,26 @@
 #!/bin/sh
-# Container start latency: `kiln runtime run` against `crun run` and
-# `runc run` of the same busybox bundle (the spec `runc spec` writes, with
-# args ["true"] and no terminal), timed in one run; prints medians and
-# kiln/peer ratios. Also `kiln run --rm busybox true` (image -> overlay
-# rootfs -> docker's default spec -> container record, log, removal) on the
-# default bridge network and with `--network none`, and
-# `docker run --rm busybox true` (docker's default bridge network) plus the
-# same with `--network none` when a docker engine answers (DOCKER_HOST as
-# usual, e.g. eval "$(../shared/peers/dockerd.sh)"); a missing busybox is
-# loaded into it from kiln (`kiln save busybox:latest | docker load`).
+# Container start latency, timed in one run; prints medians and kiln/peer
+# ratios.
+#
+# Two bundles over the same busybox root filesystem:
+# - "minimal": the spec `runc spec` writes (args ["true"], no terminal): no
+#   seccomp filter, few masked paths. `kiln runtime run`, `crun run` and
+#   `runc run` of it compare the runtimes alone (kiln, crun, runc).
+# - "docker": the spec `kiln run --network none busybox true` itself runs,
+#   taken from a container kiln creates: docker's default seccomp profile,
+#   capabilities, masked and read-only paths, devices, rlimits (clamped to
+#   the hard limit, as kiln does at start), /etc/hostname, resolv.conf and
+#   hosts bind-mounted, a new network namespace. This is the bundle
+#   equivalent to `kiln run --rm busybox true`; `kiln runtime run`, crun
+#   and runc run it as kiln-docker, crun-docker and runc-docker.
+#
+# Then `kiln run --rm busybox true` (image -> overlay rootfs -> that spec
+# -> container record, log, removal) on the default bridge network and with
+# `--network none`, and `docker run --rm busybox true` (docker's default
+# bridge network) plus the same with `--network none` when a docker engine
+# answers (DOCKER_HOST as usual, e.g. eval "$(../shared/peers/dockerd.sh)");
+# a missing busybox is loaded into it from kiln
+# (`kiln save busybox:latest | docker load`).
 #
 # Needs root, busybox-static, hyperfine, runc, crun (Debian packages) and a
 # release build of kiln (KILN=path, default target/release/kiln).
@@ -74,6 +86,40 @@ wrapped runc run -b "$BUNDLE" bench-runc-probe >/dev/null || { echo "runc cannot
 "$KILN" --root "$WORK/root" import "$WORK/busybox.tar" busybox:latest >/dev/null
 wrapped "$KILN" --root "$WORK/root" run --rm busybox true || { echo "kiln run cannot run busybox" >&2; exit 1; }
 
+# The docker bundle: the spec of a container `kiln create` makes (kept in
+# its record, containers/ID/config.json), on the minimal bundle's rootfs.
+DBUNDLE=$WORK/docker-bundle
+mkdir -p "$DBUNDLE" "$BUNDLE/rootfs/etc"
+for f in hostname resolv.conf hosts; do touch "$BUNDLE/rootfs/etc/$f"; done
+ID=$("$KILN" --root "$WORK/root" create --network none busybox true)
+python3 - "$WORK/root/containers/$ID/config.json" "$DBUNDLE" "$BUNDLE/rootfs" "$(ulimit -Hn)" <<'EOF'
+import json, sys
+record, bundle, rootfs, hard = sys.argv[1:5]
+spec = json.load(open(record))["spec"]
+assert spec["linux"].get("seccomp"), "kiln's spec has no seccomp profile"
+spec["root"] = {"path": rootfs, "readonly": False}
+# Each runtime picks its own cgroup, as with the minimal bundle.
+spec["linux"].pop("cgroupsPath", None)
+if hard != "unlimited":
+    for r in spec["process"].get("rlimits", []):
+        r["hard"] = min(r["hard"], int(hard))
+        r["soft"] = min(r["soft"], r["hard"])
+# kiln bind-mounts these from the container's directory at start.
+files = (("hostname", spec["hostname"] + "\n"),
+         ("resolv.conf", open("/etc/resolv.conf").read()),
+         ("hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"))
+for name, text in files:
+    open("%s/%s" % (bundle, name), "w").write(text)
+    spec["mounts"].append({"destination": "/etc/" + name, "type": "bind",
+                           "source": "%s/%s" % (bundle, name), "options": ["rbind", "rprivate"]})
+json.dump(spec, open(bundle + "/config.json", "w"), indent=1)
+EOF
+"$KILN" --root "$WORK/root" rm "$ID" >/dev/null
+CRUN_DOCKER=$(echo "$CRUN" | sed "s|-b $BUNDLE bench-crun|-b $DBUNDLE bench-crun-docker|")
+for cmd in "$KILN runtime run -b $DBUNDLE bench-probe" "$CRUN_DOCKER" "runc run -b $DBUNDLE bench-probe"; do
+    wrapped sh -c "$cmd" >/dev/null || { echo "cannot run the docker bundle: $cmd" >&2; exit 1; }
+done
+
 # The machine's speed drifts over minutes: the runs are split into ROUNDS
 # rounds, the commands in turn (in reverse order every other round), so
 # drift falls on every command alike rather than on whichever ran last.
@@ -85,7 +131,10 @@ set -- \
     kiln-run "$KILN --root $WORK/root run --rm busybox true" \
     kiln-run-none "$KILN --root $WORK/root run --rm --network none busybox true" \
     crun "$CRUN" \
-    runc "runc run -b $BUNDLE bench-runc"
+    runc "runc run -b $BUNDLE bench-runc" \
+    kiln-docker "$KILN runtime run -b $DBUNDLE bench-kiln-docker" \
+    crun-docker "$CRUN_DOCKER" \
+    runc-docker "runc run -b $DBUNDLE bench-runc-docker"
 round=1
 while [ "$round" -le "$ROUNDS" ]; do
     args=""
@@ -129,16 +178,21 @@ for path in sys.argv[1:]:
 median = {name: statistics.median(t) * 1000 for name, t in times.items()}
 rounds = len(sys.argv) - 2
 print("container start, median of %d runs in %d rounds (ms):" % (len(times["kiln"]), rounds))
-for name in ("kiln", "crun", "runc", "kiln-run", "kiln-run-none", "docker-run", "docker-none"):
+for name in ("kiln", "crun", "runc", "kiln-docker", "crun-docker", "runc-docker",
+             "kiln-run", "kiln-run-none", "docker-run", "docker-none"):
     if name not in median:
         continue
-    print("  %-10s %7.2f ms  (mean %.2f, min %.2f)" % (
+    print("  %-13s %7.2f ms  (mean %.2f, min %.2f)" % (
         name, median[name], statistics.mean(times[name]) * 1000, min(times[name]) * 1000))
-for peer in ("crun", "runc"):
-    print("  kiln/%s = %.2f" % (peer, median["kiln"] / median[peer]))
-# The issue's target: `kiln run --rm busybox true` at or below crun.
-for run in ("kiln-run", "kiln-run-none"):
-    for peer in ("crun", "runc"):
+print("the runtimes alone:")
+for ours, peers in (("kiln", ("crun", "runc")), ("kiln-docker", ("crun-docker", "runc-docker"))):
+    for peer in peers:
+        print("  %s/%s = %.2f" % (ours, peer, median[ours] / median[peer]))
+# The issue's target: `kiln run --rm busybox true` at or below crun running
+# the equivalent bundle (crun-docker); the minimal bundle for comparison.
+print("kiln run against the runtimes:")
+for run in ("kiln-run-none", "kiln-run"):
+    for peer in ("crun-docker", "runc-docker", "crun", "runc"):
         print("  %s/%s = %.2f" % (run, peer, median[run] / median[peer]))
 print("  default bridge over --network none: %+.2f ms" % (median["kiln-run"] - median["kiln-run-none"]))
 for peer in ("docker-run", "docker-none"):
