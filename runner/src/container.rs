@@ -228,7 +228,7 @@ impl ContainerBuilder {
     /// set-up failures (see [`Error::exit_code`]). Nothing is left behind on
     /// error.
     pub fn spawn(self) -> Result<Child> {
-        self.spawn_inner(None)
+        self.spawn_while(WhileStarting::default())
     }
 
     /// [`ContainerBuilder::spawn`], with the program held back until `gate`
@@ -238,10 +238,15 @@ impl ContainerBuilder {
     /// [`ContainerBuilder::network_namespace`]) overlaps with it. False
     /// stops the container: [`Error::Cancelled`], nothing left behind.
     pub fn spawn_gated(self, gate: impl FnOnce() -> bool) -> Result<Child> {
-        self.spawn_inner(Some(Box::new(gate)))
+        self.spawn_while(WhileStarting {
+            gate: Some(Box::new(gate)),
+            meanwhile: None,
+        })
     }
 
-    fn spawn_inner(self, gate: Option<Box<dyn FnOnce() -> bool + '_>>) -> Result<Child> {
+    /// [`ContainerBuilder::spawn`] with `hooks` run on this thread while
+    /// the init sets the container up (see [`WhileStarting`]).
+    pub fn spawn_while(self, hooks: WhileStarting<'_>) -> Result<Child> {
         let mut this = self;
         // Dropped (so removed) on every error before the cgroup is ours.
         let prepared = this.prepared.take();
@@ -311,7 +316,7 @@ impl ContainerBuilder {
         };
         crate::timing::mark("cgroup created");
         // From here on, the cgroup must go on every error path.
-        let result = this.start(process, made, cgroup.as_ref(), gate);
+        let result = this.start(process, made, cgroup.as_ref(), hooks);
         match result {
             Ok(mut child) => {
                 child.cgroup = cgroup;
@@ -331,7 +336,7 @@ impl ContainerBuilder {
         process: &Process,
         ns: Namespaces,
         cgroup: Option<&Cgroup>,
-        gate: Option<Box<dyn FnOnce() -> bool + '_>>,
+        hooks: WhileStarting<'_>,
     ) -> Result<Child> {
         let spec = &self.spec;
         let linux = spec.linux().as_ref();
@@ -355,7 +360,7 @@ impl ContainerBuilder {
         let mut process_config = process_config(process)?;
         process_config.has_seccomp = seccomp.is_some();
         process_config.kill_with_parent = self.common.kill_with_parent;
-        process_config.gated = gate.is_some();
+        process_config.gated = hooks.gate.is_some();
         let sysctl = linux
             .and_then(|l| l.sysctl().as_ref())
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
@@ -386,7 +391,7 @@ impl ContainerBuilder {
             &bpf,
             &procs,
             ns.network_fd.map(OwnedFd::from),
-            gate,
+            hooks,
         )
     }
 }
@@ -422,7 +427,7 @@ impl ExecBuilder {
             &bpf,
             &[],
             None,
-            None,
+            WhileStarting::default(),
         )
     }
 }
@@ -557,16 +562,32 @@ fn stream(stdio: &Stdio, which: RawFd, is_input: bool) -> Result<StreamFds> {
     }
 }
 
-/// Clones the init into `flags` namespaces, moves it into the cgroup whose
-/// cgroup.procs files are `procs`, sends it `config`, and waits until the
+/// What the caller does on its own thread while the init sets a container
+/// up: that thread would only wait otherwise.
+#[derive(Default)]
+pub struct WhileStarting<'a> {
+    /// Decides whether the program may start, as with
+    /// [`ContainerBuilder::spawn_gated`].
+    pub gate: Option<Box<dyn FnOnce() -> bool + 'a>>,
+    /// Runs once the gate passed (at once without one), while the init
+    /// finishes: work of the caller's that needs no wait for the program.
+    pub meanwhile: Option<Box<dyn FnOnce() + 'a>>,
+}
+
+/// Clones the init into `flags` namespaces, has it join the cgroup whose
+/// cgroup.procs files are `procs`, gives it `config`, and waits until the
 /// program was exec'd or the set-up failed. `network` goes to the init as
 /// [`protocol::NETWORK_FD`]; `gate` decides whether the program may start
-/// (see [`ContainerBuilder::spawn_gated`]).
+/// (see [`ContainerBuilder::spawn_gated`]); `hooks.meanwhile` runs after
+/// it, before the wait for the program.
 ///
-/// Moving a process between v1 cgroups can wait for an RCU grace period
-/// (the first write takes cgroup_threadgroup_rwsem for writing); doing it
-/// here overlaps that wait with the init's own exec and start-up, which
-/// blocks on the config until the move is done.
+/// An init cloned without an exec finds `config` in its copy of this
+/// process's memory and joins the cgroup itself: it starts its set-up at
+/// once, with nothing serialized or sent. A re-executed init is moved into
+/// the cgroup by this process and then sent the config: moving a process
+/// between v1 cgroups can wait for an RCU grace period (the first write
+/// takes cgroup_threadgroup_rwsem for writing), which then overlaps the
+/// init's own exec and start-up.
 fn launch(
     common: &Common,
     flags: CloneFlags,
@@ -574,7 +595,7 @@ fn launch(
     bpf: &[u8],
     procs: &[PathBuf],
     network: Option<OwnedFd>,
-    gate: Option<Box<dyn FnOnce() -> bool + '_>>,
+    hooks: WhileStarting<'_>,
 ) -> Result<Child> {
     let terminal = config.process.terminal;
     let (stdin, stdout, stderr) = if terminal {
@@ -629,8 +650,11 @@ fn launch(
             Ok(Some(pid)) => pid,
             Ok(None) => {
                 // The child: the same init as after a re-exec, on the same
-                // descriptors; it never returns here.
-                let _ = std::panic::catch_unwind(|| crate::init::main(protocol::INIT_FD));
+                // descriptors, but with the config already in memory; it
+                // joins its cgroup itself and never returns here.
+                let _ = std::panic::catch_unwind(|| {
+                    crate::init::main_forked(protocol::INIT_FD, config, bpf, procs)
+                });
                 sys::exit_now(125)
             }
             Err(e) => return Err(Error::sys("clone the container init")(e)),
@@ -659,24 +683,28 @@ fn launch(
     };
     crate::timing::mark("cloned");
     drop((stdin.child, stdout.child, stderr.child, theirs, network));
-    let pid_text = pid.as_raw().to_string();
-    for file in procs {
-        if let Err(source) = std::fs::write(file, &pid_text) {
-            reap_failed(pid);
-            return Err(Error::Cgroup {
-                op: "join",
-                path: file.clone(),
-                source,
-            });
+    if !fork {
+        // A re-executed init reads its config from the socket once it is
+        // in its cgroup.
+        let pid_text = pid.as_raw().to_string();
+        for file in procs {
+            if let Err(source) = std::fs::write(file, &pid_text) {
+                reap_failed(pid);
+                return Err(Error::Cgroup {
+                    op: "join",
+                    path: file.clone(),
+                    source,
+                });
+            }
         }
+        crate::timing::mark("cgroup joined");
+        if let Err(e) = protocol::send_config(&ours, config, bpf) {
+            reap_failed(pid);
+            return Err(Error::protocol("send the config to")(e));
+        }
+        crate::timing::mark("config sent");
     }
-    crate::timing::mark("cgroup joined");
-    if let Err(e) = protocol::send_config(&ours, config, bpf) {
-        reap_failed(pid);
-        return Err(Error::protocol("send the config to")(e));
-    }
-    crate::timing::mark("config sent");
-    if let Some(gate) = gate {
+    if let Some(gate) = hooks.gate {
         let open = gate();
         crate::timing::mark("gate passed");
         if !open {
@@ -690,6 +718,9 @@ fn launch(
             &[protocol::GO],
             nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
         );
+    }
+    if let Some(meanwhile) = hooks.meanwhile {
+        meanwhile();
     }
 
     let received = receive(&ours, pid);

@@ -61,7 +61,9 @@ mod spec;
 mod sys;
 pub mod timing;
 
-pub use container::{exec, Child, Container, ContainerBuilder, ExecBuilder, JoinInfo, Stdio};
+pub use container::{
+    exec, Child, Container, ContainerBuilder, ExecBuilder, JoinInfo, Stdio, WhileStarting,
+};
 pub use error::{Error, ExitStatus, Result};
 pub use nix::sys::signal::Signal;
 pub use oci_spec;

@@ -7,7 +7,7 @@ mod process;
 
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::fcntl::{fcntl, open, FcntlArg, FdFlag, OFlag};
 use nix::sched::{setns, unshare, CloneFlags};
@@ -19,36 +19,60 @@ use crate::sys;
 /// Entry from `init_if_requested`: runs the init protocol on inherited fd
 /// `fd` and never returns.
 pub(crate) fn main(fd: i32) -> ! {
+    let (sock, network) = adopt(fd);
+    let failure = match protocol::read_config(&sock) {
+        Ok((config, bpf)) => {
+            crate::timing::mark("init config read");
+            run(&sock, &config, &bpf, network)
+        }
+        Err(e) => Failure::io("read the container config", &e),
+    };
+    fail(&sock, failure)
+}
+
+/// Entry for an init cloned from its caller without an exec (see
+/// `sys::clone_continue`): `config` and `bpf` are in this copy of the
+/// caller's memory instead of on the socket, and the init moves itself
+/// into the cgroup whose cgroup.procs files are `procs` (for a re-executed
+/// init the caller does that). Never returns.
+pub(crate) fn main_forked(fd: i32, config: &InitConfig, bpf: &[u8], procs: &[PathBuf]) -> ! {
+    let (sock, network) = adopt(fd);
+    let failure = match join_cgroup(procs) {
+        Ok(()) => run(&sock, config, bpf, network),
+        Err(f) => f,
+    };
+    fail(&sock, failure)
+}
+
+/// Takes over the socket at inherited fd `fd` and the network namespace
+/// that may follow it (protocol::NETWORK_FD); every other descriptor from
+/// there on is closed.
+fn adopt(fd: i32) -> (File, Option<OwnedFd>) {
     let Some(sock) = sys::adopt_inherited_fd(fd) else {
         eprintln!("kiln init: fd {fd} is not open");
         std::process::exit(125);
     };
     let _ = fcntl(&sock, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
-    // The descriptor after the socket may hold a network namespace to join
-    // (protocol::NETWORK_FD); every other one is closed.
     sys::close_fds_from(fd + 2);
     let network = sys::adopt_inherited_fd(fd + 1);
     if let Some(n) = &network {
         let _ = fcntl(n, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
     }
-    let sock = File::from(sock);
     crate::timing::mark("init main");
-    let failure = match protocol::read_config(&sock) {
-        Ok((config, bpf)) => {
-            crate::timing::mark("init config read");
-            run(&sock, config, bpf, network)
-        }
-        Err(e) => Failure::io("read the container config", &e),
-    };
-    let _ = protocol::send_message(&sock, &Message::Failed(failure), None);
+    (File::from(sock), network)
+}
+
+/// Reports `failure` to the caller and exits 125.
+fn fail(sock: &File, failure: Failure) -> ! {
+    let _ = protocol::send_message(sock, &Message::Failed(failure), None);
     std::process::exit(125);
 }
 
 /// Runs the set-up; returns only on failure.
-fn run(sock: &File, config: InitConfig, bpf: Vec<u8>, network: Option<OwnedFd>) -> Failure {
+fn run(sock: &File, config: &InitConfig, bpf: &[u8], network: Option<OwnedFd>) -> Failure {
     let result = match config.mode {
-        InitMode::Run(ref run) => setup_container(sock, &config, run, &bpf, network),
-        InitMode::Exec { pid } => join_container(sock, &config, pid, &bpf),
+        InitMode::Run(ref run) => setup_container(sock, config, run, bpf, network),
+        InitMode::Exec { pid } => join_container(sock, config, pid, bpf),
     };
     match result {
         Ok(never) => match never {},
@@ -59,8 +83,9 @@ fn run(sock: &File, config: InitConfig, bpf: Vec<u8>, network: Option<OwnedFd>) 
 /// The empty type: functions returning `Result<Never, _>` only return errors.
 pub(crate) enum Never {}
 
-fn join_cgroup(config: &InitConfig) -> Result<(), Failure> {
-    for file in &config.cgroup_procs {
+/// Moves this process into the cgroups whose cgroup.procs files are `procs`.
+fn join_cgroup(procs: &[PathBuf]) -> Result<(), Failure> {
+    for file in procs {
         std::fs::write(file, "0")
             .map_err(|e| Failure::io(format!("join cgroup {}", file.display()), &e))?;
     }
@@ -77,7 +102,7 @@ fn setup_container(
     network: Option<OwnedFd>,
 ) -> Result<Never, Failure> {
     umask(Mode::empty());
-    join_cgroup(config)?;
+    join_cgroup(&config.cgroup_procs)?;
     match network {
         Some(ns) if run.join_network_fd => setns(ns, CloneFlags::CLONE_NEWNET)
             .map_err(|e| Failure::sys("join the network namespace", e))?,
@@ -143,7 +168,7 @@ fn join_container(
     pid: i32,
     bpf: &[u8],
 ) -> Result<Never, Failure> {
-    join_cgroup(config)?;
+    join_cgroup(&config.cgroup_procs)?;
     // The user namespace first (it owns the others), the mount namespace
     // last (its paths change where /proc is).
     let order = [
