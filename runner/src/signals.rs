@@ -47,6 +47,15 @@ pub fn forward_signals(pid: i32) -> io::Result<SignalForwarder> {
     })
 }
 
+impl SignalForwarder {
+    /// Stops forwarding without waiting for the helper thread to end (the
+    /// drop waits): call it once the program is reaped, so the thread ends
+    /// while the caller cleans up.
+    pub fn stop(&self) {
+        self.handle.close();
+    }
+}
+
 impl Drop for SignalForwarder {
     fn drop(&mut self) {
         self.handle.close();

@@ -71,7 +71,7 @@ pub fn run(root: &std::path::Path, args: &MonitorArgs) -> Result<ExitStatus> {
         None
     };
     let (stdin, out, err) = stdio();
-    let mut started = match supervise::start(&container, stdin, out, err, None) {
+    let mut started = match supervise::start(&container, [stdin, out, err], None, false) {
         Ok(s) => s,
         Err(e) => {
             let message = format!("{e:#}").replace('\n', " ");
@@ -126,7 +126,7 @@ pub fn run(root: &std::path::Path, args: &MonitorArgs) -> Result<ExitStatus> {
             break code;
         }
         let (stdin, out, err) = stdio();
-        started = match supervise::start(&container, stdin, out, err, None) {
+        started = match supervise::start(&container, [stdin, out, err], None, false) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!("restarting container {}: {e:#}", container.record.name);

@@ -254,12 +254,19 @@ pub fn run(
             detach_keys,
         );
     }
-    let result = run_foreground(&container, args.create.interactive, args.sig_proxy, netns);
+    let mut janitor = None;
+    let result = run_foreground(
+        &container,
+        args.create.interactive,
+        args.sig_proxy,
+        netns,
+        &mut janitor,
+    );
     kiln_runner::timing::mark("foreground done");
     if args.create.rm {
         let _lock = containers.lock()?;
         // A foreground run that ended without error gave its network back.
-        containers.remove_soon(&container, result.is_ok())?;
+        containers.remove_soon(&container, result.is_ok(), janitor)?;
         kiln_runner::timing::mark("removed");
     }
     result
@@ -323,12 +330,14 @@ pub fn attach_outcome(container: &Container, outcome: attach::Outcome) -> Result
 }
 
 /// Runs a created container attached to this process's stdio and returns
-/// its exit code.
+/// its exit code. A container removed on exit gets its `janitor` started
+/// (see [`supervise::start`]).
 fn run_foreground(
     container: &Container,
     interactive: bool,
     sig_proxy: bool,
     netns: Option<supervise::PendingNetns>,
+    janitor: &mut Option<kiln_runner::cleanup::Janitor>,
 ) -> Result<ExitStatus> {
     let log = LogWriter::open(&container.log_path())?;
     kiln_runner::timing::mark("log open");
@@ -340,18 +349,20 @@ fn run_foreground(
     } else {
         (Stdio::Null, Stdio::Piped, Stdio::Piped)
     };
-    let mut started = match supervise::start(container, stdin, stdout, stderr, netns) {
+    let stdio = [stdin, stdout, stderr];
+    let removed_after = container.record.auto_remove;
+    let mut started = match supervise::start(container, stdio, netns, removed_after) {
         Ok(s) => s,
         Err(err) => {
             let _ = writeln!(std::io::stderr(), "kiln: {err:#}");
             return Ok(ExitStatus(exit_code_of(&err)));
         }
     };
-    let forwarder = if sig_proxy || tty {
-        Some(kiln_runner::forward_signals(started.child.pid()).context("forwarding signals")?)
-    } else {
-        None
-    };
+    *janitor = started.janitor.take();
+    if sig_proxy || tty {
+        started.forwarder =
+            Some(kiln_runner::forward_signals(started.child.pid()).context("forwarding signals")?);
+    }
     if tty {
         let master = started
             .child
@@ -400,7 +411,6 @@ fn run_foreground(
     } else {
         supervise::finish(container, started)?
     };
-    drop(forwarder);
     Ok(ExitStatus(code))
 }
 

@@ -587,9 +587,15 @@ impl Containers {
     /// that outlives this one: `run --rm` returns without waiting for the
     /// file system. A tree whose deleter was killed goes with the next
     /// container created ([`Containers::create`]). `network_released`: the
-    /// caller gave its network back already (no second look needed). Call
-    /// with the lock held.
-    pub fn remove_soon(&self, container: &Container, network_released: bool) -> Result<()> {
+    /// caller gave its network back already (no second look needed). A
+    /// `janitor` started beforehand deletes the tree instead of a child
+    /// forked now. Call with the lock held.
+    pub fn remove_soon(
+        &self,
+        container: &Container,
+        network_released: bool,
+        janitor: Option<kiln_runner::cleanup::Janitor>,
+    ) -> Result<()> {
         let trash = self.dir.join(format!(".trash-{}", container.record.id));
         let state = container.state().unwrap_or_default();
         supervise::unmount_stale(&container.rootfs())?;
@@ -607,6 +613,9 @@ impl Containers {
         std::fs::rename(&container.dir, &trash)
             .with_context(|| format!("removing {}", container.dir.display()))?;
         self.remove_anonymous_volumes(container)?;
+        if janitor.is_some_and(|j| j.remove(&trash)) {
+            return Ok(());
+        }
         // The deleter holds this lock on the tree until it is gone.
         let held = File::open(&trash).and_then(|f| f.try_lock().map(|()| f).map_err(Into::into));
         if !held.is_ok_and(|f| kiln_runner::cleanup::remove_tree_detached(&trash, &f)) {

@@ -7,7 +7,9 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use chrono::Utc;
 use kiln_runner::cgroup::PreparedCgroup;
+use kiln_runner::cleanup::Janitor;
 use kiln_runner::overlay::{OverlayMount, Writable};
+use kiln_runner::WhileStarting;
 use kiln_runner::{Child, Stdio};
 
 use super::{process_start_time, Container, State, Status};
@@ -17,6 +19,12 @@ use super::{process_start_time, Container, State, Status};
 pub struct Started {
     pub child: Child,
     mount: Option<OverlayMount>,
+    /// Forwards the caller's signals to the program; stopped as soon as
+    /// the program is reaped (see [`finish`]).
+    pub forwarder: Option<kiln_runner::SignalForwarder>,
+    /// Removes the container's directory once it is handed over (see
+    /// [`super::Containers::remove_soon`]); started while the init set up.
+    pub janitor: Option<Janitor>,
 }
 
 /// The exit code for an error of a container command: the runner's own
@@ -83,16 +91,17 @@ pub fn own_network_namespace(mode: &str) -> Option<PendingNetns> {
 
 /// Mounts the rootfs, starts the program and records it as running. On
 /// failure the state says exited (with the runner's exit code) and nothing
-/// stays mounted. `netns` is the container's network namespace when made
-/// beforehand by [`own_network_namespace`].
+/// stays mounted. `stdio` is the program's stdin, stdout and stderr;
+/// `netns` is the container's network namespace when made beforehand by
+/// [`own_network_namespace`]. With `janitor`, a [`Janitor`] for the
+/// container's removal is started while the init sets up, when it can be.
 pub fn start(
     container: &Container,
-    stdin: Stdio,
-    stdout: Stdio,
-    stderr: Stdio,
+    stdio: [Stdio; 3],
     netns: Option<PendingNetns>,
+    janitor: bool,
 ) -> Result<Started> {
-    let result = start_inner(container, [stdin, stdout, stderr], netns);
+    let result = start_inner(container, stdio, netns, janitor);
     if let Err(err) = &result {
         let state = State {
             status: Status::Exited,
@@ -110,6 +119,7 @@ fn start_inner(
     container: &Container,
     [stdin, stdout, stderr]: [Stdio; 3],
     netns: Option<PendingNetns>,
+    janitor: bool,
 ) -> Result<Started> {
     let record = &container.record;
     let rootfs = container.rootfs();
@@ -162,18 +172,24 @@ fn start_inner(
         .stdin(stdin)
         .stdout(stdout)
         .stderr(stderr);
+    let mut started_janitor = None;
+    let meanwhile =
+        janitor.then(|| Box::new(|| started_janitor = Janitor::start()) as Box<dyn FnOnce() + '_>);
     let (child, net) = match (attach, made) {
         (Some(attach), Some(made)) => {
             // A bridge network is attached while the container starts,
             // into the namespace its init joins; its program waits for it.
             builder = builder.network_namespace(made.try_clone_file()?);
             let mut net = None;
-            let spawned = builder.spawn_gated(|| {
-                let up = attach.run(container, Some(made));
-                kiln_runner::timing::mark("net up");
-                let ok = up.is_ok();
-                net = Some(up);
-                ok
+            let spawned = builder.spawn_while(WhileStarting {
+                gate: Some(Box::new(|| {
+                    let up = attach.run(container, Some(made));
+                    kiln_runner::timing::mark("net up");
+                    let ok = up.is_ok();
+                    net = Some(up);
+                    ok
+                })),
+                meanwhile,
             });
             let result = match (spawned, net) {
                 (Ok(child), Some(Ok(net))) => Ok((child, net)),
@@ -194,8 +210,12 @@ fn start_inner(
             if let Some(made) = made {
                 builder = builder.network_namespace(made.into_file());
             }
+            let hooks = WhileStarting {
+                gate: None,
+                meanwhile,
+            };
             (
-                builder.spawn().with_context(starting)?,
+                builder.spawn_while(hooks).with_context(starting)?,
                 super::net::NetUp::default(),
             )
         }
@@ -221,6 +241,8 @@ fn start_inner(
     Ok(Started {
         child,
         mount: Some(mount),
+        forwarder: None,
+        janitor: started_janitor,
     })
 }
 
@@ -322,6 +344,11 @@ pub fn finish_for_removal(container: &Container, started: Started) -> Result<u8>
 
 fn finish_with(container: &Container, mut started: Started, record_exit: bool) -> Result<u8> {
     let status = started.child.wait();
+    // Its thread ends while the rest is cleaned up; dropping `started`
+    // then finds it gone.
+    if let Some(forwarder) = &started.forwarder {
+        forwarder.stop();
+    }
     kiln_runner::timing::mark("waited");
     let mount = started.mount.take();
     // Only bridge networks attach anything (none, host and container:

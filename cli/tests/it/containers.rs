@@ -190,6 +190,38 @@ fn run_rm_removes_in_the_background_and_sweeps_leftovers() {
         "left in {}: {names:?}",
         containers.display()
     );
+    // A failed start drops the janitor it began with: it ends, as does
+    // every deleter, leaving no process behind that names this store.
+    let failed = r.run(&["run", "--rm", "busybox", "/no/such"]);
+    assert_eq!(failed.status.code(), Some(127));
+    let root = r.path().to_string_lossy().into_owned();
+    let mut lingering = Vec::new();
+    for _ in 0..200 {
+        lingering = processes_naming(&root);
+        if lingering.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(lingering.is_empty(), "kiln processes left: {lingering:?}");
+}
+
+/// Pids and command lines of the processes whose command line holds `text`.
+fn processes_naming(text: &str) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(text) {
+            found.push((pid, cmdline));
+        }
+    }
+    found
 }
 
 #[test]
