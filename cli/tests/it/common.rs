@@ -83,18 +83,22 @@ pub fn project_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// The busybox root filesystem tar of testdata/base, made once per test process.
+/// The busybox root filesystem tar of testdata/base, made once per test
+/// process into cargo's scratch directory for tests (under the target
+/// directory): one file, replaced atomically, so runs leave nothing in /tmp.
 pub fn busybox_tar() -> &'static Path {
     static TAR: OnceLock<PathBuf> = OnceLock::new();
     TAR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("kiln-test-base-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        std::fs::create_dir_all(dir).unwrap();
         let tar = dir.join("busybox-rootfs.tar");
+        let made = dir.join(format!("busybox-rootfs.tar.{}", std::process::id()));
         let status = Command::new(project_dir().join("testdata/base/make-busybox-rootfs.sh"))
-            .arg(&tar)
+            .arg(&made)
             .status()
             .expect("running testdata/base/make-busybox-rootfs.sh");
         assert!(status.success(), "make-busybox-rootfs.sh failed");
+        std::fs::rename(&made, &tar).unwrap();
         tar
     })
 }
