@@ -231,19 +231,6 @@ impl ContainerBuilder {
         self.spawn_while(WhileStarting::default())
     }
 
-    /// [`ContainerBuilder::spawn`], with the program held back until `gate`
-    /// returns true. `gate` runs on this thread while the init sets the
-    /// container up, so the caller's own part of the start (configuring the
-    /// network in the namespace given with
-    /// [`ContainerBuilder::network_namespace`]) overlaps with it. False
-    /// stops the container: [`Error::Cancelled`], nothing left behind.
-    pub fn spawn_gated(self, gate: impl FnOnce() -> bool) -> Result<Child> {
-        self.spawn_while(WhileStarting {
-            gate: Some(Box::new(gate)),
-            meanwhile: None,
-        })
-    }
-
     /// [`ContainerBuilder::spawn`] with `hooks` run on this thread while
     /// the init sets the container up (see [`WhileStarting`]).
     pub fn spawn_while(self, hooks: WhileStarting<'_>) -> Result<Child> {
@@ -378,8 +365,7 @@ impl ContainerBuilder {
                 sysctl,
             }),
             process: process_config,
-            // The caller moves the init into the cgroup (below), while the
-            // init is still starting.
+            // `launch` puts the init into the container's cgroup (`procs`).
             cgroup_procs: Vec::new(),
             init_process: self.init_process,
         };
@@ -566,8 +552,11 @@ fn stream(stdio: &Stdio, which: RawFd, is_input: bool) -> Result<StreamFds> {
 /// up: that thread would only wait otherwise.
 #[derive(Default)]
 pub struct WhileStarting<'a> {
-    /// Decides whether the program may start, as with
-    /// [`ContainerBuilder::spawn_gated`].
+    /// Holds the program back until it returns true, so the caller's own
+    /// part of the start (configuring the network in the namespace given
+    /// with [`ContainerBuilder::network_namespace`]) overlaps with the
+    /// init's. False stops the container: [`Error::Cancelled`], nothing
+    /// left behind.
     pub gate: Option<Box<dyn FnOnce() -> bool + 'a>>,
     /// Runs once the gate passed (at once without one), while the init
     /// finishes: work of the caller's that needs no wait for the program.
@@ -577,9 +566,9 @@ pub struct WhileStarting<'a> {
 /// Clones the init into `flags` namespaces, has it join the cgroup whose
 /// cgroup.procs files are `procs`, gives it `config`, and waits until the
 /// program was exec'd or the set-up failed. `network` goes to the init as
-/// [`protocol::NETWORK_FD`]; `gate` decides whether the program may start
-/// (see [`ContainerBuilder::spawn_gated`]); `hooks.meanwhile` runs after
-/// it, before the wait for the program.
+/// [`protocol::NETWORK_FD`]; `hooks` run on this thread meanwhile (see
+/// [`WhileStarting`]): the gate, then `meanwhile`, then the wait for the
+/// program.
 ///
 /// An init cloned without an exec finds `config` in its copy of this
 /// process's memory and joins the cgroup itself: it starts its set-up at

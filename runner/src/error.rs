@@ -49,7 +49,7 @@ pub enum Error {
     /// The container set-up, inside the new namespaces, failed.
     #[error("container set-up failed: {step}: {detail}")]
     Setup { step: String, detail: String },
-    /// The caller's gate (see `ContainerBuilder::spawn_gated`) stopped the
+    /// The caller's gate (see `WhileStarting::gate`) stopped the
     /// container before its program started.
     #[error("the container was stopped before its program started")]
     Cancelled,

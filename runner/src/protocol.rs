@@ -32,7 +32,9 @@ pub(crate) const NETWORK_FD: i32 = INIT_FD + 1;
 pub(crate) struct InitConfig {
     pub mode: Mode,
     pub process: ProcessConfig,
-    /// cgroup.procs files to write "0" into, first thing.
+    /// cgroup.procs files to write "0" into, first thing, when joining a
+    /// running container (a new container's init is put into its cgroup
+    /// by `launch`).
     pub cgroup_procs: Vec<PathBuf>,
     /// Run kiln's tiny init as PID 1 and the program as its child.
     pub init_process: bool,

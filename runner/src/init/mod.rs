@@ -102,7 +102,6 @@ fn setup_container(
     network: Option<OwnedFd>,
 ) -> Result<Never, Failure> {
     umask(Mode::empty());
-    join_cgroup(&config.cgroup_procs)?;
     match network {
         Some(ns) if run.join_network_fd => setns(ns, CloneFlags::CLONE_NEWNET)
             .map_err(|e| Failure::sys("join the network namespace", e))?,

@@ -918,9 +918,9 @@ pub fn attach_with(
     let fresh = match (made, &req.netns) {
         (_, Some(_)) => None,
         (Some(made), None) => Some(Fresh::Made(made)),
-        (None, None) => Some(Fresh::Making(std::thread::spawn(
-            NewNamespace::make_on_own_thread,
-        ))),
+        (None, None) => Some(Fresh::Making(
+            spawn_namespace().map_err(|e| Error::io("starting a thread", e))?,
+        )),
     };
     let _lock = lock()?;
     let states = reap_locked()?;
